@@ -1,0 +1,50 @@
+"""Shared helpers for the tests: where things are, and how to run a script as a user would."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALGOS = ROOT / "algos"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # offline data beside the checkout, if any
+
+
+def load_script(name: str):
+    """Import algos/<name>.py as a module, so tests can call its pieces and main()."""
+    spec = importlib.util.spec_from_file_location(name, ALGOS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_env(**extra) -> dict:
+    """The environment for a script run: no wandb network, one thread, offline tiktoken."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "WORLD_SIZE")}
+    env.update(WANDB_MODE="disabled", WANDB_SILENT="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if (SHARED_DATA / "tiktoken_cache").is_dir():
+        env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+    """Run a command, capture its output, and show it if the test fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=script_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+    print(f"$ {' '.join(map(str, cmd))}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small networks run fastest with one thread on this CPU; tests call main() in-process."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

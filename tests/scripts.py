@@ -1,0 +1,16 @@
+"""What the shared tests need to know about each script in algos/.
+
+Every algos/*.py must have an entry: the shared tests fail for a script without one, so a new
+script is covered the moment it lands. `tiny` are arguments for a run of a few seconds that
+still exercises learning and logging; `metrics` are wandb keys its --track run must log.
+"""
+
+SCRIPTS = {
+    "dqn.py": dict(
+        tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1200", "--learning-starts", "400",
+              "--eval-episodes", "3", "--log-interval", "400"],
+        metrics=["charts/episodic_return", "charts/episodic_length", "losses/td_loss",
+                 "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
+                 "eval/episodes", "global_step", "wall_time"],
+    ),
+}
