@@ -1,0 +1,542 @@
+"""Deep Q-Network (DQN) with a Double DQN switch, in one file.
+
+DQN learns the optimal action-value function Q*(s, a) with a neural network and acts
+epsilon-greedily on it. Two ideas make Q-learning with a network stable (Mnih et al. 2015):
+an experience replay buffer, sampled uniformly, that breaks the correlation between
+consecutive transitions; and a target network, a lagged copy of the Q-network, that holds
+the regression target still for a while.
+
+    n-step return  G = r_t + gamma r_t+1 + ... + gamma^(m-1) r_t+m-1,   m = n, or fewer at an episode end
+    TD target      y = G + gamma^m (1 - terminated) Q_target(s_t+m, a*)
+    DQN            a* = argmax_a Q_target(s_t+m, a)
+    Double DQN     a* = argmax_a Q(s_t+m, a)       (van Hasselt et al. 2016, eq. 4)
+    loss           L(theta) = E_(s,a,G,s')~D [ huber(Q(s_t, a_t; theta) - y) ]
+
+With n = 1 this is the DQN of the paper. n > 1 (Sutton & Barto 2nd ed. sec. 7.1; one of
+Rainbow's parts, Hessel et al. 2018) carries a reward n steps back per update instead of one,
+which is what a sparse task like MountainCar needs. `terminated` means the MDP ended (the
+car reached the flag, the pole fell): there is no future, so nothing is bootstrapped. A
+time-limit `truncated` episode did not end, the clock just ran out, so the target still
+bootstraps from the true last observation. The buffer stores each transition's bootstrap
+discount gamma^m (1 - terminated), which covers both cases.
+
+Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action
+is held for a random number of steps (epsilon z-greedy, Dabney et al. 2021).
+
+gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP autoreset):
+that call ignores the action and returns the reset observation with reward 0. Such a step is
+not a transition of the MDP and is never written to the replay buffer.
+
+Inputs are rescaled to [-1, 1] with the observation space's bounds where they are finite:
+MountainCar's velocity lives in +-0.07 and would otherwise be a nearly invisible input.
+
+Distributed: under torchrun every rank runs its own environments and its own replay
+buffer with the same schedule; DistributedDataParallel averages the gradients, so each
+update sees world_size minibatches. --total-timesteps counts the steps of all ranks.
+Rank 0 alone prints, logs, evaluates and saves.
+
+References
+    Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518.
+    Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning", arXiv:1312.5602.
+    van Hasselt, Guez, Silver 2016, "Deep Reinforcement Learning with Double Q-learning",
+        AAAI, arXiv:1509.06461.
+
+Usage
+    python algos/dqn.py --env-id MountainCar-v0        # the main job (the default env)
+    python algos/dqn.py --env-id CartPole-v1 --total-timesteps 20000    # a quick run
+    torchrun --standalone --nproc_per_node=2 algos/dqn.py --env-id CartPole-v1
+    python algos/dqn.py --env-id Acrobot-v1 --track     # log to Weights & Biases
+    python algos/dqn.py --env-id CartPole-v1 --save-model
+    python algos/dqn.py --eval-checkpoint runs/<run_name>/dqn.pt    # evaluate, no training
+"""
+
+import dataclasses
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+@dataclass
+class Args:
+    exp_name: str = "dqn"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (rank r uses seed + r)"""
+    torch_deterministic: bool = True
+    """set torch.backends.cudnn.deterministic"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    num_threads: int = 1
+    """torch CPU threads; small networks run fastest with one"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "algos"
+    """the wandb project"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    save_model: bool = False
+    """save the Q-network to runs/<run_name>/dqn.pt"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this saved model greedily and exit, no training"""
+    eval_episodes: int = 100
+    """greedy evaluation episodes at the end"""
+    log_interval: int = 5000
+    """print progress every this many environment steps"""
+
+    env_id: str = "MountainCar-v0"
+    """a gymnasium id with a discrete action space ("module:Env-v0" imports module first)"""
+    loss: Literal["huber", "mse"] = "huber"
+    """regression loss on the TD error"""
+    double_dqn: bool = True
+    """choose a* with the online network (Double DQN) instead of the target network"""
+    max_grad_norm: float = 10.0
+    """clip the global gradient norm at this value"""
+
+    # None below means: take the value from ENV_DEFAULTS[env_id], else from GENERIC_DEFAULTS.
+    total_timesteps: Optional[int] = None
+    """environment steps, all ranks together"""
+    num_envs: Optional[int] = None
+    """parallel environments per rank"""
+    learning_rate: Optional[float] = None
+    """Adam step size"""
+    buffer_size: Optional[int] = None
+    """replay buffer capacity in transitions (per rank)"""
+    gamma: Optional[float] = None
+    """discount factor"""
+    tau: Optional[float] = None
+    """target update rate: 1.0 copies the weights, < 1 is Polyak averaging"""
+    target_network_frequency: Optional[int] = None
+    """update the target network every this many environment steps"""
+    batch_size: Optional[int] = None
+    """transitions per gradient step"""
+    start_e: Optional[float] = None
+    """epsilon at the start"""
+    end_e: Optional[float] = None
+    """epsilon at the end of the linear schedule"""
+    exploration_fraction: Optional[float] = None
+    """fraction of total-timesteps over which epsilon falls from start-e to end-e"""
+    ez_mu: Optional[float] = None
+    """epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy"""
+    learning_starts: Optional[int] = None
+    """environment steps of pure collection before learning"""
+    train_frequency: Optional[int] = None
+    """do gradient-steps updates every this many environment steps"""
+    gradient_steps: Optional[int] = None
+    """updates per training round"""
+    n_step: Optional[int] = None
+    """n of the n-step return (1 = one-step Q-learning)"""
+    hidden_sizes: Optional[tuple[int, ...]] = None
+    """widths of the Q-network's hidden layers"""
+
+
+# Per-environment hyperparameters. Any flag given on the command line wins over this table.
+# MountainCar follows RL Zoo's tuned DQN (lr 4e-3, batch 128, buffer 10k, gamma 0.98, ...)
+# with a smaller network and fewer updates, which is what fits its budget on a 2-core CPU.
+GENERIC_DEFAULTS = dict(
+    total_timesteps=500_000, num_envs=1, learning_rate=2.5e-4, buffer_size=10_000, gamma=0.99,
+    tau=1.0, target_network_frequency=500, batch_size=128, start_e=1.0, end_e=0.05,
+    exploration_fraction=0.5, ez_mu=0.0, learning_starts=10_000, train_frequency=10,
+    gradient_steps=1, n_step=1, hidden_sizes=(120, 84),
+)
+ENV_DEFAULTS = {
+    "MountainCar-v0": dict(
+        total_timesteps=120_000, learning_rate=4e-3, buffer_size=10_000, gamma=0.98,
+        target_network_frequency=600, batch_size=128, end_e=0.07, exploration_fraction=0.2,
+        learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=8, hidden_sizes=(64, 64),
+    ),
+    "CartPole-v1": dict(
+        total_timesteps=50_000, learning_rate=2.3e-3, buffer_size=50_000, gamma=0.99,
+        target_network_frequency=10, batch_size=64, end_e=0.04, exploration_fraction=0.16,
+        learning_starts=1_000, train_frequency=4, gradient_steps=1, hidden_sizes=(64, 64),
+    ),
+    "Acrobot-v1": dict(
+        total_timesteps=100_000, learning_rate=6.3e-4, buffer_size=50_000, gamma=0.99,
+        target_network_frequency=250, batch_size=128, end_e=0.1, exploration_fraction=0.12,
+        learning_starts=1_000, train_frequency=4, gradient_steps=1, hidden_sizes=(64, 64),
+    ),
+}
+
+
+def resolve_defaults(args: Args) -> tuple[Args, list[str]]:
+    """Fill every field left at None from the table; return the args and the filled names."""
+    table = {**GENERIC_DEFAULTS, **ENV_DEFAULTS.get(args.env_id, {})}
+    filled = {k: v for k, v in table.items() if getattr(args, k) is None}
+    return dataclasses.replace(args, **filled), sorted(filled)
+
+
+def validate(args: Args) -> None:
+    """Reject flag combinations that cannot work, with one sentence naming the fix."""
+    for name in ("train_frequency", "target_network_frequency"):
+        if getattr(args, name) % args.num_envs:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"{flag} {getattr(args, name)} is not a multiple of --num-envs "
+                             f"{args.num_envs}: pick values so that it divides evenly.")
+    if args.ez_mu != 0 and args.ez_mu <= 1:
+        raise SystemExit(f"--ez-mu {args.ez_mu} must be 0 (plain epsilon-greedy) or above 1 "
+                         "(the zeta distribution is only defined there; the paper uses 2).")
+    if args.n_step < 1:
+        raise SystemExit(f"--n-step {args.n_step} must be at least 1.")
+    if not 0.0 < args.tau <= 1.0:
+        raise SystemExit(f"--tau {args.tau} must lie in (0, 1]: 1.0 copies the weights.")
+    if args.eval_episodes < 1:
+        raise SystemExit(f"--eval-episodes {args.eval_episodes} must be at least 1.")
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """Synchronous vector env (NEXT_STEP autoreset) that records episode returns."""
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    except (gym.error.Error, ModuleNotFoundError) as e:
+        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        raise SystemExit(f"DQN needs a discrete action space, but {env_id} has "
+                         f"{envs.single_action_space}: use algos/ppo.py for continuous actions.")
+    space = envs.single_observation_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise SystemExit(f"this DQN takes a flat Box observation, but {env_id} has {space}.")
+    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+class QNetwork(nn.Module):
+    """MLP from an observation to one value per action, Q(s, . ; theta)."""
+
+    def __init__(self, obs_space: gym.spaces.Box, n_actions: int, hidden_sizes: tuple[int, ...]):
+        super().__init__()
+        low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
+        bounded = np.isfinite(low) & np.isfinite(high) & (high > low)
+        # Rescale bounded inputs to [-1, 1]; unbounded ones pass through unchanged.
+        center, scale = np.zeros_like(low), np.ones_like(low)
+        center[bounded] = (high[bounded] + low[bounded]) / 2
+        scale[bounded] = (high[bounded] - low[bounded]) / 2
+        self.register_buffer("obs_center", torch.tensor(center, dtype=torch.float32))
+        self.register_buffer("obs_scale", torch.tensor(scale, dtype=torch.float32))
+        layers, width = [], obs_space.shape[0]
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.net = nn.Sequential(*layers, nn.Linear(width, n_actions))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net((obs - self.obs_center) / self.obs_scale)
+
+
+class NStepWindow:
+    """Turns each sub-env's stream of one-step transitions into n-step ones.
+
+    Every sub-env keeps its last n (obs, action, reward). When the window is full, its oldest
+    entry leaves as (s_t, a_t, G, s_t+n, gamma^n); when an episode ends, every entry leaves,
+    bootstrapping from the last observation with gamma^m, or with 0 if the episode terminated.
+    """
+
+    def __init__(self, n: int, num_envs: int, gamma: float):
+        self.n, self.gamma = n, gamma
+        self.windows = [[] for _ in range(num_envs)]
+
+    def push(self, env: int, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> list:
+        """Add one real transition of sub-env `env`; return the n-step transitions now complete."""
+        window = self.windows[env]
+        window.append((obs, action, reward))
+        if terminated or truncated:
+            leaving = len(window)  # the episode is over: every entry leaves
+        elif len(window) == self.n:
+            leaving = 1  # the oldest entry now has its n rewards
+        else:
+            return []
+        out = []
+        for k in range(leaving):
+            rewards = [r for _, _, r in window[k:]]
+            ret = sum(self.gamma ** j * r for j, r in enumerate(rewards))
+            discount = 0.0 if terminated else self.gamma ** len(rewards)
+            out.append((window[k][0], window[k][1], ret, next_obs, discount))
+        del window[:leaving]
+        return out
+
+
+class ReplayBuffer:
+    """The last `capacity` transitions in preallocated arrays; new ones overwrite the oldest.
+    A transition is (s_t, a_t, G, s_t+m, gamma^m (1 - terminated)) with G the n-step return."""
+
+    def __init__(self, capacity: int, obs_dim: int, rng: np.random.Generator):
+        self.capacity, self.rng, self.pos, self.size = capacity, rng, 0, 0
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.returns = np.zeros(capacity, np.float32)
+        self.discounts = np.zeros(capacity, np.float32)
+
+    def add(self, obs, action, ret, next_obs, discount) -> None:
+        """Write one transition at the cursor; past the end the cursor wraps to the oldest row."""
+        i = self.pos
+        self.obs[i], self.actions[i], self.returns[i] = obs, action, ret
+        self.next_obs[i], self.discounts[i] = next_obs, discount
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device):
+        """A uniform minibatch (with replacement) as tensors on `device`."""
+        idx = self.rng.integers(0, self.size, batch_size)
+        arrays = (self.obs, self.actions, self.returns, self.next_obs, self.discounts)
+        return tuple(torch.from_numpy(a[idx]).to(device) for a in arrays)
+
+
+def td_target(q_network: nn.Module, target_network: nn.Module, returns: torch.Tensor,
+              next_obs: torch.Tensor, discounts: torch.Tensor, double_dqn: bool) -> torch.Tensor:
+    """y = G + gamma^m (1 - terminated) Q_target(s', a*); a* from the online net for Double DQN."""
+    with torch.no_grad():
+        next_q_target = target_network(next_obs)
+        chooser = q_network(next_obs) if double_dqn else next_q_target
+        next_actions = chooser.argmax(dim=1, keepdim=True)
+        next_q = next_q_target.gather(1, next_actions).squeeze(1)
+        return returns + discounts * next_q
+
+
+def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
+    """Epsilon falls linearly from start_e to end_e over `duration` steps, then stays."""
+    return max(end_e, start_e + (end_e - start_e) * t / max(duration, 1.0))
+
+
+def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.ndarray,
+            mu: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """Epsilon z-greedy (Dabney et al. 2021, Alg. 1) for a batch of sub-envs.
+
+    A sub-env that is not already exploring starts, with probability epsilon, to hold one
+    uniformly random action for n ~ zeta(mu) steps, P(n) proportional to n^-mu. Plain
+    epsilon-greedy is n = 1 (mu = 0 here). Holding an action gives exploration momentum:
+    in MountainCar uniform random actions dither and practically never reach the flag.
+    `hold` (steps left) and `held_action` are updated in place; the greedy actions come
+    from q_values_fn(obs), which is only called when some sub-env acts greedily.
+    """
+    start = (hold == 0) & (rng.random(len(hold)) < epsilon)
+    if start.any():
+        hold[start] = rng.zipf(mu, start.sum()) if mu else 1
+        held_action[start] = rng.integers(n_actions, size=start.sum())
+    exploring = hold > 0
+    actions = held_action.copy()
+    if not exploring.all():
+        actions[~exploring] = q_values_fn(obs).argmax(1).cpu().numpy()[~exploring]
+    hold[exploring] -= 1
+    return actions
+
+
+def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
+             device: torch.device) -> np.ndarray:
+    """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not
+    over-counted (the first episodes to finish in a shared env are biased towards short ones)."""
+    envs = make_envs(env_id, episodes)
+    obs, _ = envs.reset(seed=seed)
+    returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    while not done.all():
+        with torch.inference_mode():
+            actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        returns += np.where(done, 0.0, rewards)
+        done |= terminated | truncated
+    envs.close()
+    return returns
+
+
+def save_checkpoint(path: str, q_network: nn.Module, args: Args) -> None:
+    """Write atomically: a crash mid-write never leaves a half-written checkpoint behind."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save({"q_network": q_network.state_dict(), "env_id": args.env_id,
+                "hidden_sizes": list(args.hidden_sizes), "args": dataclasses.asdict(args)}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"--eval-checkpoint {path}: no such file.") from None
+    except Exception as e:
+        raise SystemExit(f"--eval-checkpoint {path} is not a readable checkpoint "
+                         f"({type(e).__name__}); write a new one with --save-model.") from None
+    if not isinstance(ckpt, dict) or not {"q_network", "env_id", "hidden_sizes"} <= ckpt.keys():
+        raise SystemExit(f"--eval-checkpoint {path} is not a dqn.py checkpoint (expected keys "
+                         "q_network, env_id, hidden_sizes); write one with --save-model.")
+    return ckpt
+
+
+def report_eval(returns: np.ndarray) -> dict:
+    return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
+            "eval/episodes": len(returns)}
+
+
+def main(args: Args) -> dict:
+    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
+    eval/mean_return, eval/std_return, eval/episodes, and for training also charts/SPS,
+    global_step, wall_time and losses/td_loss (the last logged value)."""
+    args, filled = resolve_defaults(args)
+    validate(args)
+
+    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    is_main = rank == 0
+
+    seed = args.seed + rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    rng = np.random.default_rng(seed)
+
+    if args.eval_checkpoint is not None:
+        ckpt = load_checkpoint(args.eval_checkpoint)
+        probe = make_envs(ckpt["env_id"], 1)
+        q_network = QNetwork(probe.single_observation_space, int(probe.single_action_space.n),
+                             tuple(ckpt["hidden_sizes"])).to(device)
+        probe.close()
+        try:
+            q_network.load_state_dict(ckpt["q_network"])
+        except RuntimeError as e:
+            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
+                             f"spaces ({str(e).splitlines()[0]}).") from None
+        metrics = report_eval(evaluate(q_network, ckpt["env_id"], args.eval_episodes,
+                                       args.seed + 100_000, device))
+        if is_main:
+            print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: "
+                  f"{metrics['eval/mean_return']:.2f} +- {metrics['eval/std_return']:.2f} "
+                  f"over {metrics['eval/episodes']} episodes")
+        if distributed:
+            dist.destroy_process_group()
+        return metrics
+
+    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    if is_main:
+        print(f"{args.env_id}: {world_size} rank(s) x {args.num_envs} env(s) on {device}")
+        print("hyperparameters (* = per-env default table): " + ", ".join(
+            f"{k}={getattr(args, k)}{'*' if k in filled else ''}" for k in sorted(GENERIC_DEFAULTS)))
+    wandb = None
+    if args.track and is_main:
+        import wandb  # imported here so that a plain run does not pay for it
+        os.makedirs(run_dir, exist_ok=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+
+    envs = make_envs(args.env_id, args.num_envs)
+    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+    q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
+    # DDP broadcasts rank 0's initial weights, so the target copy below is the same everywhere.
+    model = DDP(q_network) if distributed else q_network
+    target_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
+                                 fused=device.type in ("cpu", "cuda"))
+    loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
+    rb = ReplayBuffer(args.buffer_size, obs_space.shape[0], rng)
+    window = NStepWindow(args.n_step, args.num_envs, args.gamma)
+
+    # Every rank steps its own envs; the schedule below is in this rank's own steps.
+    local_steps = args.total_timesteps // world_size
+    num_iterations = max(local_steps // args.num_envs, 1)
+    train_every = args.train_frequency // args.num_envs
+    target_every = args.target_network_frequency // args.num_envs
+    recent_returns = deque(maxlen=20)
+    td_loss = torch.zeros(())
+    start_time = time.time()
+    obs, _ = envs.reset(seed=seed * 1_000)  # sub-env i is seeded seed*1000 + i
+    autoreset = np.zeros(args.num_envs, dtype=bool)
+    hold, held_action = np.zeros(args.num_envs, np.int64), np.zeros(args.num_envs, np.int64)
+
+    @torch.inference_mode()
+    def online_q(obs):
+        return q_network(torch.from_numpy(obs).to(device))
+
+    for iteration in range(1, num_iterations + 1):
+        step = iteration * args.num_envs  # this rank's environment steps so far
+        global_step = step * world_size
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * local_steps, step)
+        actions = explore(online_q, obs, epsilon, hold, held_action, args.ez_mu, n_actions, rng)
+        next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+        # NEXT_STEP autoreset: a sub-env that ended an episode last step has just been reset;
+        # (last obs -> reset obs) is not a transition of the MDP, so it is not stored.
+        for i in np.flatnonzero(~autoreset):
+            for transition in window.push(i, obs[i], actions[i], rewards[i], next_obs[i],
+                                          terminated[i], truncated[i]):
+                rb.add(*transition)
+        autoreset = terminated | truncated
+        hold[autoreset] = 0  # a new episode starts without a held action
+        obs = next_obs
+
+        if "episode" in infos:
+            for ret, length in zip(infos["episode"]["r"][infos["_episode"]], infos["episode"]["l"][infos["_episode"]]):
+                recent_returns.append(float(ret))
+                if wandb:
+                    wandb.log({"charts/episodic_return": float(ret), "charts/episodic_length": int(length),
+                               "global_step": global_step}, step=global_step)
+
+        if step > args.learning_starts and iteration % train_every == 0:
+            for _ in range(args.gradient_steps):
+                b_obs, b_actions, b_returns, b_next_obs, b_discounts = rb.sample(args.batch_size, device)
+                y = td_target(q_network, target_network, b_returns, b_next_obs, b_discounts, args.double_dqn)
+                q_values = model(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
+                td_loss = loss_fn(q_values, y)
+                optimizer.zero_grad(set_to_none=True)
+                td_loss.backward()  # DDP all-reduces (averages) the gradients here
+                nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+        if step > args.learning_starts and iteration % target_every == 0:
+            # theta_target <- tau * theta + (1 - tau) * theta_target
+            with torch.no_grad():
+                for p_t, p in zip(target_network.parameters(), q_network.parameters()):
+                    p_t.lerp_(p, args.tau)
+
+        if is_main and (global_step % args.log_interval < args.num_envs * world_size or iteration == num_iterations):
+            sps = int(global_step / (time.time() - start_time))
+            mean_ret = np.mean(recent_returns) if recent_returns else float("nan")
+            print(f"step {global_step:>8}  return(last {len(recent_returns)}) {mean_ret:8.2f}  "
+                  f"epsilon {epsilon:.3f}  td_loss {td_loss.item():.4f}  SPS {sps}")
+            if wandb:
+                wandb.log({"losses/td_loss": td_loss.item(), "charts/epsilon": epsilon,
+                           "charts/SPS": sps, "global_step": global_step}, step=global_step)
+
+    envs.close()
+    wall_time = time.time() - start_time
+    metrics = {"global_step": global_step, "wall_time": wall_time,
+               "charts/SPS": int(global_step / wall_time), "losses/td_loss": td_loss.item()}
+    if is_main:
+        returns = evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000, device)
+        metrics.update(report_eval(returns))
+        print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
+              f"{metrics['eval/std_return']:.2f} over {len(returns)} episodes "
+              f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
+        if args.save_model:
+            path = os.path.join(run_dir, "dqn.pt")
+            save_checkpoint(path, q_network, args)
+            print(f"saved {path}")
+        if wandb:
+            wandb.log({**metrics, "global_step": global_step}, step=global_step)
+            wandb.finish()
+    if distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,222 @@
+"""dqn.py: the TD target, the replay buffer, autoreset handling, errors, checkpoints, learning."""
+
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import ALGOS, run, load_script
+
+dqn = load_script("dqn")
+GAMMA = 0.9
+
+
+class Table(torch.nn.Module):
+    """A Q-function given as a table: the observation is a one-hot state index."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.tensor(table, dtype=torch.float32)
+
+    def forward(self, obs):
+        return obs @ self.table
+
+
+def test_td_target_dqn_and_double_dqn():
+    online = Table([[1.0, 5.0], [2.0, 0.0], [3.0, 4.0]])  # argmax: 1, 0, 1
+    target = Table([[7.0, 6.0], [1.0, 9.0], [2.0, 8.0]])  # argmax: 0, 1, 1
+    next_obs = torch.eye(3)  # transition i lands in state i
+    returns = torch.tensor([1.0, -1.0, 0.5])
+    # Transition 0 is an ordinary step (discount gamma); transition 1 terminated (discount 0,
+    # no bootstrap); transition 2 was truncated by a time limit two steps into a 3-step
+    # window, so it still bootstraps, with gamma^2.
+    discounts = torch.tensor([GAMMA, 0.0, GAMMA ** 2])
+    y_dqn = dqn.td_target(online, target, returns, next_obs, discounts, double_dqn=False)
+    y_double = dqn.td_target(online, target, returns, next_obs, discounts, double_dqn=True)
+    # DQN: max_a Q_target(s', a) = 7, (9), 8.
+    torch.testing.assert_close(y_dqn, torch.tensor([1 + GAMMA * 7, -1.0, 0.5 + GAMMA ** 2 * 8]))
+    # Double DQN: Q_target(s', argmax_a Q(s', a)) = Q_target(0, 1) = 6, Q_target(2, 1) = 8.
+    torch.testing.assert_close(y_double, torch.tensor([1 + GAMMA * 6, -1.0, 0.5 + GAMMA ** 2 * 8]))
+
+
+def test_n_step_window_returns_and_discounts():
+    window = dqn.NStepWindow(n=3, num_envs=2, gamma=GAMMA)
+    # Sub-env 0: rewards 1, 2, 4, 8 then terminated. Sub-env 1 is independent.
+    assert window.push(0, "s0", 0, 1.0, "s1", False, False) == []
+    assert window.push(1, "x0", 1, 100.0, "x1", False, False) == []
+    assert window.push(0, "s1", 1, 2.0, "s2", False, False) == []
+    [full] = window.push(0, "s2", 0, 4.0, "s3", False, False)
+    assert full == ("s0", 0, pytest.approx(1 + GAMMA * 2 + GAMMA ** 2 * 4), "s3", pytest.approx(GAMMA ** 3))
+    [full] = window.push(0, "s3", 1, 8.0, "s4", False, False)
+    assert full == ("s1", 1, pytest.approx(2 + GAMMA * 4 + GAMMA ** 2 * 8), "s4", pytest.approx(GAMMA ** 3))
+    # Termination flushes the rest with discount 0: nothing lies beyond the end.
+    ends = window.push(0, "s4", 0, 16.0, "end", True, False)
+    assert [(s, a, d) for s, a, _, _, d in ends] == [("s2", 0, 0.0), ("s3", 1, 0.0), ("s4", 0, 0.0)]
+    assert [g for _, _, g, _, _ in ends] == pytest.approx([4 + GAMMA * 8 + GAMMA ** 2 * 16, 8 + GAMMA * 16, 16])
+    # Truncation flushes too, but bootstraps from the last observation with gamma^m.
+    ends = window.push(1, "x1", 0, 200.0, "cut", False, True)
+    assert [(s, o, d) for s, _, _, o, d in ends] == [("x0", "cut", pytest.approx(GAMMA ** 2)),
+                                                     ("x1", "cut", pytest.approx(GAMMA))]
+    assert window.windows == [[], []]
+
+
+def test_epsilon_z_greedy_holds_exploratory_actions():
+    rng = np.random.default_rng(0)
+    greedy = lambda obs: torch.tensor([[0.0, 1.0, 0.0]]).repeat(len(obs), 1)  # always action 1
+    n, steps = 200, 400
+    hold, held = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    actions = np.stack([dqn.explore(greedy, np.zeros((n, 2)), 0.1, hold, held, 2.0, 3, rng)
+                        for _ in range(steps)])
+    # Exploratory runs last n ~ zeta(2) steps: long runs of one non-greedy action appear.
+    runs = [len(r) for col in actions.T for r in "".join(map(str, col)).replace("1", " ").split()]
+    assert max(runs) >= 10
+    # mu = 0 is plain epsilon-greedy: about epsilon * 2/3 of actions are not the greedy one.
+    hold[:] = 0
+    plain = np.stack([dqn.explore(greedy, np.zeros((n, 2)), 0.3, hold, held, 0.0, 3, rng)
+                      for _ in range(steps)])
+    assert abs((plain != 1).mean() - 0.3 * 2 / 3) < 0.01
+    assert (hold == 0).all()
+
+
+def make_buffer(capacity):
+    return dqn.ReplayBuffer(capacity, obs_dim=1, rng=np.random.default_rng(0))
+
+
+def add(rb, values):
+    for v in values:
+        rb.add(np.array([v], np.float32), v, v, np.array([v + 0.5], np.float32), 0.5)
+
+
+def test_buffer_wraparound_overwrites_the_oldest():
+    rb = make_buffer(5)
+    add(rb, [0, 1, 2])
+    assert (rb.size, rb.pos) == (3, 3)
+    add(rb, [3, 4, 5, 6])  # crosses the end: 5 and 6 overwrite 0 and 1
+    assert (rb.size, rb.pos) == (5, 2)
+    np.testing.assert_array_equal(rb.returns, [5, 6, 2, 3, 4])
+    np.testing.assert_array_equal(rb.actions, [5, 6, 2, 3, 4])
+    np.testing.assert_array_equal(rb.next_obs[:, 0], [5.5, 6.5, 2.5, 3.5, 4.5])
+    add(rb, [7, 8, 9, 10, 11])  # a whole buffer's worth more
+    assert (rb.size, rb.pos) == (5, 2)
+    np.testing.assert_array_equal(rb.returns, [10, 11, 7, 8, 9])
+
+
+def test_buffer_samples_only_written_rows():
+    rb = make_buffer(100)
+    add(rb, [1, 2, 3])
+    obs, actions, returns, next_obs, discounts = rb.sample(256, torch.device("cpu"))
+    assert set(returns.tolist()) <= {1.0, 2.0, 3.0} and len(returns) == 256
+    torch.testing.assert_close(next_obs[:, 0], obs[:, 0] + 0.5)  # rows stay aligned
+
+
+class CounterEnv(gym.Env):
+    """Observation [episode, t]. Even episodes terminate and odd ones truncate, at lengths 3, 4, 5."""
+
+    observation_space = gym.spaces.Box(0.0, 1e4, shape=(2,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode = getattr(self, "episode", -1) + 1
+        self.t = 0
+        return np.array([self.episode, 0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        end = self.t == 3 + self.episode % 3
+        obs = np.array([self.episode, self.t], np.float32)
+        return obs, 1.0, end and self.episode % 2 == 0, end and self.episode % 2 == 1, {}
+
+
+gym.register("CounterEnv-v0", entry_point=CounterEnv)
+
+
+@pytest.mark.parametrize("n_step", [1, 2])
+def test_autoreset_steps_are_never_stored(n_step, monkeypatch, tmp_path):
+    """Runs main()'s real loop on CounterEnv and inspects every transition it stores."""
+    stored = []
+
+    class RecordingBuffer(dqn.ReplayBuffer):
+        def add(self, obs, action, ret, next_obs, discount):
+            stored.append((obs.tolist(), ret, next_obs.tolist(), discount))
+            super().add(obs, action, ret, next_obs, discount)
+
+    monkeypatch.setattr(dqn, "ReplayBuffer", RecordingBuffer)
+    monkeypatch.chdir(tmp_path)
+    gamma = 0.5
+    dqn.main(dqn.Args(env_id="CounterEnv-v0", num_envs=2, total_timesteps=200, learning_starts=50,
+                      train_frequency=2, target_network_frequency=10, batch_size=8, gamma=gamma,
+                      n_step=n_step, eval_episodes=2, log_interval=10_000))
+    assert len(stored) > 150
+    for (ep, t), ret, (next_ep, next_t), discount in stored:
+        m = int(next_t - t)  # steps covered by this transition
+        assert next_ep == ep and 1 <= m <= n_step, f"stored a reset step: {(ep, t)} -> {(next_ep, next_t)}"
+        assert m == n_step or next_t == 3 + ep % 3, "short windows only at an episode's end"
+        assert ret == pytest.approx(sum(gamma ** j for j in range(m)))  # every reward is 1
+        terminal = next_t == 3 + ep % 3 and ep % 2 == 0
+        assert discount == pytest.approx(0.0 if terminal else gamma ** m)
+    # Both kinds of episode end were stored: truncation is a real transition that bootstraps.
+    assert any(next_t == 3 + ep % 3 and ep % 2 == 1 for (ep, _), _, (_, next_t), _ in stored)
+    assert any(d == 0.0 for *_, d in stored)
+
+
+def test_linear_schedule():
+    assert dqn.linear_schedule(1.0, 0.1, 100, 0) == 1.0
+    assert dqn.linear_schedule(1.0, 0.1, 100, 50) == pytest.approx(0.55)
+    assert dqn.linear_schedule(1.0, 0.1, 100, 1_000) == 0.1
+
+
+def test_per_env_table_fills_only_unset_flags():
+    args, filled = dqn.resolve_defaults(dqn.Args(env_id="CartPole-v1", learning_rate=1e-3))
+    assert args.learning_rate == 1e-3 and "learning_rate" not in filled
+    assert args.total_timesteps == dqn.ENV_DEFAULTS["CartPole-v1"]["total_timesteps"]
+    other, _ = dqn.resolve_defaults(dqn.Args(env_id="LunarLander-v3"))
+    assert other.hidden_sizes == dqn.GENERIC_DEFAULTS["hidden_sizes"]
+
+
+TINY = dict(env_id="CartPole-v1", total_timesteps=3_000, learning_starts=500, eval_episodes=5,
+            log_interval=100_000)
+
+
+def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    timing = ("wall_time", "charts/SPS")
+    a = {k: v for k, v in dqn.main(dqn.Args(seed=3, **TINY)).items() if k not in timing}
+    b = {k: v for k, v in dqn.main(dqn.Args(seed=3, **TINY)).items() if k not in timing}
+    c = {k: v for k, v in dqn.main(dqn.Args(seed=4, **TINY)).items() if k not in timing}
+    assert a == b
+    assert a["losses/td_loss"] != c["losses/td_loss"], "another seed should give another run"
+
+
+def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trained = dqn.main(dqn.Args(seed=5, save_model=True, **TINY))
+    [ckpt] = list((tmp_path / "runs").glob("*/dqn.pt"))
+    assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
+    evaluated = dqn.main(dqn.Args(seed=5, eval_checkpoint=str(ckpt), eval_episodes=5))
+    for key in ("eval/mean_return", "eval/std_return", "eval/episodes"):
+        assert evaluated[key] == trained[key]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "Pendulum-v1"], "algos/ppo.py"),
+    (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
+    (["--env-id", "CartPole-v1", "--num-envs", "4", "--train-frequency", "10"],
+     "--train-frequency 10 is not a multiple of --num-envs 4"),
+    (["--eval-checkpoint", "missing.pt"], "no such file"),
+    (["--eval-checkpoint", "corrupt.pt"], "is not a readable checkpoint"),
+])
+def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"this is not a checkpoint")
+    proc = run([sys.executable, str(ALGOS / "dqn.py"), *args], cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_learns_cartpole_quickly(tmp_path, monkeypatch):
+    """Fails if learning breaks: a random policy scores about 22 here."""
+    monkeypatch.chdir(tmp_path)
+    metrics = dqn.main(dqn.Args(env_id="CartPole-v1", seed=1, total_timesteps=20_000, eval_episodes=20))
+    assert metrics["eval/mean_return"] >= 150, metrics
