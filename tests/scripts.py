@@ -13,4 +13,12 @@ SCRIPTS = {
                  "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
                  "eval/episodes", "global_step", "wall_time"],
     ),
+    "dyna_q.py": dict(
+        tiny=["--env-id", "DynaMaze-v0", "--num-runs", "4", "--num-episodes", "5",
+              "--planning-steps", "0", "5", "--eval-episodes", "2"],
+        metrics=["eval/steps_per_episode/Dyna-Q n=0", "eval/steps_per_episode/Dyna-Q n=5", "episode",
+                 "eval/mean_return/Dyna-Q n=5", "eval/std_return/Dyna-Q n=5",
+                 "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
+                 "global_step", "wall_time"],
+    ),
 }

@@ -1,0 +1,321 @@
+"""dyna_q.py: planning updates, the mazes and their wall changes, errors, DDP, Figure 8.2's shape.
+
+    python -m pytest tests/test_dyna_q.py                     # unit tests and a short learning test
+    python -m pytest -m benchmark -s tests/test_dyna_q.py     # Figs 8.2, 8.4, 8.5 and Taxi in full
+"""
+
+import math
+import random
+import sys
+import time
+from collections import deque
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import ALGOS, run, load_script
+
+dyna_q = load_script("dyna_q")
+ALPHA, GAMMA, KAPPA = 0.1, 0.95, 1e-3
+
+
+class FirstChoice(random.Random):
+    """An rng whose choice() takes the first element and randrange() a fixed action."""
+
+    def __init__(self, action=0):
+        super().__init__(0)
+        self.action = action
+
+    def choice(self, seq):
+        return seq[0]
+
+    def randrange(self, n):
+        return self.action
+
+
+def agent(cls=None, rng=None, **kw):
+    cls = cls or dyna_q.DynaQ
+    return cls(3, 2, alpha=ALPHA, gamma=GAMMA, epsilon=0.1, rng=rng or FirstChoice(), **kw)
+
+
+def test_one_planning_step_updates_exactly_the_expected_entry():
+    a = agent()
+    a.learn_model(0, 1, 1.0, 2, False)  # Model(0, 1) = (R=1, S'=2)
+    a.q[2] = [0.5, 0.2]
+    before = [row[:] for row in a.q]
+    a.plan(1)
+    expected = [row[:] for row in before]
+    expected[0][1] = ALPHA * (1.0 + GAMMA * 0.5)  # Q(0,1) + alpha [R + gamma max_a Q(2,a) - Q(0,1)]
+    assert a.q == expected
+
+
+def test_planning_does_not_bootstrap_from_a_terminal_state():
+    a = agent()
+    a.learn_model(0, 1, 1.0, 2, True)
+    a.q[2] = [0.5, 0.2]
+    a.plan(1)
+    assert a.q[0][1] == ALPHA * 1.0
+
+
+def test_dyna_q_plans_only_actions_taken_and_dyna_q_plus_adds_the_bonus():
+    a = agent(rng=random.Random(0))
+    a.learn_model(0, 1, 0.0, 1, False)
+    assert {a.sample_model()[:2] for _ in range(50)} == {(0, 1)}
+
+    plus = agent(dyna_q.DynaQPlus, rng=FirstChoice(action=0), kappa=KAPPA)
+    plus.learn_model(0, 1, 1.0, 2, False)  # time step 1
+    plus.time_step = 10
+    # Action 0 was never tried in state 0: back to state 0, reward 0, tau = 10 (footnote, p.168).
+    assert plus.sample_model() == (0, 0, KAPPA * math.sqrt(10), 0, False)
+    plus.rng.action = 1  # tried at time step 1: tau = 9
+    assert plus.sample_model() == (0, 1, 1.0 + KAPPA * 3.0, 2, False)
+    plus.q[2] = [0.5, 0.2]
+    plus.plan(1)
+    assert plus.q[0] == [0.0, ALPHA * (1.0 + KAPPA * 3.0 + GAMMA * 0.5)]
+
+
+def test_epsilon_greedy_breaks_ties_at_random():
+    rng = random.Random(0)
+    picks = {dyna_q.greedy([1.0, 3.0, 3.0, 0.0], rng) for _ in range(100)}
+    assert picks == {1, 2}
+
+
+UP, DOWN, RIGHT, LEFT = range(4)
+
+
+def maze(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    return env
+
+
+def put(env, pos, time_step=None):
+    env.unwrapped.pos = pos
+    if time_step is not None:
+        env.unwrapped.time_step = time_step
+
+
+def test_dyna_maze_transitions():
+    env = maze("DynaMaze-v0")
+    s, _ = env.reset()
+    assert s == 2 * 9 + 0  # start (2, 0), state = row * 9 + col
+    assert env.step(LEFT)[0] == 18  # off the grid: stays
+    assert env.step(RIGHT)[0] == 19
+    assert env.step(RIGHT)[:4] == (19, 0.0, False, False)  # (2, 2) is a wall
+    put(env, (1, 8))
+    assert env.step(UP)[:4] == (8, 1.0, True, False)  # into the goal (0, 8)
+
+
+def shortest_path(env_id, time_step=0):
+    """Breadth-first search over the env's own step(), from the start to the goal."""
+    env = maze(env_id)
+    start, goal = env.unwrapped.start, env.unwrapped.goal
+    dist, queue = {start: 0}, deque([start])
+    while queue:
+        pos = queue.popleft()
+        for a in range(4):
+            put(env, pos, time_step)
+            env.step(a)
+            nxt = env.unwrapped.pos
+            if nxt not in dist:
+                dist[nxt] = dist[pos] + 1
+                queue.append(nxt)
+    return dist.get(goal)
+
+
+def test_maze_shortest_paths():
+    assert shortest_path("DynaMaze-v0") == 14
+    assert shortest_path("BlockingMaze-v0", 0) == shortest_path("BlockingMaze-v0", 1000) - 6
+    assert shortest_path("ShortcutMaze-v0", 0) == 16 and shortest_path("ShortcutMaze-v0", 3000) == 10
+
+
+def test_blocking_maze_walls_change_after_1000_steps():
+    env = maze("BlockingMaze-v0")
+    for pos, before, after in (((4, 8), True, False), ((4, 0), False, True)):  # right gap, left gap
+        put(env, pos, time_step=999)  # steps 1..1000 see the old walls
+        env.step(UP)
+        assert (env.unwrapped.pos == (3, pos[1])) == before
+        put(env, pos, time_step=1000)
+        env.step(UP)
+        assert (env.unwrapped.pos == (3, pos[1])) == after
+    env.reset()
+    assert env.unwrapped.time_step == 1001, "time steps count across episodes"
+
+
+def test_shortcut_maze_opens_after_3000_steps():
+    env = maze("ShortcutMaze-v0")
+    for time_step, opened in ((2999, False), (3000, True)):
+        put(env, (4, 8), time_step)
+        env.step(UP)
+        assert (env.unwrapped.pos == (3, 8)) == opened
+        put(env, (4, 0), time_step)
+        env.step(UP)
+        assert env.unwrapped.pos == (3, 0)  # the left gap stays open
+
+
+def test_table_fills_figure_settings_and_a_given_budget_replaces_the_table_budget():
+    args, filled = dyna_q.resolve_defaults(dyna_q.Args(env_id="BlockingMaze-v0", alpha=0.5))
+    assert (args.total_steps, args.num_episodes, args.alpha) == (3000, None, 0.5)
+    assert args.agents == ("dyna-q", "dyna-q+") and "alpha" not in filled
+    args, _ = dyna_q.resolve_defaults(dyna_q.Args(env_id="BlockingMaze-v0", num_episodes=7))
+    assert (args.total_steps, args.num_episodes) == (None, 7)
+
+
+TINY = dict(num_runs=3, num_episodes=4, planning_steps=(0, 5), eval_episodes=2)
+
+
+def test_seeded_runs_repeat_exactly_and_save_q_tables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    timing = ("wall_time", "charts/SPS")
+    a = {k: v for k, v in dyna_q.main(dyna_q.Args(seed=3, save_model=True, **TINY)).items() if k not in timing}
+    b = {k: v for k, v in dyna_q.main(dyna_q.Args(seed=3, **TINY)).items() if k not in timing}
+    assert a == b
+    [path] = list((tmp_path / "runs").glob("*/q_tables.npz"))
+    assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
+    saved = np.load(path)
+    assert saved["q_tables"].shape == (2, 3, 54, 4) and list(saved["labels"]) == ["Dyna-Q n=0", "Dyna-Q n=5"]
+    assert list((tmp_path / "runs").glob("*/dyna_q.png"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env-id", "Pendulum-v1"], "needs Discrete observation and action spaces"),
+    (["--env-id", "Taxi-v3"], "Taxi-v4"),
+    (["--num-episodes", "5", "--total-steps", "100"], "give one"),
+    (["--alpha", "0"], "0 < --alpha <= 1"),
+    (["--planning-steps", "5", "5"], "must not repeat"),
+])
+def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
+    proc = run([sys.executable, str(ALGOS / "dyna_q.py"), *args], cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def mean_table(stdout: str) -> str:
+    return stdout[stdout.index("steps per episode, mean of"):stdout.index("greedy eval")]
+
+
+def test_two_ranks_average_the_requested_runs_exactly(tmp_path):
+    """Run i is seeded with seed + i on whichever rank runs it, so 2 ranks x 5 runs split 3 + 2
+    give exactly the single process's averages over 5 runs."""
+    tiny = [str(ALGOS / "dyna_q.py"), "--num-runs", "5", "--num-episodes", "6", "--eval-episodes", "2"]
+    single = run([sys.executable, *tiny], cwd=tmp_path)
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *tiny],
+              cwd=tmp_path)
+    assert single.returncode == 0 and ddp.returncode == 0, ddp.stderr[-2000:]
+    assert "mean of 5 runs" in ddp.stdout and "5 runs x 3 agent(s)" in ddp.stdout
+    assert "3 run(s) on this rank" in ddp.stdout  # rank 0 did runs 0, 2, 4; rank 1 runs 1, 3
+    assert mean_table(ddp.stdout) == mean_table(single.stdout)
+
+
+def curves(metrics, key="eval/steps_per_episode"):
+    return {int(k.split("n=")[1]): np.array(v) for k, v in metrics.items() if k.startswith(key)}
+
+
+def test_figure_8_2_shape_with_10_runs(tmp_path, monkeypatch):
+    """Fails if planning stops helping: the shape of Figure 8.2 from 10 runs (about 1 s)."""
+    monkeypatch.chdir(tmp_path)
+    c = curves(dyna_q.main(dyna_q.Args(num_runs=10, eval_episodes=1)))
+    assert all(400 < c[n][0] < 1500 for n in c), "episode 1 is a random walk (~869 steps) for every n"
+    assert c[50][2:10].mean() <= 18  # n = 50: on the plateau from episode 3
+    assert c[5][7:10].mean() <= 19   # n = 5: from about episode 7
+    assert c[0][7:12].mean() >= 80   # n = 0: still far above at episode 10
+    assert all(15 <= c[n][30:].mean() <= 19.5 for n in c), "plateau ~16-17 (eps-greedy on the 14-step path)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Full reproductions, skipped by default: python -m pytest -m benchmark -s tests/test_dyna_q.py
+
+
+def first_episode_at_most(curve, steps):
+    return next((i + 1 for i, v in enumerate(curve) if v <= steps), None)
+
+
+@pytest.mark.benchmark
+def test_figure_8_2_thirty_runs_in_under_a_minute(tmp_path, monkeypatch):
+    start = time.time()
+    proc = run([sys.executable, str(ALGOS / "dyna_q.py")], cwd=tmp_path)
+    process_s = time.time() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    m = dyna_q.main(dyna_q.Args())  # the same seeded run, in-process, for the full curves
+    c = curves(m)
+    print(f"\nFigure 8.2 (python algos/dyna_q.py): 30 runs x 50 episodes, n = 0, 5, 50: "
+          f"process {process_s:.1f} s, main() {m['wall_time']:.1f} s, {m['global_step']} time steps")
+    print("| episode | " + " | ".join(f"n={n}" for n in c) + " |\n|---|---|---|---|")
+    for e in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 40, 50):
+        print(f"| {e} | " + " | ".join(f"{c[n][e - 1]:.1f}" for n in c) + " |")
+    first = {n: first_episode_at_most(c[n], 18) for n in c}
+    plateau = {n: c[n][19:].mean() for n in c}
+    episode_1 = np.mean([c[n][0] for n in c])
+    print(f"first episode with mean <= 18 steps: {first}; plateau (episodes 20-50): "
+          + ", ".join(f"n={n} {p:.2f}" for n, p in plateau.items())
+          + f"; episode 1 over all 90 runs: {episode_1:.0f} (random-walk expectation ~869)")
+    print("greedy path length at the end: " + ", ".join(
+        f"n={n} {m[f'eval/mean_length/Dyna-Q n={n}']:.2f}" for n in c))
+    assert process_s < 60
+    assert first[50] <= 3 and first[5] <= 8
+    assert c[0][9] >= 100
+    assert all(15.5 <= p <= 18 for n, p in plateau.items() if n > 0)
+
+
+def cumulative(env_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.time()
+    m = dyna_q.main(dyna_q.Args(env_id=env_id))
+    args, _ = dyna_q.resolve_defaults(dyna_q.Args(env_id=env_id))
+    change = gym.make(env_id).unwrapped.change_at
+    rows = {k.split("/")[-1]: np.array(v) for k, v in m.items() if k.startswith("eval/cumulative_reward")}
+    print(f"\n{env_id}: {args.num_runs} runs x {args.total_steps} steps, n={args.planning_steps}, "
+          f"alpha={args.alpha}, kappa={args.kappa}; {time.time() - start:.1f} s")
+    print("| agent | at change (step " + str(change) + ") | at end | gained after change |\n|---|---|---|---|")
+    gains = {}
+    for label, c in rows.items():
+        gains[label] = c[-1] - c[change - 1]
+        print(f"| {label} | {c[change - 1]:.1f} | {c[-1]:.1f} | {gains[label]:.1f} |")
+    return rows, gains
+
+
+@pytest.mark.benchmark
+def test_figure_8_4_blocking_maze(tmp_path, monkeypatch):
+    rows, gains = cumulative("BlockingMaze-v0", tmp_path, monkeypatch)
+    assert rows["Dyna-Q+ n=10"][-1] > rows["Dyna-Q n=10"][-1]
+    assert gains["Dyna-Q+ n=10"] > gains["Dyna-Q n=10"]
+
+
+@pytest.mark.benchmark
+def test_figure_8_5_shortcut_maze(tmp_path, monkeypatch):
+    rows, gains = cumulative("ShortcutMaze-v0", tmp_path, monkeypatch)
+    assert rows["Dyna-Q+ n=50"][-1] > rows["Dyna-Q n=50"][-1]
+    assert gains["Dyna-Q+ n=50"] > gains["Dyna-Q n=50"]
+
+
+def taxi_optimal_return() -> float:
+    """Expected undiscounted return of an optimal policy from Taxi's start distribution, by value
+    iteration on the env's own transition table (deterministic, so a shortest-path problem)."""
+    env = gym.make("Taxi-v4").unwrapped
+    v = np.zeros(env.observation_space.n)
+    for _ in range(100):
+        v = np.array([max(sum(p * (r + (0.0 if done else v[s2])) for p, s2, r, done in outcomes)
+                          for outcomes in env.P[s].values()) for s in range(len(v))])
+    return float(env.initial_state_distrib @ v)
+
+
+@pytest.mark.benchmark
+def test_taxi_nearly_reaches_the_optimal_return(tmp_path, monkeypatch):
+    """Greedy eval from Taxi's random starts. What is left short of the optimum comes from start
+    states never visited in training: their Q is still 0 and the greedy policy wanders there."""
+    monkeypatch.chdir(tmp_path)
+    optimal = taxi_optimal_return()
+    print(f"\nTaxi-v4, optimal mean return {optimal:.2f}")
+    print("| episodes | agent | greedy eval return (mean ± std, 10 runs x 100 episodes) | greedy steps | "
+          "steps per episode (mean of the last 10 episodes) | main() s |\n|---|---|---|---|---|---|")
+    for episodes in (300, None):  # None: the default, 500
+        m = dyna_q.main(dyna_q.Args(env_id="Taxi-v4", num_episodes=episodes, eval_episodes=100))
+        for n, c in curves(m).items():
+            label = f"Dyna-Q n={n}"
+            print(f"| {len(c)} | {label} | {m[f'eval/mean_return/{label}']:.2f} ± "
+                  f"{m[f'eval/std_return/{label}']:.2f} | {m[f'eval/mean_length/{label}']:.1f} | "
+                  f"{c[-10:].mean():.1f} | {m['wall_time']:.1f} |")
+    best = max(m[f"eval/mean_return/Dyna-Q n={n}"] for n in (5, 50))
+    assert best >= optimal - 0.5, "with the defaults (500 episodes) Dyna-Q should come close to optimal"
