@@ -219,4 +219,4 @@ def test_learns_cartpole_quickly(tmp_path, monkeypatch):
     """Fails if learning breaks: a random policy scores about 22 here."""
     monkeypatch.chdir(tmp_path)
     metrics = dqn.main(dqn.Args(env_id="CartPole-v1", seed=1, total_timesteps=20_000, eval_episodes=20))
-    assert metrics["eval/mean_return"] >= 150, metrics
+    assert metrics["eval/mean_return"] >= 300, metrics
