@@ -124,7 +124,7 @@ class Args:
     """parallel environments per rank"""
     learning_rate: Annotated[Optional[float], from_table("FLOAT")] = None
     """Adam step size"""
-    anneal_lr: Annotated[Optional[bool], from_table("BOOL")] = None
+    anneal_lr: Annotated[Optional[bool], from_table("{True,False}")] = None
     """let the step size fall linearly to 0 over the run (steadier final weights)"""
     buffer_size: Annotated[Optional[int], from_table("INT")] = None
     """replay buffer capacity in transitions (per rank)"""
@@ -133,7 +133,7 @@ class Args:
     tau: Annotated[Optional[float], from_table("FLOAT")] = None
     """target update rate: 1.0 copies the weights, < 1 is Polyak averaging"""
     target_network_frequency: Annotated[Optional[int], from_table("INT")] = None
-    """update the target network every this many environment steps"""
+    """update the target network every this many environment steps (per rank)"""
     batch_size: Annotated[Optional[int], from_table("INT")] = None
     """transitions per gradient step"""
     start_e: Annotated[Optional[float], from_table("FLOAT")] = None
@@ -145,9 +145,9 @@ class Args:
     ez_mu: Annotated[Optional[float], from_table("FLOAT")] = None
     """epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy"""
     learning_starts: Annotated[Optional[int], from_table("INT")] = None
-    """environment steps of pure collection before learning"""
+    """environment steps of pure collection before learning (per rank)"""
     train_frequency: Annotated[Optional[int], from_table("INT")] = None
-    """do gradient-steps updates every this many environment steps"""
+    """do gradient-steps updates every this many environment steps (per rank)"""
     gradient_steps: Annotated[Optional[int], from_table("INT")] = None
     """updates per training round"""
     n_step: Annotated[Optional[int], from_table("INT")] = None
@@ -203,15 +203,19 @@ def resolve_defaults(args: Args) -> tuple[Args, list[str]]:
 def validate(args: Args) -> None:
     """Reject flag combinations that cannot work, with one sentence naming the fix."""
     for name in ("train_frequency", "target_network_frequency"):
-        if getattr(args, name) % args.num_envs:
-            flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"{flag} {getattr(args, name)} is not a multiple of --num-envs "
-                             f"{args.num_envs}: pick values so that it divides evenly.")
+        value = getattr(args, name)
+        if value < args.num_envs or value % args.num_envs:
+            raise SystemExit(f"--{name.replace('_', '-')} {value} is not a positive multiple of "
+                             f"--num-envs {args.num_envs}: pick values so that it divides evenly.")
+    if args.n_step < 1:
+        raise SystemExit(f"--n-step {args.n_step} must be at least 1.")
+    if args.learning_starts < args.num_envs * args.n_step:
+        raise SystemExit(f"--learning-starts {args.learning_starts} is below --num-envs x --n-step = "
+                         f"{args.num_envs * args.n_step}: the first n-step transitions are not "
+                         "complete by then, so the buffer would be empty; raise --learning-starts.")
     if args.ez_mu != 0 and args.ez_mu <= 1:
         raise SystemExit(f"--ez-mu {args.ez_mu} must be 0 (plain epsilon-greedy) or above 1 "
                          "(the zeta distribution is only defined there; the paper uses 2).")
-    if args.n_step < 1:
-        raise SystemExit(f"--n-step {args.n_step} must be at least 1.")
     if not 0.0 < args.tau <= 1.0:
         raise SystemExit(f"--tau {args.tau} must lie in (0, 1]: 1.0 copies the weights.")
     if args.eval_episodes < 1:
@@ -327,6 +331,13 @@ def td_target(q_network: nn.Module, target_network: nn.Module, returns: torch.Te
         return returns + discounts * next_q
 
 
+def soft_update(target_network: nn.Module, q_network: nn.Module, tau: float) -> None:
+    """theta_target <- tau * theta + (1 - tau) * theta_target; tau = 1 copies the weights."""
+    with torch.no_grad():
+        for p_t, p in zip(target_network.parameters(), q_network.parameters()):
+            p_t.lerp_(p, tau)
+
+
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon falls linearly from start_e to end_e over `duration` steps, then stays."""
     return max(end_e, start_e + (end_e - start_e) * t / max(duration, 1.0))
@@ -364,7 +375,7 @@ def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
         with torch.inference_mode():
-            actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
+            actions = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax(1).cpu().numpy()
         obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
@@ -400,10 +411,35 @@ def report_eval(returns: np.ndarray) -> dict:
             "eval/episodes": len(returns)}
 
 
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: the greedy returns of a saved network, no training. The env is the
+    checkpoint's own; under torchrun rank 0 alone evaluates."""
+    ckpt = load_checkpoint(args.eval_checkpoint)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return {}
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.num_threads)
+    probe = make_envs(ckpt["env_id"], 1)
+    q_network = QNetwork(probe.single_observation_space, int(probe.single_action_space.n),
+                         tuple(ckpt["hidden_sizes"])).to(device)
+    probe.close()
+    try:
+        q_network.load_state_dict(ckpt["q_network"])
+    except RuntimeError as e:
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
+                         f"spaces ({str(e).splitlines()[0]}).") from None
+    metrics = report_eval(evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device))
+    print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} +- "
+          f"{metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
+    return metrics
+
+
 def main(args: Args) -> dict:
     """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
     eval/mean_return, eval/std_return, eval/episodes, and for training also charts/SPS,
     global_step, wall_time and losses/td_loss (the last logged value)."""
+    if args.eval_checkpoint is not None:
+        return evaluate_checkpoint(args)
     args, filled = resolve_defaults(args)
     validate(args)
 
@@ -427,27 +463,6 @@ def main(args: Args) -> dict:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(seed)
-
-    if args.eval_checkpoint is not None:
-        ckpt = load_checkpoint(args.eval_checkpoint)
-        probe = make_envs(ckpt["env_id"], 1)
-        q_network = QNetwork(probe.single_observation_space, int(probe.single_action_space.n),
-                             tuple(ckpt["hidden_sizes"])).to(device)
-        probe.close()
-        try:
-            q_network.load_state_dict(ckpt["q_network"])
-        except RuntimeError as e:
-            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
-                             f"spaces ({str(e).splitlines()[0]}).") from None
-        metrics = report_eval(evaluate(q_network, ckpt["env_id"], args.eval_episodes,
-                                       args.seed + 100_000, device))
-        if is_main:
-            print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: "
-                  f"{metrics['eval/mean_return']:.2f} +- {metrics['eval/std_return']:.2f} "
-                  f"over {metrics['eval/episodes']} episodes")
-        if distributed:
-            dist.destroy_process_group()
-        return metrics
 
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
@@ -489,7 +504,7 @@ def main(args: Args) -> dict:
 
     @torch.inference_mode()
     def online_q(obs):
-        return q_network(torch.from_numpy(obs).to(device))
+        return q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
     for iteration in range(1, num_iterations + 1):
         step = iteration * args.num_envs  # this rank's environment steps so far
@@ -508,11 +523,12 @@ def main(args: Args) -> dict:
         obs = next_obs
 
         if "episode" in infos:
-            for ret, length in zip(infos["episode"]["r"][infos["_episode"]], infos["episode"]["l"][infos["_episode"]]):
-                recent_returns.append(float(ret))
-                if wandb:
-                    wandb.log({"charts/episodic_return": float(ret), "charts/episodic_length": int(length),
-                               "global_step": global_step}, step=global_step)
+            finished = infos["_episode"]
+            returns, lengths = infos["episode"]["r"][finished], infos["episode"]["l"][finished]
+            recent_returns.extend(returns.tolist())
+            if wandb:  # one row per step: wandb keeps only the last value logged at a step
+                wandb.log({"charts/episodic_return": float(returns.mean()), "global_step": global_step,
+                           "charts/episodic_length": float(lengths.mean())}, step=global_step)
 
         if step > args.learning_starts and iteration % train_every == 0:
             if args.anneal_lr:
@@ -527,10 +543,7 @@ def main(args: Args) -> dict:
                 optimizer.step()
 
         if step > args.learning_starts and iteration % target_every == 0:
-            # theta_target <- tau * theta + (1 - tau) * theta_target
-            with torch.no_grad():
-                for p_t, p in zip(target_network.parameters(), q_network.parameters()):
-                    p_t.lerp_(p, args.tau)
+            soft_update(target_network, q_network, args.tau)
 
         if is_main and (global_step % args.log_interval < args.num_envs * world_size or iteration == num_iterations):
             sps = int(global_step / (time.time() - start_time))

@@ -75,6 +75,8 @@ from matplotlib.figure import Figure
 
 @dataclass
 class Args:
+    """Dyna-Q / Dyna-Q+. Fields left at None default to ENV_DEFAULTS[env_id] (printed at start)."""
+
     exp_name: str = "dyna_q"
     """name of this experiment (part of the run name)"""
     seed: int = 1
@@ -358,8 +360,10 @@ def summary_rows(length: int, by_episode: bool) -> list:
     """The x values of the printed table: the first 10 episodes and every fifth of the run,
     or every twelfth of the time steps (which hits the mazes' change points)."""
     if by_episode:
-        return sorted({*range(1, min(10, length) + 1), *np.linspace(0, length, 6)[1:].round().astype(int)})
-    return sorted(set(np.linspace(0, length, 13)[1:].round().astype(int)))
+        xs = {*range(1, min(10, length) + 1), *np.linspace(0, length, 6)[1:].round().astype(int)}
+    else:
+        xs = set(np.linspace(0, length, 13)[1:].round().astype(int))
+    return sorted(x for x in xs if x >= 1)  # short runs would otherwise round to a row 0
 
 
 def plot(path: str, curves: np.ndarray, labels: list, args: Args, change_at: Optional[int]) -> None:

@@ -161,6 +161,28 @@ def test_autoreset_steps_are_never_stored(n_step, monkeypatch, tmp_path):
     assert any(d == 0.0 for *_, d in stored)
 
 
+def test_soft_update_moves_the_target_by_tau():
+    online, target = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    old = [p.detach().clone() for p in target.parameters()]
+    dqn.soft_update(target, online, 0.25)
+    for p_t, p, p_old in zip(target.parameters(), online.parameters(), old):
+        torch.testing.assert_close(p_t, 0.25 * p + 0.75 * p_old)
+    dqn.soft_update(target, online, 1.0)
+    for p_t, p in zip(target.parameters(), online.parameters()):
+        torch.testing.assert_close(p_t, p)
+
+
+@pytest.mark.parametrize("switches", [
+    dict(double_dqn=False, loss="mse"),
+    dict(tau=0.01, target_network_frequency=2, num_envs=2, train_frequency=2),
+    dict(anneal_lr=True, ez_mu=2.0, n_step=3),
+])
+def test_non_default_switches_train(switches, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = dqn.main(dqn.Args(**{**TINY, "total_timesteps": 1_000, **switches}))
+    assert np.isfinite(metrics["losses/td_loss"]) and metrics["eval/episodes"] == 5
+
+
 def test_linear_schedule():
     assert dqn.linear_schedule(1.0, 0.1, 100, 0) == 1.0
     assert dqn.linear_schedule(1.0, 0.1, 100, 50) == pytest.approx(0.55)
@@ -203,7 +225,9 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     (["--env-id", "Pendulum-v1"], "algos/ppo.py"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "CartPole-v1", "--num-envs", "4", "--train-frequency", "10"],
-     "--train-frequency 10 is not a multiple of --num-envs 4"),
+     "--train-frequency 10 is not a positive multiple of --num-envs 4"),
+    (["--env-id", "CartPole-v1", "--train-frequency", "0"], "--train-frequency 0 is not a positive multiple"),
+    (["--env-id", "CartPole-v1", "--learning-starts", "0"], "raise --learning-starts"),
     (["--eval-checkpoint", "missing.pt"], "no such file"),
     (["--eval-checkpoint", "corrupt.pt"], "is not a readable checkpoint"),
 ])
