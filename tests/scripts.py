@@ -13,6 +13,13 @@ SCRIPTS = {
                  "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
                  "eval/episodes", "global_step", "wall_time"],
     ),
+    "reinforce.py": dict(
+        tiny=["--env-id", "ShortCorridor-v0", "--total-timesteps", "2000", "--episodes-per-update", "4",
+              "--eval-episodes", "20", "--log-interval", "500"],
+        metrics=["charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/entropy",
+                 "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes", "eval/prob_right",
+                 "global_step", "wall_time"],
+    ),
     "dyna_q.py": dict(
         tiny=["--env-id", "DynaMaze-v0", "--num-runs", "4", "--num-episodes", "5",
               "--planning-steps", "0", "5", "--eval-episodes", "2"],

@@ -1,0 +1,523 @@
+"""REINFORCE: Monte Carlo policy gradient, with no baseline, a learned value baseline, or
+leave-one-out (RLOO), in one file.
+
+REINFORCE (Williams 1992) plays whole episodes with a stochastic policy pi(a|s; theta) and
+then nudges theta so that actions followed by a high return become more likely. No value
+function is needed to learn; one can be added as a baseline, which lowers the variance of the
+update without biasing it.
+
+    objective           J(theta) = E_pi[ G_0 ],   G_t = r_t+1 + gamma r_t+2 + ... (to the episode end)
+    policy gradient     grad J = E_pi[ sum_t G_t grad log pi(A_t|S_t) ]      (S&B eq. 13.5-13.8;
+                        exact for gamma = 1, see below for gamma < 1)
+    reward-to-go        only rewards *after* A_t appear in G_t: earlier rewards do not depend
+                        on A_t, so their terms have expectation zero and only add variance.
+    with a baseline     grad J = E_pi[ sum_t (G_t - b_t) grad log pi(A_t|S_t) ]      (S&B eq. 13.10)
+                        for any b_t that does not depend on A_t, because
+                        E_a[ b grad log pi(a|s) ] = b sum_a grad pi(a|s) = b grad 1 = 0.
+    value baseline      b_t = v(S_t; w), a network fitted to G_t by least squares (S&B sec. 13.4)
+    RLOO baseline       k episodes per update; episode i is baselined by the mean of the others,
+                        b_t^i = 1/(k-1) sum_{j != i} G_t^j                (Ahmadian et al. 2024)
+                        The other episodes are independent of episode i, so b_t^i does not
+                        depend on A_t^i and the estimator stays unbiased. With reward-to-go the
+                        mean is taken at each time step t (G_t^j = 0 once episode j has ended),
+                        a baseline that follows how much of the episode is left.
+    the estimate        g = 1/k sum_i sum_t (G_t^i - b_t^i) grad log pi(A_t^i|S_t^i)
+    entropy bonus       optionally, + ent_coef * sum_t H(pi(.|S_t)) per episode (biases g on purpose).
+
+The steps are Adam's (one per update, on -g, and on the least-squares loss of v), not the plain
+SGD of S&B's boxes: the scale of g changes a lot as episodes grow, and Adam follows it.
+
+With gamma < 1 S&B's box also multiplies step t by gamma^t; like nearly every implementation
+this file leaves that factor out (Thomas 2014 shows the result is then not the exact gradient
+of the discounted objective). With gamma = 1, as on the short corridor, g is exactly unbiased.
+
+Each update collects k fresh episodes, one per sub-environment, from a reset to their end:
+waiting for whole episodes keeps every episode on-policy and does not favour short ones.
+gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP autoreset);
+the file masks out every step of a sub-env after its episode ended, the autoreset step and the
+new episode it starts included, until the slowest episode of the batch ends. `global_step`
+counts every env step simulated, those masked out included (on CartPole about a sixth).
+
+Actions: Categorical over a discrete action space, or a diagonal Gaussian with a learned,
+state-independent log standard deviation over a Box (the sampled action is clipped to the
+bounds when sent to the env; its log-probability is that of the unclipped sample).
+
+The short corridor (S&B Example 13.1) is written below and registered as ShortCorridor-v0:
+three non-terminal states that look the same to the agent, the second with left and right
+swapped, -1 per step. The observation is a constant, so the policy is one pair of logits and
+the value baseline one number, as in S&B Fig. 13.1-13.2. With p = P(right), the start value is
+v(p) = (2p - 4) / (p (1 - p)), best at p* = 2 - sqrt(2) ~ 0.586, v* ~ -11.66. The best policy is
+stochastic, so there the final evaluation runs the stochastic policy and reports
+eval/prob_right next to p* and v*. Elsewhere the evaluation is greedy (the most likely action,
+or the Gaussian's mean).
+
+Distributed: under torchrun each rank plays k / world_size of the k episodes of an update;
+DistributedDataParallel averages the gradients, and the RLOO baseline sums the returns of all
+ranks, so the policy gradient is the one a single process would compute from the same k
+episodes. --total-timesteps
+counts the steps of all ranks. Rank 0 alone prints, logs, evaluates and saves.
+
+References
+    Williams 1992, "Simple statistical gradient-following algorithms for connectionist
+        reinforcement learning", Machine Learning 8.
+    Sutton, McAllester, Singh, Mansour 2000, "Policy Gradient Methods for Reinforcement
+        Learning with Function Approximation", NeurIPS (the policy gradient theorem).
+    Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., ch. 13.
+    Thomas 2014, "Bias in Natural Actor-Critic Algorithms", ICML (the dropped gamma^t).
+    Kool, van Hoof, Welling 2019, "Buy 4 REINFORCE Samples, Get a Baseline for Free!",
+        ICLR workshop (leave-one-out baseline).
+    Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
+        Learning from Human Feedback in LLMs", arXiv:2402.14740 (RLOO).
+
+Usage
+    python algos/reinforce.py                                     # CartPole-v1, value baseline
+    python algos/reinforce.py --baseline rloo                     # leave-one-out baseline
+    python algos/reinforce.py --baseline none --total-timesteps 50000    # a quick run
+    python algos/reinforce.py --env-id ShortCorridor-v0           # S&B Example 13.1
+    torchrun --standalone --nproc_per_node=2 algos/reinforce.py   # episodes split over 2 ranks
+    python algos/reinforce.py --track                             # log to Weights & Biases
+    python algos/reinforce.py --env-id Pendulum-v1 --save-model   # continuous actions (runs;
+                                                    # Monte Carlo REINFORCE learns Pendulum slowly)
+"""
+
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import tyro
+from torch.distributions import Categorical, Normal
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def from_table(metavar: str):
+    """Marks a field whose default comes from ENV_DEFAULTS (None until resolve_defaults)."""
+    return tyro.conf.arg(metavar=metavar, help_behavior_hint="(default: per-env table)")
+
+
+@dataclass
+class Args:
+    """REINFORCE. Fields marked "per-env table" default to ENV_DEFAULTS[env_id] (printed at start)."""
+
+    exp_name: str = "reinforce"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (rank r uses seed + r)"""
+    torch_deterministic: bool = True
+    """set torch.backends.cudnn.deterministic"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    num_threads: int = 1
+    """torch CPU threads; small networks run fastest with one"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "algos"
+    """the wandb project"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    save_model: bool = False
+    """save the policy (and value network) to runs/<run_name>/reinforce.pt"""
+    log_interval: int = 10_000
+    """print progress every this many environment steps"""
+
+    env_id: str = "CartPole-v1"
+    """a gymnasium id with a Discrete or Box action space ("module:Env-v0" imports module first)"""
+    baseline: Literal["none", "value", "rloo"] = "value"
+    """none: G_t; value: G_t - v(S_t) with a learned v (S&B 13.4); rloo: G_t minus the other episodes' mean"""
+
+    # None below means: take the value from ENV_DEFAULTS[env_id], else from GENERIC_DEFAULTS.
+    total_timesteps: Annotated[Optional[int], from_table("INT")] = None
+    """environment steps, all ranks together; training stops at the first update past it"""
+    episodes_per_update: Annotated[Optional[int], from_table("INT")] = None
+    """k: whole episodes per update, all ranks together (one per sub-env)"""
+    learning_rate: Annotated[Optional[float], from_table("FLOAT")] = None
+    """Adam step size of the policy (alpha^theta in S&B)"""
+    value_learning_rate: Annotated[Optional[float], from_table("FLOAT")] = None
+    """Adam step size of the value baseline (alpha^w in S&B)"""
+    anneal_lr: Annotated[Optional[bool], from_table("BOOL")] = None
+    """let both step sizes fall linearly to 0 over the run (steadier final policy)"""
+    gamma: Annotated[Optional[float], from_table("FLOAT")] = None
+    """discount factor"""
+    ent_coef: Annotated[Optional[float], from_table("FLOAT")] = None
+    """weight of the entropy bonus (0 = plain REINFORCE)"""
+    hidden_sizes: Annotated[Optional[tuple[int, ...]], from_table("INT [INT ...]")] = None
+    """widths of the hidden layers of the policy and value networks (none: linear)"""
+    greedy_eval: Annotated[Optional[bool], from_table("BOOL")] = None
+    """evaluate the most likely action (True) or the stochastic policy itself (False)"""
+    eval_episodes: Annotated[Optional[int], from_table("INT")] = None
+    """evaluation episodes at the end"""
+
+
+# Per-environment hyperparameters. Any flag given on the command line wins over this table.
+# CartPole: 8 episodes per update and Adam at 1e-3; the step size falls to 0 so that the
+# policy that the greedy evaluation sees at the end has stopped moving.
+# ShortCorridor: no hidden layer (the input is a constant, so the policy is its bias: one pair
+# of logits), gamma = 1 as in the book, and many small updates annealed to 0 so that p settles
+# near p* instead of jittering around it.
+GENERIC_DEFAULTS = dict(
+    total_timesteps=500_000, episodes_per_update=8, learning_rate=1e-3, value_learning_rate=1e-3,
+    anneal_lr=True, gamma=0.99, ent_coef=0.0, hidden_sizes=(64, 64), greedy_eval=True, eval_episodes=100,
+)
+ENV_DEFAULTS = {
+    "CartPole-v1": dict(total_timesteps=250_000, episodes_per_update=8, learning_rate=1e-3,
+                        value_learning_rate=1e-3, gamma=0.99),
+    "ShortCorridor-v0": dict(total_timesteps=100_000, episodes_per_update=8, learning_rate=1e-2,
+                             value_learning_rate=3e-2, gamma=1.0, hidden_sizes=(), greedy_eval=False,
+                             eval_episodes=2000),
+}
+
+
+def resolve_defaults(args: Args) -> tuple[Args, list[str]]:
+    """Fill every field left at None from the table; return the args and the filled names."""
+    table = {**GENERIC_DEFAULTS, **ENV_DEFAULTS.get(args.env_id, {})}
+    filled = {k: v for k, v in table.items() if getattr(args, k) is None}
+    return dataclasses.replace(args, **filled), sorted(filled)
+
+
+def validate(args: Args, world_size: int) -> None:
+    """Reject flag combinations that cannot work, with one sentence naming the fix."""
+    k = args.episodes_per_update
+    if args.baseline == "rloo" and k < 2:
+        raise SystemExit(f"--baseline rloo needs at least 2 episodes per update to leave one out, "
+                         f"but --episodes-per-update is {k}: use 2 or more.")
+    if k < 1 or k % world_size:
+        raise SystemExit(f"--episodes-per-update {k} must be a positive multiple of the number of "
+                         f"ranks ({world_size}), so that every rank plays the same number.")
+    if not 0.0 <= args.gamma <= 1.0:
+        raise SystemExit(f"--gamma {args.gamma} must lie in [0, 1].")
+    if args.eval_episodes < 1:
+        raise SystemExit(f"--eval-episodes {args.eval_episodes} must be at least 1.")
+
+
+class ShortCorridor(gym.Env):
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right.
+
+    Left in state 0 bumps into the wall and stays; in state 1 the actions are reversed. Every
+    step costs -1. The observation is always 0: the agent cannot tell the states apart.
+    """
+
+    observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        move = 1 if action == 1 else -1
+        if self.state == 1:
+            move = -move  # the state with reversed actions
+        self.state = max(self.state + move, 0)
+        return np.zeros(1, np.float32), -1.0, self.state == 3, False, {}
+
+
+def corridor_value(p: float) -> float:
+    """Start value of the policy that goes right with probability p (S&B Example 13.1)."""
+    return (2 * p - 4) / (p * (1 - p))
+
+
+CORRIDOR_P_STAR = 2 - math.sqrt(2)
+CORRIDOR_V_STAR = corridor_value(CORRIDOR_P_STAR)
+# A cap far beyond the optimal policy's episodes (mean 11.7 steps), against a policy stuck near p = 0 or 1.
+gym.register("ShortCorridor-v0", entry_point=ShortCorridor, max_episode_steps=1_000)
+
+
+def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+    """Synchronous vector env (NEXT_STEP autoreset) with a flat Box observation."""
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    except (gym.error.Error, ModuleNotFoundError) as e:
+        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+    space, action_space = envs.single_observation_space, envs.single_action_space
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise SystemExit(f"this REINFORCE takes a flat Box observation, but {env_id} has {space}.")
+    if not (isinstance(action_space, gym.spaces.Discrete)
+            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+        raise SystemExit(f"this REINFORCE takes a Discrete or flat Box action space, but {env_id} "
+                         f"has {action_space}.")
+    return envs
+
+
+def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float) -> nn.Sequential:
+    """tanh MLP; a small last layer starts the policy near uniform (and v near 0)."""
+    layers, width = [], in_dim
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.Tanh()]
+        width = h
+    last = nn.Linear(width, out_dim)
+    nn.init.orthogonal_(last.weight, out_std)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
+class Agent(nn.Module):
+    """The policy pi(a|s; theta) and, for --baseline value, the baseline v(s; w)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_sizes: tuple[int, ...], value: bool):
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        n_out = int(action_space.n) if self.discrete else action_space.shape[0]
+        self.actor = mlp(obs_dim, hidden_sizes, n_out, out_std=0.01)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(n_out))  # state-independent
+        self.critic = mlp(obs_dim, hidden_sizes, 1, out_std=1.0) if value else None
+
+    def dist(self, obs: torch.Tensor):
+        out = self.actor(obs)
+        if self.discrete:
+            return Categorical(logits=out)
+        return Normal(out, self.log_std.exp())
+
+    def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+        d = self.dist(obs)
+        if greedy:
+            return d.probs.argmax(-1) if self.discrete else d.mean
+        return d.sample()
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor):
+        """log pi(a|s), the entropy H(pi(.|s)) and v(s) (None without a value baseline)."""
+        d = self.dist(obs)
+        logprob, entropy = d.log_prob(actions), d.entropy()
+        if not self.discrete:  # independent dimensions: log-probs and entropies add
+            logprob, entropy = logprob.sum(-1), entropy.sum(-1)
+        value = self.critic(obs).squeeze(-1) if self.critic is not None else None
+        return logprob, entropy, value
+
+
+def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
+    """Gaussian samples are clipped to the bounds on their way to the env; the rest pass as they are."""
+    if isinstance(action_space, gym.spaces.Box):
+        return np.clip(actions, action_space.low, action_space.high)
+    return actions
+
+
+def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device,
+                     seed: Optional[int] = None):
+    """Play one whole episode in every sub-env, from a reset until the slowest one ends.
+
+    Returns arrays with time first, [T, num_envs, ...]: observations, actions, rewards and
+    `alive`, which is False for every step after a sub-env's episode ended (the NEXT_STEP
+    autoreset step and the episode it starts are not part of this batch).
+    """
+    obs, _ = envs.reset(seed=seed)
+    alive = np.ones(envs.num_envs, dtype=bool)
+    steps = []
+    while alive.any():
+        with torch.inference_mode():
+            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+        next_obs, rewards, terminated, truncated, _ = envs.step(to_env_actions(actions, envs.single_action_space))
+        steps.append((obs, actions, np.where(alive, rewards, 0.0), alive.copy()))
+        alive &= ~(terminated | truncated)
+        obs = next_obs
+    obs, actions, rewards, alive = (np.stack(x) for x in zip(*steps))
+    return obs, actions, rewards, alive
+
+
+def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = r_t+1 + gamma G_t+1 along the time axis (dim 0), with G = 0 past the end; rewards
+    after an episode's end must already be 0."""
+    returns = torch.zeros_like(rewards)
+    future = torch.zeros_like(rewards[0])
+    for t in reversed(range(len(rewards))):
+        future = rewards[t] + gamma * future
+        returns[t] = future
+    return returns
+
+
+def rloo_baseline(returns: torch.Tensor, group_sum: torch.Tensor, group_size: int) -> torch.Tensor:
+    """b_t^i = (sum_j G_t^j - G_t^i) / (k - 1): the mean of the other k - 1 episodes' G_t.
+
+    returns is [T, n] (this rank's episodes), group_sum is [T], the sum over all k episodes of
+    the group (all ranks)."""
+    return (group_sum.unsqueeze(1) - returns) / (group_size - 1)
+
+
+def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, alive: torch.Tensor,
+                   num_episodes: int) -> torch.Tensor:
+    """-1/k sum_i sum_t (G_t^i - b_t^i) log pi(A_t^i|S_t^i); its gradient is -g."""
+    return -(advantages.detach() * logprob * alive).sum() / num_episodes
+
+
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool,
+             device: torch.device) -> np.ndarray:
+    """Returns of `episodes` episodes, one per sub-env, so short episodes are not over-counted."""
+    envs = make_envs(env_id, episodes)
+    obs, _ = envs.reset(seed=seed)
+    returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
+    while not done.all():
+        with torch.inference_mode():
+            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), greedy).cpu().numpy()
+        obs, rewards, terminated, truncated, _ = envs.step(to_env_actions(actions, envs.single_action_space))
+        returns += np.where(done, 0.0, rewards)
+        done |= terminated | truncated
+    envs.close()
+    return returns
+
+
+def save_checkpoint(path: str, agent: Agent, args: Args) -> None:
+    """Write atomically: a crash mid-write never leaves a half-written checkpoint behind."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save({"agent": agent.state_dict(), "env_id": args.env_id, "hidden_sizes": list(args.hidden_sizes),
+                "baseline": args.baseline, "args": dataclasses.asdict(args)}, tmp)
+    os.replace(tmp, path)
+
+
+def main(args: Args) -> dict:
+    """Train, evaluate and return the final metrics: eval/mean_return, eval/std_return,
+    eval/episodes (rank 0), eval/prob_right (short corridor), charts/SPS, global_step,
+    wall_time, and the last update's losses/policy_loss, losses/entropy (and losses/value_loss)."""
+    args, filled = resolve_defaults(args)
+
+    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    validate(args, world_size)
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    is_main = rank == 0
+
+    seed = args.seed + rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    local_k = args.episodes_per_update // world_size
+    envs = make_envs(args.env_id, local_k)
+    corridor = isinstance(envs.envs[0].unwrapped, ShortCorridor)
+    if is_main:
+        print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "
+              f"per update on {device}")
+        print("hyperparameters (* = per-env default table): " + ", ".join(
+            f"{k}={getattr(args, k)}{'*' if k in filled else ''}" for k in sorted(GENERIC_DEFAULTS)))
+    wandb = None
+    if args.track and is_main:
+        import wandb  # imported here so that a plain run does not pay for it
+        os.makedirs(run_dir, exist_ok=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+
+    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
+                  value=args.baseline == "value").to(device)
+    model = DDP(agent) if distributed else agent  # DDP broadcasts rank 0's weights at the start
+    groups = [{"params": [p for n, p in agent.named_parameters() if not n.startswith("critic.")],
+               "lr": args.learning_rate}]
+    if agent.critic is not None:
+        groups.append({"params": agent.critic.parameters(), "lr": args.value_learning_rate})
+    optimizer = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    global_step, update, recent_returns = 0, 0, []
+    losses = {}
+    start_time = time.time()
+    next_log = args.log_interval
+    while global_step < args.total_timesteps:
+        update += 1
+        if args.anneal_lr:
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * max(1.0 - global_step / args.total_timesteps, 0.0)
+        batch = collect_episodes(envs, agent, device, seed=seed * 1_000 if update == 1 else None)
+        obs, actions, rewards, alive = (torch.as_tensor(x, device=device) for x in batch)
+        obs, rewards, alive = obs.float(), rewards.float(), alive.float()
+        returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
+
+        # Env steps of all ranks, including those of sub-envs whose episode already ended while the
+        # slowest one finishes (they are simulated, so they count), and the longest episode of all
+        # ranks (the RLOO sums are padded to it).
+        counts = torch.tensor([returns.numel(), len(returns)], device=device)
+        if distributed:
+            dist.all_reduce(counts[:1])
+            dist.all_reduce(counts[1:], op=dist.ReduceOp.MAX)
+        global_step += int(counts[0])
+
+        logprob, entropy, values = model(obs.flatten(0, 1), actions.flatten(0, 1))
+        logprob, entropy = logprob.view_as(returns), entropy.view_as(returns)
+        if args.baseline == "none":
+            advantages = returns
+        elif args.baseline == "value":  # S&B 13.4: b = v(S_t; w)
+            values = values.view_as(returns)
+            advantages = returns - values.detach()
+        else:  # RLOO: the group is the k episodes of all ranks
+            group_sum = torch.zeros(int(counts[1]), device=device)
+            group_sum[:len(returns)] = returns.sum(1)
+            if distributed:
+                dist.all_reduce(group_sum)
+            advantages = returns - rloo_baseline(returns, group_sum[:len(returns)], args.episodes_per_update)
+        policy_loss = reinforce_loss(logprob, advantages, alive, local_k)
+        entropy_sum = (entropy * alive).sum()
+        loss = policy_loss - args.ent_coef * entropy_sum / local_k  # per episode, like the policy loss
+        losses = {"losses/policy_loss": policy_loss.item(), "losses/entropy": (entropy_sum / alive.sum()).item()}
+        if values is not None:
+            value_loss = ((values - returns) ** 2 * alive).sum() / alive.sum()  # S&B 13.4: fit v(S_t; w) to G_t
+            loss = loss + value_loss
+            losses["losses/value_loss"] = value_loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP all-reduces (averages) the gradients here
+        optimizer.step()
+
+        episode_returns = (rewards * alive).sum(0).tolist()
+        recent_returns = (recent_returns + episode_returns)[-20:]
+        if is_main and wandb:
+            wandb.log({"charts/episodic_return": float(np.mean(episode_returns)), **losses,
+                       "global_step": global_step}, step=global_step)
+        if is_main and (global_step >= next_log or global_step >= args.total_timesteps):
+            next_log = (global_step // args.log_interval + 1) * args.log_interval
+            sps = int(global_step / (time.time() - start_time))
+            print(f"step {global_step:>8}  return(last {len(recent_returns)}) {np.mean(recent_returns):8.2f}  "
+                  + "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in losses.items()) + f"  SPS {sps}")
+            if wandb:
+                wandb.log({"charts/SPS": sps, "global_step": global_step}, step=global_step)
+
+    envs.close()
+    wall_time = time.time() - start_time
+    metrics = {"global_step": global_step, "wall_time": wall_time,
+               "charts/SPS": int(global_step / wall_time), **losses}
+    if is_main:
+        returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device)
+        metrics.update({"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
+                        "eval/episodes": len(returns)})
+        kind = "greedy" if args.greedy_eval else "stochastic"
+        print(f"{args.env_id} {kind} eval: {metrics['eval/mean_return']:.2f} +- {metrics['eval/std_return']:.2f} "
+              f"over {len(returns)} episodes after {global_step} steps in {wall_time:.1f} s "
+              f"({metrics['charts/SPS']} SPS)")
+        if corridor:
+            with torch.inference_mode():
+                p = agent.dist(torch.zeros(1, 1, device=device)).probs[0, 1].item()
+            metrics["eval/prob_right"] = p
+            print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), "
+                  f"mean return {metrics['eval/mean_return']:.2f} (analytic v* = {CORRIDOR_V_STAR:.2f}; "
+                  f"v(P(right)) = {corridor_value(p):.2f})")
+        if args.save_model:
+            path = os.path.join(run_dir, "reinforce.pt")
+            save_checkpoint(path, agent, args)
+            print(f"saved {path}")
+        if wandb:
+            wandb.log({**metrics, "global_step": global_step}, step=global_step)
+            wandb.finish()
+    if distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
