@@ -5,6 +5,10 @@ script is covered the moment it lands. `tiny` are arguments for a run of a few s
 still exercises learning and logging; `metrics` are wandb keys its --track run must log.
 """
 
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
 SCRIPTS = {
     "dqn.py": dict(
         tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1200", "--learning-starts", "400",
@@ -26,6 +30,14 @@ SCRIPTS = {
         metrics=["eval/steps_per_episode/Dyna-Q n=0", "eval/steps_per_episode/Dyna-Q n=5", "episode",
                  "eval/mean_return/Dyna-Q n=5", "eval/std_return/Dyna-Q n=5",
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
+                 "global_step", "wall_time"],
+    ),
+    "ppo.py": dict(
+        tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "64",
+              "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "3", "--log-interval", "256"],
+        metrics=["charts/episodic_return", "charts/episodic_length", "losses/policy_loss", "losses/value_loss",
+                 "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+                 "charts/learning_rate", "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes",
                  "global_step", "wall_time"],
     ),
 }
