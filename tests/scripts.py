@@ -32,6 +32,13 @@ SCRIPTS = {
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
                  "global_step", "wall_time"],
     ),
+    "bpe.py": dict(
+        # The corpus is bpe.py's own source in the repo (an absolute path), there wherever tests run.
+        tiny=["--input", str(TESTS.parent / "algos" / "bpe.py"), "--vocab-size", "400",
+              "--log-interval", "50", "--show", "Hello world"],
+        metrics=["train/seconds", "train/vocab_size", "train/merges", "train/merges_per_s",
+                 "encode/mb_per_s", "compression_ratio"],
+    ),
     "ppo.py": dict(
         tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "64",
               "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "3", "--log-interval", "256"],
