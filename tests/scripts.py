@@ -32,6 +32,15 @@ SCRIPTS = {
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
                  "global_step", "wall_time"],
     ),
+    "gpt.py": dict(
+        # The shared tests run in an empty folder without network: a 16 KB dataset committed
+        # under tests/fixtures (how it was made: its README) stands in for data/shakespeare_char.
+        tiny=["--data-dir", str(TESTS / "fixtures" / "shakespeare_char_tiny"),
+              "--max-iters", "30", "--eval-interval", "15", "--eval-iters", "2", "--log-interval", "10",
+              "--n-layer", "2", "--n-embd", "64", "--block-size", "32", "--batch-size", "4", "--grad-accum", "2"],
+        metrics=["val/loss", "train/loss", "train/batch_loss", "train/lr", "iter", "wall_time",
+                 "ms_per_iter", "tokens_per_s"],
+    ),
     "bpe.py": dict(
         # The corpus is bpe.py's own source in the repo (an absolute path), there wherever tests run.
         tiny=["--input", str(TESTS.parent / "algos" / "bpe.py"), "--vocab-size", "400",

@@ -1,0 +1,701 @@
+"""A modern GPT in one file: rotary positions, grouped-query attention, RMSNorm, SwiGLU, KV cache.
+
+A decoder-only transformer learns p(x_t | x_<t) by next-token prediction (Radford et al. 2019).
+Each block is pre-norm: x <- x + Attn(RMSNorm(x)); x <- x + MLP(RMSNorm(x)). Compared with
+GPT-2 (and nanoGPT) four pieces are the ones of current open models (LLaMA, Touvron et al. 2023):
+
+    RMSNorm     y = g * x / sqrt(mean(x^2) + eps)                     (Zhang & Sennrich 2019)
+    SwiGLU      MLP(x) = W2 (silu(W1 x) * W3 x), hidden ~ 8/3 d       (Shazeer 2020)
+    RoPE        rotate each pair (q_2i, q_2i+1) of a query at position m by the angle
+                m * theta_i, theta_i = base^(-2i/d_head), and the keys alike; then
+                <R_m q, R_n k> = <q, R_(n-m) k> depends on the offset n - m only  (Su et al. 2021, eq. 16)
+    GQA         n_head query heads share n_kv_head key/value heads (n_head / n_kv_head queries
+                per group): n_kv_head = n_head is multi-head, 1 is multi-query (Ainslie et al. 2023)
+
+    attention   softmax(q k^T / sqrt(d_head) + causal mask) v          (Vaswani et al. 2017)
+    loss        L = -1/(B T) sum_(b,t) log p(x_(b,t+1) | x_(b,<=t))
+
+--pos-encoding sinusoidal (Vaswani et al. 2017, sec. 3.5) and learned (GPT-2) add a position
+vector to the token embedding instead, for the seminar's comparison on the same data.
+Generation keeps each layer's keys and values (the KV cache), so a new token costs one
+position's work instead of a pass over the whole context.
+
+Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
+warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA,
+optional torch.compile; atomic checkpoints with optimizer and RNG state, so --resume continues
+exactly the run it interrupted. Data are token files made by data/*/prepare.py (uint16 ids).
+The defaults are nanoGPT's CPU "baby" sizes on shakespeare_char (4 layers, 4 heads, width 128,
+context 64, batch 12, no dropout) with a shorter, hotter schedule: 900 steps at a peak step size
+of 2e-3, where nanoGPT takes 2,000 at 1e-3. The run's last val loss is exact (the whole split).
+
+Distributed: under torchrun each rank samples its own batches (its own seed); DDP averages
+the gradients once per iteration (not on the accumulation micro-steps), so one iteration sees
+world_size x grad_accum x batch_size sequences. Rank 0 alone prints, logs and saves.
+
+References
+    Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2).
+    Vaswani et al. 2017, "Attention Is All You Need", arXiv:1706.03762.
+    Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position Embedding", arXiv:2104.09864.
+    Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models from
+        Multi-Head Checkpoints", arXiv:2305.13245.
+    Zhang & Sennrich 2019, "Root Mean Square Layer Normalization", arXiv:1910.07467.
+    Shazeer 2020, "GLU Variants Improve Transformer", arXiv:2002.05202.
+    Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models", arXiv:2302.13971.
+    Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration" (top-p), arXiv:1904.09751.
+    Karpathy, nanoGPT (github.com/karpathy/nanoGPT): the training loop this one follows.
+
+Usage
+    python data/shakespeare_char/prepare.py            # once: writes data/shakespeare_char/*.bin
+    python algos/gpt.py                                # the main job: char-level Shakespeare
+    python algos/gpt.py --max-iters 300                # a quick run
+    torchrun --standalone --nproc_per_node=2 algos/gpt.py
+    python algos/gpt.py --track                        # log to Weights & Biases
+    python algos/gpt.py --pos-encoding learned         # the seminar's comparison
+    python algos/gpt.py --resume --checkpoint runs/<run_name>/ckpt.pt   # same flags as the run
+    python algos/gpt.py --sample --checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"
+    python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare \\
+        --n-layer 6 --n-head 6 --n-kv-head 2 --n-embd 384 --block-size 256   # GPT-2 BPE tokens
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+@dataclass
+class Args:
+    """GPT: train on token files from data/*/prepare.py, or --sample from a checkpoint."""
+
+    exp_name: str = "gpt"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (rank r uses seed + r)"""
+    torch_deterministic: bool = True
+    """set torch.backends.cudnn.deterministic"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    num_threads: int = 1
+    """torch CPU threads; a model this small runs fastest with one"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "algos"
+    """the wandb project"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    save_model: bool = True
+    """write runs/<run_name>/ckpt.pt at every evaluation and at the end"""
+
+    data_dir: str = "data/shakespeare_char"
+    """folder with train.bin, val.bin (uint16 token ids) and meta.json from data/*/prepare.py"""
+    # Model
+    n_layer: int = 4
+    """transformer blocks"""
+    n_head: int = 4
+    """query heads per attention layer"""
+    n_kv_head: int = 4
+    """key/value heads: n-head is multi-head attention, 1 is multi-query, between is grouped-query"""
+    n_embd: int = 128
+    """model width d"""
+    block_size: int = 64
+    """context length in tokens (also the size of the position table)"""
+    pos_encoding: Literal["rope", "sinusoidal", "learned"] = "rope"
+    """rotary on q and k, or a sinusoidal/learned vector added to the token embedding"""
+    rope_base: float = 10000.0
+    """RoPE's base: theta_i = base^(-2i/d_head)"""
+    dropout: float = 0.0
+    """dropout on attention weights and residual branches"""
+    # Training
+    batch_size: int = 12
+    """sequences per micro-step (per rank)"""
+    grad_accum: int = 1
+    """micro-steps per optimizer step"""
+    max_iters: int = 900
+    """optimizer steps"""
+    learning_rate: float = 2e-3
+    """peak step size"""
+    min_lr: float = 1e-4
+    """step size at the end of the cosine decay"""
+    warmup_iters: int = 50
+    """linear warmup steps"""
+    lr_decay_iters: Optional[int] = None
+    """the cosine decays over this many steps (None: --max-iters)"""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, on the matrices only"""
+    beta1: float = 0.9
+    """AdamW beta1"""
+    beta2: float = 0.99
+    """AdamW beta2 (0.99: few tokens per step)"""
+    grad_clip: float = 1.0
+    """clip the global gradient norm to this; 0 turns clipping off"""
+    compile: bool = False
+    """torch.compile the model (pays off on a GPU; on a small CPU run the compile time dominates)"""
+    peak_tflops: float = 312.0
+    """the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)"""
+    eval_interval: int = 250
+    """estimate train and val loss every this many steps (and at the end)"""
+    eval_iters: int = 20
+    """batches per loss estimate (the last val loss uses the whole val split)"""
+    log_interval: int = 50
+    """print the training loss every this many steps"""
+    # Resume and sample
+    checkpoint: Optional[str] = None
+    """a ckpt.pt to continue from (--resume) or to sample from (--sample)"""
+    resume: bool = False
+    """continue training --checkpoint with the same model flags; saves back into its folder"""
+    sample: bool = False
+    """generate text from --checkpoint instead of training"""
+    prompt: str = "\n"
+    """text the samples start from"""
+    num_samples: int = 1
+    """samples to generate"""
+    max_new_tokens: int = 500
+    """tokens per sample"""
+    temperature: float = 0.8
+    """divide the logits by this before sampling (lower: more conservative)"""
+    top_k: Optional[int] = 200
+    """sample among the k most likely tokens only"""
+    top_p: Optional[float] = None
+    """sample among the smallest set of tokens whose probability reaches p (nucleus)"""
+
+
+# The fields that define the network: a checkpoint can only be resumed with the same ones.
+MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_encoding", "rope_base")
+
+
+def validate(args: Args) -> None:
+    """Reject flag combinations that cannot work, with one sentence naming the fix."""
+    if args.n_embd % args.n_head:
+        raise SystemExit(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
+                         "each head gets n_embd / n_head dimensions; pick sizes that divide.")
+    if args.n_kv_head < 1 or args.n_head % args.n_kv_head:
+        raise SystemExit(f"--n-head {args.n_head} is not a multiple of --n-kv-head {args.n_kv_head}: "
+                         "each key/value head serves an equal group of query heads.")
+    if args.pos_encoding == "rope" and (args.n_embd // args.n_head) % 2:
+        raise SystemExit(f"--pos-encoding rope rotates pairs of dimensions, but the head size "
+                         f"{args.n_embd // args.n_head} is odd: change --n-embd or --n-head.")
+    if (args.sample or args.resume) and not args.checkpoint:
+        raise SystemExit(f"--{'sample' if args.sample else 'resume'} needs --checkpoint runs/<run_name>/ckpt.pt.")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise SystemExit(f"--top-p {args.top_p} must lie in (0, 1].")
+    for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
+                 "eval_iters", "log_interval"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_dataset(data_dir: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """train.bin / val.bin as int64 tensors (1 M characters = 8 MB) and the meta.json dict."""
+    paths = {split: os.path.join(data_dir, f"{split}.bin") for split in ("train", "val")}
+    meta_path = os.path.join(data_dir, "meta.json")
+    if not all(os.path.exists(p) for p in (*paths.values(), meta_path)):
+        prepare = os.path.join(data_dir, "prepare.py")
+        hint = f"python {prepare}" if os.path.exists(prepare) else "python data/shakespeare_char/prepare.py"
+        raise SystemExit(f"no dataset in --data-dir {data_dir} (it needs train.bin, val.bin and meta.json): "
+                         f"prepare it with `{hint}` (add --from-file <local copy> offline).")
+    data = {split: torch.from_numpy(np.fromfile(p, dtype=np.uint16).astype(np.int64)) for split, p in paths.items()}
+    with open(meta_path) as f:
+        meta = json.load(f)
+    return data, meta
+
+
+def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
+    """batch_size random windows x = data[i : i+T] and their next tokens y = data[i+1 : i+T+1]."""
+    starts = torch.randint(len(data) - block_size, (batch_size, 1), generator=generator)
+    idx = starts + torch.arange(block_size + 1)  # one gather instead of a Python loop
+    window = data[idx]
+    return window[:, :-1], window[:, 1:]
+
+
+# ----------------------------------------------------------------------------- model
+
+def rope_frequencies(head_dim: int, length: int, base: float) -> torch.Tensor:
+    """e^(i m theta_j) for positions m < length and pairs j < head_dim/2, as complex numbers."""
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), theta)
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_2j, x_2j+1) of x (B, T, heads, d_head) by the angle m theta_j (Su
+    et al. eq. 34): as a complex number the pair is multiplied by e^(i m theta_j)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    rotated = torch.view_as_real(pairs * freqs[:, None, :]).flatten(-2)
+    return rotated.type_as(x)
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """PE(m, 2j) = sin(m / 10000^(2j/d)), PE(m, 2j+1) = cos(...) (Vaswani et al. sec. 3.5)."""
+    angles = torch.outer(torch.arange(length, dtype=torch.float64),
+                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[:, :dim].float()
+
+
+class KVCache:
+    """Each layer's keys and values of the positions seen so far, (B, n_kv_head, block_size, d_head)."""
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, length: int, head_dim: int, device, dtype):
+        shape = (batch, n_kv_head, length, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+
+
+class CausalSelfAttention(nn.Module):
+    """Grouped-query attention: n_head query heads, n_kv_head key/value heads."""
+
+    def __init__(self, args: Args, layer: int):
+        super().__init__()
+        self.layer, self.n_head, self.n_kv_head = layer, args.n_head, args.n_kv_head
+        self.head_dim = args.n_embd // args.n_head
+        self.rope = args.pos_encoding == "rope"
+        # q, k and v in one matmul; with fewer kv heads, k and v are narrower than q.
+        self.qkv = nn.Linear(args.n_embd, (args.n_head + 2 * args.n_kv_head) * self.head_dim, bias=False)
+        self.proj = nn.Linear(args.n_embd, args.n_embd, bias=False)
+        self.dropout = args.dropout
+
+    def forward(self, x, freqs, cache: Optional[KVCache] = None, start: int = 0):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
+                                     self.n_kv_head * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        if self.rope:
+            q, k = apply_rope(q, freqs), apply_rope(k, freqs)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, T, d_head)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if cache is None:
+            mask, causal = None, True
+        else:  # store this chunk's keys/values, attend over everything up to it
+            cache.k[self.layer][:, :, start:start + T] = k
+            cache.v[self.layer][:, :, start:start + T] = v
+            k, v = cache.k[self.layer][:, :, :start + T], cache.v[self.layer][:, :, :start + T]
+            # query at position start+i sees keys 0..start+i (an explicit mask: is_causal aligns
+            # queries to the first keys, which is wrong once earlier positions are cached)
+            mask = torch.arange(start + T, device=x.device) <= torch.arange(start, start + T, device=x.device)[:, None]
+            causal = False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           enable_gqa=self.n_kv_head != self.n_head)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    """MLP(x) = W2 (silu(W1 x) * W3 x); hidden = 8/3 d (rounded up to 32) keeps the parameter
+    count of a 4d GELU MLP (Shazeer 2020)."""
+
+    def __init__(self, n_embd: int):
+        super().__init__()
+        hidden = 32 * math.ceil(8 * n_embd / 3 / 32)
+        self.gate_up = nn.Linear(n_embd, 2 * hidden, bias=False)  # W1 and W3 in one matmul
+        self.proj = nn.Linear(hidden, n_embd, bias=False)  # W2
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.proj(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, args: Args, layer: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(args.n_embd), nn.RMSNorm(args.n_embd)
+        self.attn, self.mlp = CausalSelfAttention(args, layer), SwiGLU(args.n_embd)
+        self.drop = nn.Dropout(args.dropout)
+
+    def forward(self, x, freqs, cache=None, start=0):
+        x = x + self.drop(self.attn(self.norm1(x), freqs, cache, start))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class GPT(nn.Module):
+    """Token embedding -> n_layer pre-norm blocks -> RMSNorm -> logits through the tied embedding."""
+
+    def __init__(self, args: Args, vocab_size: int):
+        super().__init__()
+        self.args, self.vocab_size = args, vocab_size
+        self.tok_emb = nn.Embedding(vocab_size, args.n_embd)
+        self.blocks = nn.ModuleList(Block(args, i) for i in range(args.n_layer))
+        self.norm = nn.RMSNorm(args.n_embd)
+        self.lm_head = nn.Linear(args.n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
+        head_dim = args.n_embd // args.n_head
+        # Position tables cover block_size positions; buffers (not parameters) are not trained.
+        self.register_buffer("freqs", rope_frequencies(head_dim, args.block_size, args.rope_base)
+                             if args.pos_encoding == "rope" else None, persistent=False)
+        self.pos_emb = nn.Embedding(args.block_size, args.n_embd) if args.pos_encoding == "learned" else None
+        # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init: at amplitude 1
+        # it drowned the 0.02-sized token embeddings (val 2.67 vs 2.01 for learned at 800 steps).
+        # (Vaswani et al. scale the embeddings up by sqrt(d) instead; ours are tied to the output.)
+        self.register_buffer("sinusoids", 0.02 * math.sqrt(2) * sinusoidal_table(args.block_size, args.n_embd)
+                             if args.pos_encoding == "sinusoidal" else None, persistent=False)
+        # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer).
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * args.n_layer) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def forward(self, idx, targets=None, cache: Optional[KVCache] = None, start: int = 0):
+        """Logits (B, T, vocab) for tokens idx (B, T) at positions start..start+T-1, and the
+        mean cross-entropy against targets if given."""
+        T = idx.shape[1]
+        if start + T > self.args.block_size:
+            raise ValueError(f"positions up to {start + T} exceed block_size {self.args.block_size} "
+                             f"(the {self.args.pos_encoding} table's size): crop the input to the last "
+                             f"{self.args.block_size} tokens or train with a larger --block-size.")
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb.weight[start:start + T]
+        if self.sinusoids is not None:
+            x = x + self.sinusoids[start:start + T]
+        freqs = self.freqs[start:start + T] if self.freqs is not None else None
+        for block in self.blocks:
+            x = block(x, freqs, cache, start)
+        logits = self.lm_head(self.norm(x))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+def num_parameters(args: Args, vocab_size: int) -> int:
+    """The closed form: embedding (tied with the head) + per layer [qkv, out proj, SwiGLU, 2 norm
+    gains] + final norm + a learned position table. GQA shrinks k and v to n_kv_head heads."""
+    d, hd = args.n_embd, args.n_embd // args.n_head
+    hidden = 32 * math.ceil(8 * d / 3 / 32)
+    attn = d * (args.n_head + 2 * args.n_kv_head) * hd + d * d
+    per_layer = attn + 3 * d * hidden + 2 * d
+    pos = args.block_size * d if args.pos_encoding == "learned" else 0
+    return vocab_size * d + args.n_layer * per_layer + d + pos
+
+
+def flops_per_token(args: Args, n_params: int) -> float:
+    """Training FLOPs per token: 6 N for the matmuls plus 12 L d T for attention (PaLM, app. B)."""
+    return 6 * n_params + 12 * args.n_layer * args.n_embd * args.block_size
+
+
+def configure_optimizer(model: nn.Module, args: Args, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; decay the matrices (embedding, projections) but not the norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta1, args.beta2),
+                             fused=device.type in ("cpu", "cuda"))
+
+
+def learning_rate(it: int, args: Args) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters."""
+    decay_iters = args.lr_decay_iters or args.max_iters
+    if it < args.warmup_iters:
+        return args.learning_rate * (it + 1) / args.warmup_iters
+    if it >= decay_iters:
+        return args.min_lr
+    progress = (it - args.warmup_iters) / max(decay_iters - args.warmup_iters, 1)
+    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.learning_rate - args.min_lr)
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_val: bool = False) -> dict:
+    """Mean loss over eval_iters batches per split; the same batches every time (a fixed seed),
+    so successive estimates differ only by the model. exact_val: the val loss over every
+    non-overlapping block of the split instead (the number a run reports at its end)."""
+    model.eval()
+    out = {}
+    for split in ("train", "val"):
+        if split == "val" and exact_val:
+            tokens, T = data["val"], args.block_size
+            n = (len(tokens) - 1) // T
+            x, y = tokens[:n * T].view(n, T), tokens[1:n * T + 1].view(n, T)
+            batches = [(x[i:i + 4 * args.batch_size], y[i:i + 4 * args.batch_size])
+                       for i in range(0, n, 4 * args.batch_size)]
+        else:
+            g = torch.Generator().manual_seed(12345)
+            batches = [get_batch(data[split], args.batch_size, args.block_size, g) for _ in range(args.eval_iters)]
+        total = 0.0
+        for x, y in batches:
+            with ctx:
+                total += model(x.to(device), y.to(device))[1].item() * len(x)
+        out[f"{split}/loss"] = total / sum(len(x) for x, _ in batches)
+    model.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature), restricted to the top k and/or the
+    nucleus of probability top_p (the most likely tokens until their mass reaches p)."""
+    logits = logits / max(temperature, 1e-6)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        probs, order = torch.sort(F.softmax(logits, dim=-1), descending=True)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reached p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+
+
+@torch.no_grad()
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
+             use_cache: bool = True, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Extend idx (B, T) by max_new_tokens sampled tokens, each conditioned on the last
+    block_size tokens. With the cache a step feeds only the newest token; once the context is
+    full, positions would run past the table, so the last block_size tokens are recomputed
+    (as a step without the cache does every time)."""
+    block = model.args.block_size
+    cache, length = None, 0  # length: positions held in the cache
+    for _ in range(max_new_tokens):
+        if use_cache and 0 < length < block:
+            logits, _ = model(idx[:, -1:], cache=cache, start=length)  # the new token at position `length`
+            length += 1
+        else:
+            context = idx[:, -block:]
+            if use_cache:
+                cache = KVCache(model.args.n_layer, idx.shape[0], model.args.n_kv_head, block,
+                                model.args.n_embd // model.args.n_head, idx.device, model.tok_emb.weight.dtype)
+            logits, _ = model(context, cache=cache)
+            length = context.shape[1]
+        idx = torch.cat((idx, sample_next(logits[:, -1], temperature, top_k, top_p, generator)), dim=1)
+    return idx
+
+
+def make_codec(meta: dict):
+    """encode(str) -> list[int] and decode(list[int]) -> str for the dataset's tokenizer."""
+    if meta["tokenizer"] == "char":
+        itos = meta["itos"]
+        stoi = {ch: i for i, ch in enumerate(itos)}
+
+        def encode(text):
+            unknown = sorted(set(text) - stoi.keys())
+            if unknown:
+                raise SystemExit(f"--prompt has characters the model never saw: {unknown!r}; use others.")
+            return [stoi[ch] for ch in text]
+        return encode, lambda ids: "".join(itos[i] for i in ids)
+    import tiktoken  # only the BPE datasets need it
+    enc = tiktoken.get_encoding(meta["tokenizer"])
+    return enc.encode_ordinary, enc.decode
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str, model: GPT, optimizer, args: Args, meta: dict, it: int, rng_states: list) -> None:
+    """Write atomically (temp file + os.replace): a crash mid-write never leaves half a file.
+    With the optimizer and every rank's RNG states (its batch sampler, and torch's for
+    dropout), a resumed run repeats the uninterrupted one."""
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args),
+                "meta": meta, "iter": it, "rng_states": rng_states}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"--checkpoint {path}: no such file.") from None
+    except Exception as e:
+        raise SystemExit(f"--checkpoint {path} is not a readable checkpoint ({type(e).__name__}).") from None
+    if not isinstance(ckpt, dict) or not {"model", "args", "meta", "iter"} <= ckpt.keys():
+        raise SystemExit(f"--checkpoint {path} is not a gpt.py checkpoint (expected keys model, args, meta, iter).")
+    return ckpt
+
+
+def sample_main(args: Args) -> dict:
+    """--sample: print num_samples continuations of --prompt from the checkpoint's model."""
+    ckpt = load_checkpoint(args.checkpoint)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return {}
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.num_threads)
+    torch.manual_seed(args.seed)
+    saved = Args(**{k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}})
+    model = GPT(saved, ckpt["meta"]["vocab_size"]).to(device)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    encode, decode = make_codec(ckpt["meta"])
+    idx = torch.tensor([encode(args.prompt)] * args.num_samples, device=device)
+    out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    samples = [decode(row.tolist()) for row in out]
+    for s in samples:
+        print(s, "\n" + "-" * 40)
+    return {"samples": samples}
+
+
+# ----------------------------------------------------------------------------- training
+
+def main(args: Args) -> dict:
+    """Train (or, with --sample, generate) and return the final metrics: val/loss (exact),
+    train/loss, iter, wall_time (s, the training loop with its evaluations), and ms_per_iter and
+    tokens_per_s of the training steps alone."""
+    validate(args)
+    if args.sample:
+        return sample_main(args)
+    ckpt = load_checkpoint(args.checkpoint) if args.resume else None
+    if ckpt is not None:
+        saved = ckpt["args"]
+        diff = [f"--{k.replace('_', '-')} {saved[k]} (given {getattr(args, k)})" for k in MODEL_FIELDS
+                if saved.get(k) != getattr(args, k)]
+        if diff:
+            raise SystemExit(f"--checkpoint {args.checkpoint} was trained with a different model: "
+                             f"{', '.join(diff)}; repeat the run's flags to resume it, or start a new run.")
+        if ckpt["iter"] >= args.max_iters:
+            raise SystemExit(f"--checkpoint {args.checkpoint} is already at iteration {ckpt['iter']}: "
+                             f"raise --max-iters above it to train further.")
+
+    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_num_threads(args.num_threads)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    is_main = rank == 0
+    # bf16 autocast on CUDA; CPU runs stay in float32 (bf16 matmuls are slow on most CPUs).
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
+
+    data, meta = load_dataset(args.data_dir)
+    if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
+        raise SystemExit(f"--checkpoint {args.checkpoint} has vocab {ckpt['meta']['vocab_size']}, but "
+                         f"--data-dir {args.data_dir} has {meta['vocab_size']}: resume on the run's own data.")
+    for split, tokens in data.items():
+        if len(tokens) <= args.block_size + 1:
+            raise SystemExit(f"{split}.bin in {args.data_dir} has {len(tokens)} tokens, too few for "
+                             f"--block-size {args.block_size}: lower it or prepare more text.")
+
+    torch.manual_seed(args.seed + rank)  # dropout; the weights are broadcast from rank 0 by DDP
+    data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
+    model = GPT(args, meta["vocab_size"]).to(device)
+    optimizer = configure_optimizer(model, args, device)
+    start_iter = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_iter = ckpt["iter"]
+        if world_size == len(ckpt["rng_states"]):  # the same ranks continue their own streams
+            data_state, torch_state, cuda_state = ckpt["rng_states"][rank]
+            data_rng.set_state(data_state)
+            torch.set_rng_state(torch_state)
+            if use_cuda and cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, device)
+    raw_model = model
+    if args.compile:
+        model = torch.compile(model)
+    if distributed:
+        model = DDP(model, device_ids=[device.index] if use_cuda else None)
+
+    run_dir = (os.path.dirname(os.path.abspath(args.checkpoint)) if ckpt is not None
+               else os.path.join("runs", f"{args.exp_name}__{args.seed}__{int(time.time())}"))
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    tokens_per_iter = world_size * args.grad_accum * args.batch_size * args.block_size
+    if is_main:
+        if args.save_model or args.track:
+            os.makedirs(run_dir, exist_ok=True)
+        print(f"{args.data_dir}: train {len(data['train']):,} / val {len(data['val']):,} tokens, vocab "
+              f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; "
+              f"{tokens_per_iter:,} tokens per iteration" + (f"; resuming at iter {start_iter}" if ckpt else ""))
+    wandb = None
+    if args.track and is_main:
+        import wandb  # imported here so that a plain run does not pay for it
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=os.path.basename(run_dir),
+                   config=dataclasses.asdict(args), dir=run_dir)
+
+    def checkpoint(it: int) -> None:
+        """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
+        mine = (data_rng.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state(device) if use_cuda else None)
+        states = [mine]
+        if distributed:
+            states = [None] * world_size
+            dist.all_gather_object(states, mine)
+        if is_main and args.save_model:
+            save_checkpoint(os.path.join(run_dir, "ckpt.pt"), raw_model, optimizer, args, meta, it, states)
+
+    metrics: dict = {}
+    start_time = log_time = time.time()
+    loss_sum, loss_count, eval_seconds = 0.0, 0, 0.0
+    it = start_iter
+    while True:
+        if it % args.eval_interval == 0 or it == args.max_iters:
+            eval_start = time.time()
+            if is_main:
+                metrics.update(estimate_loss(raw_model, data, args, ctx, device, exact_val=it == args.max_iters))
+                print(f"step {it}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f}")
+                if wandb:
+                    wandb.log({"val/loss": metrics["val/loss"], "train/loss": metrics["train/loss"],
+                               "iter": it}, step=it)
+            if it > start_iter:
+                checkpoint(it)
+            log_time = time.time()  # ms/iter counts training steps only
+            eval_seconds += log_time - eval_start
+        if it == args.max_iters:
+            break
+        lr = learning_rate(it, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(args.grad_accum):
+            if distributed:  # all-reduce the gradients only once, after the last micro-step
+                model.require_backward_grad_sync = micro == args.grad_accum - 1
+            # Sampled here, not prefetched: the checkpoint's RNG state then points at the next batch.
+            x, y = get_batch(data["train"], args.batch_size, args.block_size, data_rng)
+            with ctx:
+                _, loss = model(x.to(device), y.to(device))
+            (loss / args.grad_accum).backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        it += 1
+        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # .item() only when printing: no GPU sync
+        if is_main and (it % args.log_interval == 0 or it == args.max_iters):
+            now = time.time()
+            ms = 1000 * (now - log_time) / loss_count
+            row = {"train/batch_loss": loss_sum.item() / loss_count, "train/lr": lr, "ms_per_iter": ms,
+                   "tokens_per_s": tokens_per_iter * 1000 / ms}
+            if use_cuda:  # model FLOPs utilisation against the GPU's peak
+                row["mfu"] = flops_per_token(args, n_params) * row["tokens_per_s"] / (args.peak_tflops * 1e12)
+            print(f"iter {it}: loss {row['train/batch_loss']:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, "
+                  f"{row['tokens_per_s']:,.0f} tokens/s" + (f", mfu {100 * row['mfu']:.1f}%" if use_cuda else ""))
+            if wandb:
+                wandb.log({**row, "iter": it}, step=it)
+            log_time, loss_sum, loss_count = now, 0.0, 0
+
+    wall_time = time.time() - start_time
+    done = it - start_iter
+    train_seconds = wall_time - eval_seconds
+    metrics.update({"iter": it, "wall_time": wall_time, "ms_per_iter": 1000 * train_seconds / max(done, 1),
+                    "tokens_per_s": tokens_per_iter * done / train_seconds})
+    if is_main:
+        print(f"final: val loss {metrics['val/loss']:.4f}, train loss {metrics['train/loss']:.4f} after "
+              f"{it} iters; {wall_time:.1f} s, of which {eval_seconds:.1f} s evaluating and saving "
+              f"({metrics['ms_per_iter']:.1f} ms/iter, {metrics['tokens_per_s']:,.0f} tokens/s)")
+        if args.save_model:
+            print(f"saved {os.path.join(run_dir, 'ckpt.pt')}; sample with: python algos/gpt.py --sample "
+                  f"--checkpoint {os.path.join(run_dir, 'ckpt.pt')}")
+        if wandb:
+            wandb.log({k: v for k, v in metrics.items()}, step=it)
+            wandb.finish()
+    if distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
