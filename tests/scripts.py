@@ -32,6 +32,13 @@ SCRIPTS = {
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
                  "global_step", "wall_time"],
     ),
+    "seq2seq_attention.py": dict(
+        tiny=["--num-iterations", "40", "--eval-interval", "20", "--num-train", "2000", "--num-heldout", "40",
+              "--beam-size", "3"],
+        metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
+                 "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
+                 "ms_per_iter"],
+    ),
     "gpt.py": dict(
         # The shared tests run in an empty folder without network: a 16 KB dataset committed
         # under tests/fixtures (how it was made: its README) stands in for data/shakespeare_char.

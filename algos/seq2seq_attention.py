@@ -1,0 +1,753 @@
+"""Sequence to sequence with attention: a GRU encoder-decoder with Bahdanau or Luong attention,
+masking, beam search and BLEU, in one file.
+
+An encoder reads the source x_1..x_S into vectors h_1..h_S; a decoder writes the target one
+token at a time. Without attention (Sutskever et al. 2014) the whole source has to squeeze
+through the decoder's first state. With attention (Bahdanau et al. 2015) every decoder step
+looks back at all h_j, weighs them by how well they match its state s, and reads their
+weighted mean, the context c:
+
+    scores      e_j = v^T tanh(W s + U h_j)         additive, "bahdanau" (Bahdanau et al. eq. 6)
+                e_j = s^T h_j                       "dot"      (Luong et al. eq. 8)
+                e_j = s^T W_a h_j                   "general"  (Luong et al. eq. 8)
+    weights     a_j = exp(e_j) / sum_k exp(e_k)     padding positions get e_j = -inf, so a_j = 0
+    context     c = sum_j a_j h_j
+
+The two papers also differ in *when* the decoder attends. Bahdanau: the previous state
+s_{t-1} queries, then the GRU reads [embedding of y_{t-1}; c_t]. Luong: the GRU steps first
+(fed the previous attentional vector, "input feeding", sec. 3.3), its new state s_t queries,
+and h~_t = tanh(W_c [c_t; s_t]) (eq. 5) predicts y_t. Both are here: "bahdanau" follows the
+first recipe, "dot" and "general" the second. The encoder is a bidirectional GRU, so h_j
+sees the whole source; the decoder's state has the size of h_j, which "dot" requires.
+
+Training minimises the cross-entropy of the next target token. Padding is masked out of the
+attention and of the loss, and packed sequences keep it out of the encoder's final states, so
+a sentence's result does not depend on what else is in its batch (a test checks it). With
+--teacher-forcing below 1 the decoder is fed its own previous prediction instead of the true
+token at that fraction of steps, so it also practises recovering from its own mistakes.
+
+Decoding: greedy, or beam search keeping the K best partial translations per sentence, all
+sentences and beams in one batch (encoder outputs and masks repeated K times). Hypotheses are
+ranked by log P(Y|X) / lp(Y) with the length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al.
+2016, eq. 14), which stops the search from preferring short outputs. Beam size 1 is greedy.
+
+Evaluation: exact-match accuracy and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of
+log p_n, n = 1..4), p_n the clipped n-gram precisions over the whole test set, BP = min(1,
+exp(1 - ref_len / hyp_len)), on text tokenised like mteval-v13a, with sacreBLEU's default
+"exp" smoothing of zero counts: this is sacreBLEU's default score (a test compares them).
+A PNG of the attention weights of a few test sentences goes to runs/<run_name>/attention.png.
+
+Data: by default a built-in date task: dates between 1950 and 2049 written in 13 human formats
+("3 March 1998", "03/03/98", "Tue Mar 03 1998", "the 3rd of March 1998" ...) to translate into
+ISO "1998-03-03". The held-out dates never occur in training. Numeric dates are day first;
+two-digit years are 19xx from 50 up. Or --data-path: a parallel corpus as tab-separated
+"source<TAB>target" lines (further columns are ignored): one file, split here, or a folder
+with train.tsv, val.tsv and test.tsv; data/parallel/README.md says how to get Tatoeba or
+Multi30k. Tokens are characters, words (runs of letters/digits and single punctuation marks)
+or tiktoken subwords, with a vocabulary of the tokens seen in training.
+
+Distributed: under torchrun each rank takes its own rows of every global batch (--batch-size
+counts all ranks); DistributedDataParallel averages the gradients. Rank 0 alone evaluates,
+prints, logs and saves. On CUDA the forward pass runs in bfloat16 autocast.
+
+References
+    Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
+    Bahdanau, Cho, Bengio 2015, "Neural Machine Translation by Jointly Learning to Align and
+        Translate", ICLR, arXiv:1409.0473.
+    Luong, Pham, Manning 2015, "Effective Approaches to Attention-based Neural Machine
+        Translation", EMNLP, arXiv:1508.04025.
+    Wu et al. 2016, "Google's Neural Machine Translation System", arXiv:1609.08144 (length penalty).
+    Papineni et al. 2002, "BLEU: a Method for Automatic Evaluation of Machine Translation", ACL.
+    Post 2018, "A Call for Clarity in Reporting BLEU Scores", WMT, arXiv:1804.08771 (sacreBLEU).
+
+Usage
+    python algos/seq2seq_attention.py                              # date task, the main job
+    python algos/seq2seq_attention.py --num-iterations 300         # a quick run
+    python algos/seq2seq_attention.py --attention general --teacher-forcing 0.8
+    torchrun --standalone --nproc_per_node=2 algos/seq2seq_attention.py
+    python algos/seq2seq_attention.py --track                      # log to Weights & Biases
+    python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
+        --num-iterations 20000 --embed-dim 256 --hidden-size 256
+"""
+
+import dataclasses
+import datetime
+import math
+import os
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass
+class Args:
+    """Encoder-decoder with attention on the date task or a tab-separated parallel corpus."""
+
+    exp_name: str = "seq2seq_attention"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed"""
+    torch_deterministic: bool = True
+    """set torch.backends.cudnn.deterministic"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    num_threads: int = 1
+    """torch CPU threads; small recurrent networks run fastest with one"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "algos"
+    """the wandb project"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    save_model: bool = False
+    """save the model and its vocabularies to runs/<run_name>/seq2seq_attention.pt"""
+
+    data_path: Optional[str] = None
+    """a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task"""
+    tokenizer: Literal["char", "word", "tiktoken"] = "char"
+    """how text becomes tokens: characters, words and punctuation, or tiktoken subwords"""
+    tiktoken_encoding: str = "gpt2"
+    """tiktoken encoding for --tokenizer tiktoken (set TIKTOKEN_CACHE_DIR to work offline)"""
+    heldout_fraction: float = 0.05
+    """with a single --data-path file: the fraction of pairs held out for validation, and again for test"""
+    num_train: int = 20_000
+    """date task: training pairs (from the training dates)"""
+    num_heldout: int = 1_000
+    """date task: validation pairs and test pairs, each (from dates never seen in training)"""
+
+    attention: Literal["bahdanau", "dot", "general"] = "bahdanau"
+    """score function: additive v^T tanh(W s + U h) (Bahdanau), or Luong's s^T h / s^T W_a h"""
+    embed_dim: int = 32
+    """token embedding size"""
+    hidden_size: int = 64
+    """GRU size of each encoder direction; the decoder's state is twice this"""
+    dropout: float = 0.1
+    """dropout on embeddings and before the output layer"""
+    teacher_forcing: float = 1.0
+    """probability that a decoder step in training reads the true previous token (else its own guess)"""
+
+    num_iterations: int = 1_000
+    """optimizer steps"""
+    batch_size: int = 64
+    """sentence pairs per step, all ranks together"""
+    learning_rate: float = 3e-3
+    """Adam step size at the start; it decays along a cosine to a tenth"""
+    grad_clip: float = 1.0
+    """clip the global gradient norm to this (recurrent nets have rare exploding steps)"""
+    eval_interval: int = 250
+    """validation loss and greedy exact match every this many iterations"""
+    beam_size: int = 5
+    """beam width of the final beam-search evaluation"""
+    length_penalty: float = 0.6
+    """alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability"""
+
+
+# --- Data: the date task, a TSV corpus, tokenisers and vocabularies ----------------------------
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+DATA_SEED = 20_150_901  # fixes the date task and the split of a TSV file: the same data for every --seed
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th ... 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def date_formats(d: datetime.date) -> list[str]:
+    """The same date written 13 ways. Numeric ones put the day first."""
+    month, mon, wday = MONTHS[d.month - 1], MONTHS[d.month - 1][:3], WEEKDAYS[d.weekday()]
+    yy = f"{d.year % 100:02d}"
+    return [
+        f"{d.day} {month} {d.year}",                           # 3 March 1998
+        f"{d.day:02d}/{d.month:02d}/{yy}",                     # 03/03/98
+        f"{month} {ordinal(d.day)}, {d.year}",                 # March 3rd, 1998
+        f"{wday}, {d.day} {mon} {d.year}",                     # Tuesday, 3 Mar 1998
+        f"{d.year}-{d.month}-{d.day}",                         # 1998-3-3
+        f"{d.day}.{d.month}.{d.year}",                         # 3.3.1998
+        f"{mon} {d.day}, {d.year}",                            # Mar 3, 1998
+        f"{d.day:02d} {mon.upper()} {d.year}",                 # 03 MAR 1998
+        f"{wday.lower()} {month.lower()} {d.day} {d.year}",    # tuesday march 3 1998
+        f"the {ordinal(d.day)} of {month} {d.year}",           # the 3rd of March 1998
+        f"{d.year}/{d.month:02d}/{d.day:02d}",                 # 1998/03/03
+        f"{d.day:02d}-{mon}-{yy}",                             # 03-Mar-98
+        f"{wday[:3]} {mon} {d.day:02d} {d.year}",              # Tue Mar 03 1998
+    ]
+
+
+def date_task(num_train: int, num_heldout: int) -> dict[str, list[tuple[str, str]]]:
+    """(human date, ISO date) pairs. Validation and test dates are disjoint from the training
+    dates (and from each other), so a held-out score measures generalisation, not recall."""
+    first = datetime.date(1950, 1, 1)
+    days = (datetime.date(2049, 12, 31) - first).days + 1
+    if 2 * num_heldout >= days:
+        raise SystemExit(f"--num-heldout {num_heldout} leaves no training dates: the task has {days} "
+                         f"dates; use at most {days // 2 - 1}.")
+    rng = random.Random(DATA_SEED)
+    order = list(range(days))
+    rng.shuffle(order)
+    test_days, val_days, train_days = order[:num_heldout], order[num_heldout:2 * num_heldout], order[2 * num_heldout:]
+
+    def pair(day: int) -> tuple[str, str]:
+        d = first + datetime.timedelta(days=day)
+        return rng.choice(date_formats(d)), d.isoformat()
+
+    return {"train": [pair(rng.choice(train_days)) for _ in range(num_train)],
+            "val": [pair(day) for day in val_days], "test": [pair(day) for day in test_days]}
+
+
+def read_tsv(path: str) -> list[tuple[str, str]]:
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            columns = line.rstrip("\n").split("\t")
+            if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+                raise SystemExit(f"{path} line {number} is not 'source<TAB>target': fix or delete that line.")
+            pairs.append((columns[0].strip(), columns[1].strip()))
+    return pairs
+
+
+def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, str]]]:
+    """A folder with train/val/test.tsv, or one file split (after a fixed shuffle) into
+    train, val and test with heldout_fraction each for val and test."""
+    if os.path.isdir(path):
+        files = {split: os.path.join(path, f"{split}.tsv") for split in ("train", "val", "test")}
+        missing = [f for f in files.values() if not os.path.isfile(f)]
+        if missing:
+            raise SystemExit(f"--data-path {path} is a folder without {', '.join(missing)}: "
+                             "give a folder with train.tsv, val.tsv and test.tsv, or one .tsv file.")
+        data = {split: read_tsv(f) for split, f in files.items()}
+        for split, pairs in data.items():
+            if not pairs:
+                raise SystemExit(f"{files[split]} holds no pairs: every split needs at least one.")
+        return data
+    if not os.path.isfile(path):
+        raise SystemExit(f"--data-path {path}: no such file or folder (see data/parallel/README.md).")
+    pairs = read_tsv(path)
+    random.Random(DATA_SEED).shuffle(pairs)
+    n_held = int(len(pairs) * heldout_fraction)
+    if n_held < 1 or len(pairs) - 2 * n_held < 1:
+        raise SystemExit(f"--data-path {path} has {len(pairs)} pairs: too few to hold out "
+                         f"{heldout_fraction} for validation and for test; add pairs or change --heldout-fraction.")
+    return {"test": pairs[:n_held], "val": pairs[n_held:2 * n_held], "train": pairs[2 * n_held:]}
+
+
+class Tokenizer:
+    """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids).
+    Words are runs of letters and digits, which may hold inner hyphens, apostrophes, periods
+    and commas (peut-être, l'homme, 3.50), and punctuation marks; they are joined back
+    with spaces. The 13a tokenisation of BLEU splits the same marks off again, so a sentence
+    split and joined scores 100 against itself (a test checks it)."""
+
+    WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
+
+    def __init__(self, kind: str, encoding: str = "gpt2"):
+        self.kind = kind
+        if kind == "tiktoken":
+            import tiktoken  # only this tokenizer needs it
+            try:
+                self.enc = tiktoken.get_encoding(encoding)
+            except Exception as e:
+                raise SystemExit(f"tiktoken could not load {encoding!r} ({type(e).__name__}): it downloads its "
+                                 "vocabulary once; offline, point TIKTOKEN_CACHE_DIR at a cache that holds it.") from None
+
+    def split(self, text: str) -> list[str]:
+        if self.kind == "char":
+            return list(text)
+        if self.kind == "word":
+            return [m.group() for m in self.WORD.finditer(text)]
+        return [str(i) for i in self.enc.encode(text)]
+
+    def join(self, tokens: list[str]) -> str:
+        if self.kind == "char":
+            return "".join(tokens)
+        if self.kind == "word":
+            return " ".join(tokens)
+        return self.enc.decode([int(t) for t in tokens if t.isdigit()])
+
+
+class Vocab:
+    """Token string <-> id; ids 0-3 are <pad>, <s>, </s>, <unk>."""
+
+    def __init__(self, tokens: list[str]):
+        self.itos = SPECIALS + [t for t, _ in Counter(tokens).most_common() if t not in SPECIALS]
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [self.stoi.get(t, UNK) for t in tokens]
+
+    def decode(self, ids) -> list[str]:
+        """Ids up to the first </s>; padding and <s> dropped."""
+        out = []
+        for i in ids:
+            if i == EOS:
+                break
+            if i not in (PAD, BOS):
+                out.append(self.itos[i])
+        return out
+
+
+def to_tensors(seqs: list[list[int]], add_eos: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, max_len) ids and the true lengths."""
+    seqs = [s + [EOS] if add_eos else s for s in seqs]
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), PAD, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids, lengths
+
+
+# --- Model -------------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    """Bidirectional GRU over packed sequences: padding never enters the recurrence."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
+        self.rnn = nn.GRU(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor):
+        x = self.drop(self.embed(src))
+        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        # h_j = [forward h_j; backward h_j]; the final states: forward at S, backward at 1.
+        return out, torch.cat([h_n[0], h_n[1]], dim=-1)
+
+
+class Attention(nn.Module):
+    """Scores of a query s against the encoder's h_j, softmax over the real (unpadded) j."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "bahdanau":
+            self.W = nn.Linear(dim, dim, bias=False)
+            self.U = nn.Linear(dim, dim)
+            self.v = nn.Linear(dim, 1, bias=False)
+        elif kind == "general":
+            self.W_a = nn.Linear(dim, dim, bias=False)
+
+    def keys(self, h: torch.Tensor) -> torch.Tensor:
+        """The part of the score that depends on h_j alone, computed once per source."""
+        return self.U(h) if self.kind == "bahdanau" else self.W_a(h) if self.kind == "general" else h
+
+    def forward(self, s, keys, values, mask):
+        if self.kind == "bahdanau":
+            scores = self.v(torch.tanh(self.W(s).unsqueeze(1) + keys)).squeeze(-1)  # v^T tanh(W s + U h_j)
+        else:
+            scores = (keys @ s.unsqueeze(-1)).squeeze(-1)  # s^T h_j  or  s^T (W_a h_j)
+        # -inf on padding gives a weight of exactly 0; the softmax runs in float32 under autocast.
+        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        context = (weights.to(values.dtype).unsqueeze(1) @ values).squeeze(1)
+        return context, weights
+
+
+class Decoder(nn.Module):
+    """One step of the attentional GRU decoder, Bahdanau's order or Luong's (module docstring)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, dim: int, kind: str, dropout: float):
+        super().__init__()
+        self.kind = kind
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD)
+        self.attention = Attention(kind, dim)
+        self.cell = nn.GRUCell(embed_dim + dim, dim)  # reads [E y_{t-1}; c_t] or [E y_{t-1}; h~_{t-1}]
+        self.combine = nn.Linear(2 * dim + (embed_dim if kind == "bahdanau" else 0), dim)
+        self.out = nn.Linear(dim, vocab_size)
+        self.drop = nn.Dropout(dropout)
+
+    def step(self, y_prev, state, feed, keys, values, mask):
+        """-> logits of y_t, the new state s_t, the attentional vector h~_t, the weights a_t."""
+        e = self.drop(self.embed(y_prev))
+        if self.kind == "bahdanau":
+            context, weights = self.attention(state, keys, values, mask)  # s_{t-1} queries
+            state = self.cell(torch.cat([e, context], -1), state)
+            h_tilde = torch.tanh(self.combine(torch.cat([state, context, e], -1)))  # a tanh layer, not maxout
+        else:
+            state = self.cell(torch.cat([e, feed], -1), state)  # input feeding (Luong sec. 3.3)
+            context, weights = self.attention(state, keys, values, mask)  # s_t queries
+            h_tilde = torch.tanh(self.combine(torch.cat([context, state], -1)))  # Luong eq. 5
+        return self.out(self.drop(h_tilde)), state, h_tilde, weights
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int, hidden: int, kind: str, dropout: float):
+        super().__init__()
+        self.encoder = Encoder(src_vocab, embed_dim, hidden, dropout)
+        self.decoder = Decoder(tgt_vocab, embed_dim, 2 * hidden, kind, dropout)
+        self.init_state = nn.Linear(2 * hidden, 2 * hidden)
+
+    def encode(self, src, src_len):
+        """-> the decoder's first state and feed, and the attention's keys, values and mask."""
+        h, final = self.encoder(src, src_len)
+        mask = torch.arange(src.size(1), device=src.device) < src_len.to(src.device).unsqueeze(1)
+        state = torch.tanh(self.init_state(final))
+        return state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask
+
+    def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0):
+        """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher
+        forcing) or, with probability 1 - teacher_forcing per sentence and step, the model's own
+        guess at step t-1."""
+        state, feed, keys, values, mask = self.encode(src, src_len)
+        logits, y_prev = [], tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            if t > 0:
+                y_prev = tgt_in[:, t]
+                if teacher_forcing < 1.0:
+                    own = torch.rand(y_prev.shape, device=y_prev.device) >= teacher_forcing
+                    y_prev = torch.where(own, logits[-1].argmax(-1), y_prev)
+            step_logits, state, feed, _ = self.decoder.step(y_prev, state, feed, keys, values, mask)
+            logits.append(step_logits)
+        return torch.stack(logits, dim=1)
+
+
+def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over real target tokens; padded positions do not count."""
+    return F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD)
+
+
+# --- Decoding ----------------------------------------------------------------------------------
+@torch.no_grad()
+def greedy_decode(model: Seq2Seq, src, src_len, max_len: int):
+    """Argmax at every step, all sentences at once. -> ids (B, T) with PAD after </s>, and the
+    attention weights (B, T, S)."""
+    state, feed, keys, values, mask = model.encode(src, src_len)
+    y = torch.full((src.size(0),), BOS, dtype=torch.long, device=src.device)
+    done = torch.zeros_like(y, dtype=torch.bool)
+    out, attn = [], []
+    for _ in range(max_len):
+        logits, state, feed, weights = model.decoder.step(y, state, feed, keys, values, mask)
+        y = logits.argmax(-1).masked_fill(done, PAD)
+        out.append(y)
+        attn.append(weights)
+        done |= y == EOS
+        if done.all():
+            break
+    return torch.stack(out, 1), torch.stack(attn, 1)
+
+
+def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
+    """lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(model: Seq2Seq, src, src_len, beam_size: int, max_len: int, alpha: float) -> torch.Tensor:
+    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>.
+
+    Row b * K + k holds beam k of sentence b. A finished beam stays in the beam: it can only
+    be extended by PAD at no cost, so it competes with the live ones until the end. Candidates
+    are ranked by log P / lp(length); among live candidates, which share a length, that is the
+    plain log-probability order, so K = 1 is exactly greedy decoding.
+    """
+    B, K = src.size(0), beam_size
+    state, feed, keys, values, mask = model.encode(src, src_len)
+    state, feed, keys, values, mask = (x.repeat_interleave(K, dim=0) for x in (state, feed, keys, values, mask))
+    device = src.device
+    scores = torch.zeros(B, K, device=device)
+    scores[:, 1:] = float("-inf")  # the K copies start identical: let only one of them expand
+    lengths = torch.zeros(B, K, device=device)
+    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    y = torch.full((B * K,), BOS, dtype=torch.long, device=device)
+    history = torch.zeros(B * K, 0, dtype=torch.long, device=device)
+    rows = torch.arange(B, device=device).unsqueeze(1) * K
+    for t in range(max_len):
+        logits, state, feed, _ = model.decoder.step(y, state, feed, keys, values, mask)
+        logp = logits.float().log_softmax(-1).view(B, K, -1)
+        V = logp.size(-1)
+        pad_only = torch.full((V,), float("-inf"), device=device)
+        pad_only[PAD] = 0.0
+        logp = torch.where(finished.unsqueeze(-1), pad_only, logp)
+        candidates = scores.unsqueeze(-1) + logp  # (B, K, V)
+        cand_len = torch.where(finished, lengths, torch.full_like(lengths, t + 1)).unsqueeze(-1).expand(B, K, V)
+        _, index = (candidates / length_penalty(cand_len, alpha)).view(B, -1).topk(K, dim=-1)
+        origin, token = index // V, index % V
+        scores = candidates.view(B, -1).gather(1, index)
+        lengths = cand_len.reshape(B, -1).gather(1, index)
+        finished = finished.gather(1, origin) | (token == EOS)
+        flat = (origin + rows).view(-1)
+        state, feed, y = state[flat], feed[flat], token.view(-1)
+        history = torch.cat([history[flat], y.unsqueeze(1)], dim=1)
+        if finished.all():
+            break
+    best = (scores / length_penalty(lengths, alpha)).argmax(-1)
+    return history.view(B, K, -1)[torch.arange(B, device=device), best]
+
+
+# --- BLEU, as sacreBLEU computes it by default (13a tokenisation, exp smoothing, one reference) ---
+_13A_RULES = [
+    (re.compile(r"([!-&(-+/:-@\[-`{-~])"), r" \1 "),  # ASCII punctuation except ' , - .
+    (re.compile(r"([^0-9])([.,])"), r"\1 \2 "),       # . and , split off unless after a digit
+    (re.compile(r"([.,])([^0-9])"), r" \1 \2"),       # ... or unless before one
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),           # a dash after a digit
+]
+
+
+def tokenize_13a(line: str) -> list[str]:
+    """The mteval-v13a tokenisation (as in sacreBLEU): unescape a few entities, split punctuation."""
+    line = line.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    for entity, char in (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")):
+        line = line.replace(entity, char)
+    line = f" {line} "
+    for pattern, replacement in _13A_RULES:
+        line = pattern.sub(replacement, line)
+    return line.split()
+
+
+def ngrams(tokens: list[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) -> float:
+    """Corpus BLEU in [0, 100]: n-gram matches and counts are summed over all sentences first."""
+    matches, totals, hyp_len, ref_len = [0] * max_n, [0] * max_n, 0, 0
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        h, r = tokenize_13a(hyp), tokenize_13a(ref)
+        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+        for n in range(1, max_n + 1):
+            h_n, r_n = ngrams(h, n), ngrams(r, n)
+            matches[n - 1] += sum(min(c, r_n[g]) for g, c in h_n.items())  # clipped counts
+            totals[n - 1] += max(len(h) - n + 1, 0)
+    if not any(matches) or not all(totals):
+        return 0.0
+    log_precisions, halvings = [], 1.0
+    for m, total in zip(matches, totals):
+        if m == 0:  # "exp" smoothing (mteval's): 1 / (2^k total) for the k-th empty order
+            halvings *= 2
+            log_precisions.append(math.log(1.0 / (halvings * total)))
+        else:
+            log_precisions.append(math.log(m / total))
+    brevity = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
+    return 100.0 * brevity * math.exp(sum(log_precisions) / max_n)
+
+
+# --- Evaluation and the heat map ---------------------------------------------------------------
+def translate(model, src_ids, src_len, decode: str, args: Args, max_len: int, device, batch: int = 250):
+    """Ids of the decoded test set, sentence by sentence, greedy or beam."""
+    out = []
+    for i in range(0, len(src_ids), batch):
+        lengths = src_len[i:i + batch]
+        src = src_ids[i:i + batch, :int(lengths.max())].to(device)
+        if decode == "greedy":
+            ids = greedy_decode(model, src, lengths, max_len)[0]
+        else:
+            ids = beam_search(model, src, lengths, args.beam_size, max_len, args.length_penalty)
+        out.extend(ids.tolist())
+    return out
+
+
+def score(hyp_ids, references: list[str], tgt_vocab: Vocab, tokenizer: Tokenizer) -> dict:
+    hyps = [tokenizer.join(tgt_vocab.decode(ids)) for ids in hyp_ids]
+    exact = sum(h == r for h, r in zip(hyps, references)) / len(references)
+    return {"exact_match": exact, "bleu": corpus_bleu(hyps, references), "hypotheses": hyps}
+
+
+def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> None:
+    """Heat maps of the greedy decoder's attention weights (rows: output tokens; columns:
+    source tokens), one panel per sentence, saved as a PNG."""
+    from matplotlib.figure import Figure  # no pyplot: no display or backend needed
+
+    fig = Figure(figsize=(4.2 * len(pairs), 4.2))
+    for k, (source, _) in enumerate(pairs):
+        src_tokens = tokenizer.split(source)
+        src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
+        ids, weights = greedy_decode(model, src, torch.tensor([len(src_tokens)]), max_len)
+        out_tokens = tgt_vocab.decode(ids[0].tolist()) + ["</s>"]
+        w = weights[0, :len(out_tokens)].cpu().numpy()
+        ax = fig.add_subplot(1, len(pairs), k + 1)
+        ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=7, rotation=90)
+        ax.set_yticks(range(len(out_tokens)), [tokenizer.join([t]) for t in out_tokens[:-1]] + ["</s>"], fontsize=7)
+        ax.set_title(f"{source}\n-> {tokenizer.join(out_tokens[:-1])}", fontsize=8)
+        ax.set_xlabel("source")
+    fig.axes[0].set_ylabel("output")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
+
+
+def validate(args: Args) -> None:
+    """Reject flag combinations that cannot work, with one sentence naming the fix."""
+    checks = [
+        (args.num_iterations >= 1, f"--num-iterations {args.num_iterations} must be at least 1."),
+        (args.batch_size >= 1, f"--batch-size {args.batch_size} must be at least 1."),
+        (0.0 <= args.teacher_forcing <= 1.0, f"--teacher-forcing {args.teacher_forcing} must lie in [0, 1]."),
+        (0.0 <= args.dropout < 1.0, f"--dropout {args.dropout} must lie in [0, 1)."),
+        (args.beam_size >= 1, f"--beam-size {args.beam_size} must be at least 1 (1 is greedy)."),
+        (args.eval_interval >= 1, f"--eval-interval {args.eval_interval} must be at least 1."),
+        (0.0 < args.heldout_fraction < 0.5, f"--heldout-fraction {args.heldout_fraction} must lie in (0, 0.5)."),
+        (args.num_train >= 1 and args.num_heldout >= 1, "--num-train and --num-heldout must be at least 1."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(message)
+
+
+def main(args: Args) -> dict:
+    """Train, then evaluate on the test set. Returns eval/exact_match and eval/bleu (greedy),
+    eval/exact_match_beam and eval/bleu_beam (beam search), val/loss, train/loss, iter,
+    wall_time and ms_per_iter."""
+    validate(args)
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    if args.batch_size % world_size:
+        raise SystemExit(f"--batch-size {args.batch_size} is not a multiple of the {world_size} ranks: "
+                         "pick a batch size that divides evenly.")
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    is_main = rank == 0
+    random.seed(args.seed + rank)
+    np.random.seed(args.seed + rank)
+    torch.manual_seed(args.seed + rank)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    # Data: every rank builds the same vocabularies and tensors.
+    data = tsv_corpus(args.data_path, args.heldout_fraction) if args.data_path else date_task(args.num_train, args.num_heldout)
+    tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding)
+    split = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
+             for name, pairs in data.items()}
+    src_vocab = Vocab([tok for sent in split["train"][0] for tok in sent])
+    tgt_vocab = Vocab([tok for sent in split["train"][1] for tok in sent])
+    tensors = {name: (*to_tensors([src_vocab.encode(s) for s in srcs], add_eos=False),
+                      *to_tensors([tgt_vocab.encode(t) for t in tgts], add_eos=True))
+               for name, (srcs, tgts) in split.items()}
+    max_len = 2 * tensors["train"][2].size(1)  # decoding stops at twice the longest training target
+
+    run_name = f"{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    wandb = None
+    if is_main:
+        print(f"{'date task' if not args.data_path else args.data_path}: "
+              + ", ".join(f"{k} {len(v)}" for k, v in data.items())
+              + f" pairs; vocab {len(src_vocab.itos)} -> {len(tgt_vocab.itos)} ({args.tokenizer}); "
+              f"{world_size} rank(s) on {device}; attention {args.attention}")
+        if args.track:
+            import wandb  # imported here so that a plain run does not pay for it
+            os.makedirs(run_dir, exist_ok=True)
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                       config=dataclasses.asdict(args), dir=run_dir)
+
+    model = Seq2Seq(len(src_vocab.itos), len(tgt_vocab.itos), args.embed_dim, args.hidden_size, args.attention,
+                    args.dropout).to(device)
+    ddp_model = DDP(model) if distributed else model  # DDP broadcasts rank 0's initial weights
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda)
+
+    def lr_at(it: int) -> float:  # cosine from the full step size down to a tenth
+        return args.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * it / args.num_iterations)))
+
+    def batch_of(name: str, index: torch.Tensor):
+        src, src_len, tgt, tgt_len = (x[index] for x in tensors[name])
+        src, tgt = src[:, :int(src_len.max())], tgt[:, :int(tgt_len.max())]
+        tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
+        return src.to(device), src_len, tgt_in.to(device), tgt.to(device)
+
+    @torch.no_grad()
+    def validation() -> dict:
+        model.eval()
+        n = len(tensors["val"][0])
+        losses = []
+        for i in range(0, n, 250):
+            src, src_len, tgt_in, tgt_out = batch_of("val", torch.arange(i, min(i + 250, n)))
+            with autocast:
+                logits = model(src, src_len, tgt_in)
+            losses.append(sequence_loss(logits, tgt_out).item() * len(src))
+        hyps = translate(model, tensors["val"][0], tensors["val"][1], "greedy", args, max_len, device)
+        model.train()
+        refs = [t for _, t in data["val"]]
+        return {"val/loss": sum(losses) / n, "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
+
+    # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
+    order_gen = torch.Generator().manual_seed(args.seed)
+    n_train, per_rank = len(tensors["train"][0]), args.batch_size // world_size
+    order, cursor = torch.randperm(n_train, generator=order_gen), 0
+    metrics, train_loss, eval_seconds, start = {}, float("nan"), 0.0, time.time()
+    for it in range(1, args.num_iterations + 1):
+        if cursor + args.batch_size > n_train:  # a new epoch
+            order, cursor = torch.randperm(n_train, generator=order_gen), 0
+        rows = order[cursor:cursor + args.batch_size][rank * per_rank:(rank + 1) * per_rank]
+        cursor += args.batch_size
+        src, src_len, tgt_in, tgt_out = batch_of("train", rows)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(it - 1)
+        with autocast:
+            logits = ddp_model(src, src_len, tgt_in, args.teacher_forcing)
+        loss = sequence_loss(logits, tgt_out)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP averages the gradients of the ranks here
+        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        train_loss = loss.item()
+        if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
+            eval_start = time.time()
+            metrics = {"train/loss": train_loss, "train/lr": lr_at(it - 1), **validation(), "iter": it}
+            eval_seconds += time.time() - eval_start  # ms_per_iter counts training steps alone
+            now = time.time()
+            metrics |= {"wall_time": now - start, "ms_per_iter": 1000 * (now - start - eval_seconds) / it}
+            print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
+                  f"val exact match {metrics['val/exact_match']:.4f}  {metrics['ms_per_iter']:.1f} ms/iter")
+            if wandb:
+                wandb.log(metrics, step=it)
+    wall_time = time.time() - start
+
+    if is_main:
+        model.eval()
+        refs = [t for _, t in data["test"]]
+        test_src, test_len = tensors["test"][0], tensors["test"][1]
+        greedy = score(translate(model, test_src, test_len, "greedy", args, max_len, device), refs, tgt_vocab, tokenizer)
+        beam = score(translate(model, test_src, test_len, "beam", args, max_len, device), refs, tgt_vocab, tokenizer)
+        metrics.update({"eval/exact_match": greedy["exact_match"], "eval/bleu": greedy["bleu"],
+                        "eval/exact_match_beam": beam["exact_match"], "eval/bleu_beam": beam["bleu"],
+                        "wall_time": wall_time})
+        print(f"test ({len(refs)} pairs) after {args.num_iterations} iterations in {wall_time:.1f} s: "
+              f"greedy exact match {greedy['exact_match']:.4f} BLEU {greedy['bleu']:.2f} | "
+              f"beam {args.beam_size} exact match {beam['exact_match']:.4f} BLEU {beam['bleu']:.2f}")
+        for (source, target), hyp in list(zip(data["test"], greedy["hypotheses"]))[:3]:
+            print(f"  {source!r} -> {hyp!r} (reference {target!r})")
+        figure = os.path.join(run_dir, "attention.png")
+        attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
+        print(f"attention heat map: {figure}")
+        if args.save_model:
+            path = os.path.join(run_dir, "seq2seq_attention.pt")
+            torch.save({"model": model.state_dict(), "src_vocab": src_vocab.itos, "tgt_vocab": tgt_vocab.itos,
+                        "args": dataclasses.asdict(args)}, path + ".tmp")
+            os.replace(path + ".tmp", path)  # atomic: never a half-written checkpoint
+            print(f"saved {path}")
+        if wandb:
+            wandb.log({k: metrics[k] for k in ("eval/exact_match", "eval/bleu", "eval/exact_match_beam",
+                                               "eval/bleu_beam", "wall_time")}
+                      | {"eval/attention": wandb.Image(figure)}, step=args.num_iterations)
+            wandb.finish()
+    if distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
