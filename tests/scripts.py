@@ -63,4 +63,12 @@ SCRIPTS = {
                  "charts/learning_rate", "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes",
                  "global_step", "wall_time"],
     ),
+    "levin_ts.py": dict(
+        tiny=["--train-levels", "40", "--test-levels", "16", "--num-boxes", "2", "--difficulty", "3",
+              "--budget", "200", "--eval-budget", "500", "--max-sweeps", "2", "--sweep-levels", "40",
+              "--train-steps", "10", "--batch-size", "32", "--batch-levels", "16"],
+        metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
+                 "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
+                 "charts/solved_total", "sweep", "wall_time"],
+    ),
 }

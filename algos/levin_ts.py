@@ -1,0 +1,769 @@
+"""Levin tree search (LevinTS) and Policy-Guided Heuristic Search (PHS*) with a learned
+policy on Sokoban, in one file: the game, a Boxoban loader, a level generator, batched
+best-first search, and the bootstrap training loop.
+
+LevinTS (Orseau, Lelis, Lattimore, Weber 2018) is best-first search over the tree of action
+sequences, guided by a policy pi(a|s). A node n at depth g(n) (actions from the root) has the
+path probability pi(n) = prod_t pi(a_t|s_t) and is expanded in increasing order of
+
+    Levin cost     d(n) / pi(n),   d(n) = g(n) + 1 (the nodes on the path, root included)
+                   -> in log space: log d(n) - log pi(n), log pi(n) = sum_t log pi(a_t|s_t)
+    Theorem 3      expansions until the goal node n* is expanded  <=  d(n*) / pi(n*)
+
+Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks),
+so every node expanded up to and including n* has cost <= cost(n*), and the set S of tree
+nodes with cost <= c = cost(n*) is closed under taking parents. Each node of S lies on the
+path to some leaf l of S (a node of S with no child in S), whose path holds d(l) <= c pi(l)
+nodes; the leaves are no one's ancestors, so their probabilities sum to at most 1 and
+|S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties (nodes of cost exactly c expanded before n*) and
+the state cut below only remove nodes from S, so the count of expansions, n* included, stays
+<= d(n*)/pi(n*): the file checks this on every level it solves (eval/bound_violations).
+The policy is renormalized over the moves that change the state (the others are not children),
+so the probabilities of a node's children sum to 1.
+
+State cut (2018 paper, for Markov policies): pi(.|s) depends on the state only, so the subtree
+below a state is the same whichever path reached it, and only the cheaper copy is worth keeping:
+a child whose state was already reached at a lower or equal cost is pruned, and a frontier node
+whose state was since reached more cheaply is skipped when popped (and not counted). Ties in
+cost are broken by insertion order.
+
+PHS* (Orseau & Lelis 2021) adds a learned heuristic h(n) >= 0 to the policy:
+
+    PHS* cost      phi(n) = (g + h) / pi(n)^(1 + h/g)  ->  log(g + h) - (1 + h/g) log pi(n)
+
+Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head
+(4 moves) and a heuristic head. Search runs many levels at once: each round pops the best node
+of every level in the batch and evaluates all the states that need the network in one call
+(LevinTS: each state when first expanded; PHS*: when first reached, since h enters the cost),
+so the network sees batches, not single states. With an A3C-trained
+policy the 2018 paper's LevinTS solved all 1,000 Boxoban unfiltered test levels with about
+6,600 expansions a level; the uniform policy solved 88.
+
+Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an
+expansion budget; train on the solutions found with the Levin loss, a cross-entropy on the
+solution's actions weighted by the expansions the search spent (minimizing the bound
+N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on the
+distance to go along the solution; double the budget when a sweep solves nothing new; repeat
+until --train-minutes is spent.
+
+Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when
+the cell beyond it is free (no wall, no box); solved when every box is on a goal. Levels are
+Boxoban's text format (google-deepmind/boxoban-levels: `; N`, then 10 lines of 10 characters,
+`#` wall, `@` player, `$` box, `.` goal, space floor), also XSB's `*` (box on goal) and `+`
+(player on goal). The generator carves a room by a random walk, puts the boxes on the goals and
+plays backwards (the player pulls boxes) until it has pulled --difficulty times, so every
+level is solvable.
+
+Distributed: under torchrun the levels of each sweep and of the evaluation are split across
+ranks (rank r searches levels r, r + world_size, ...); the solutions are all-gathered, every
+rank trains on all of them with its own minibatches, and DistributedDataParallel averages the
+gradients. Rank 0 alone prints, logs and saves.
+
+References
+    Orseau, Lelis, Lattimore, Weber 2018, "Single-Agent Policy Tree Search With Guarantees",
+        NeurIPS, arXiv:1811.10928 (LevinTS, Theorem 3, the state cut).
+    Orseau & Lelis 2021, "Policy-Guided Heuristic Search with Guarantees", AAAI
+        (PHS*, the Levin loss, bootstrap training).
+    Guez et al. 2019, "An investigation of model-free planning", ICML, arXiv:1901.03559
+        (the Boxoban levels; github.com/google-deepmind/boxoban-levels).
+
+Usage (sh data/get_boxoban.sh fetches the levels; offline, ../shared/data/boxoban has 10,000)
+    python algos/levin_ts.py --levels-path data/boxoban/unfiltered/train --add-generated 1000 \\
+        --test-levels-path data/boxoban/unfiltered/test --test-levels 1000   # the main job, 60 min
+    python algos/levin_ts.py --levels-path ../shared/data/boxoban/unfiltered/train --add-generated 1000 \\
+        --train-levels 9000 --test-levels 1000        # offline: holds out the last file's 1,000
+    python algos/levin_ts.py --search phs --levels-path ...      # PHS* with the heuristic head
+    python algos/levin_ts.py --train-minutes 2                   # a quick run on generated levels
+    torchrun --standalone --nproc_per_node=2 algos/levin_ts.py --train-minutes 2
+    python algos/levin_ts.py --track --train-minutes 2           # log to Weights & Biases
+    python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt           # continue training
+    python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt --max-sweeps 0   # evaluate only
+"""
+
+import dataclasses
+import functools
+import heapq
+import math
+import os
+import pickle
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+@dataclass
+class Args:
+    """Levin tree search / PHS* with a learned policy on Sokoban (Boxoban)."""
+
+    exp_name: str = "levin_ts"
+    """name of this experiment (part of the run name)"""
+    seed: int = 1
+    """seed of the experiment (levels, initial weights; each rank draws its own minibatches)"""
+    torch_deterministic: bool = True
+    """set torch.backends.cudnn.deterministic"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    num_threads: int = 1
+    """torch CPU threads; the small CNN runs fastest with one"""
+    track: bool = False
+    """log to Weights & Biases"""
+    wandb_project_name: str = "algos"
+    """the wandb project"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    save_model: bool = True
+    """write runs/<run_name>/levin_ts.pt (atomically) after every sweep"""
+    resume: Optional[str] = None
+    """continue training from this checkpoint (same levels); with --max-sweeps 0 it only evaluates"""
+
+    search: Literal["lts", "phs"] = "lts"
+    """LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)"""
+    levels_path: Optional[str] = None
+    """training levels: a Boxoban .txt file or a folder of them; none = generated levels"""
+    test_levels_path: Optional[str] = None
+    """held-out levels for the final evaluation; none = the last --test-levels of the training set"""
+    test_levels: int = 200
+    """held-out levels (taken from the end of the training set, or generated)"""
+    train_levels: int = 2000
+    """training levels to use (the first ones; generated when there is no --levels-path)"""
+    add_generated: int = 0
+    """with --levels-path: first train on this many generated levels, difficulty rising from 1 to --difficulty"""
+    difficulty: int = 10
+    """generator: box pulls of the reverse play from the solved position (more = harder)"""
+    num_boxes: int = 4
+    """generator: boxes (and goals) per level"""
+    size: int = 10
+    """generator: side of the square room, border walls included"""
+
+    budget: int = 2000
+    """expansions per level in the first sweep (doubled when a sweep solves nothing new)"""
+    max_budget: int = 64000
+    """the budget stops doubling here"""
+    eval_budget: int = 20000
+    """expansions per level in the final evaluation"""
+    train_minutes: float = 60.0
+    """wall-clock budget for the bootstrap loop (over all resumes)"""
+    max_sweeps: int = 1000
+    """stop after this many sweeps (over all resumes)"""
+    sweep_levels: int = 250
+    """unsolved training levels attempted per sweep, taken in order (all ranks together)"""
+    batch_levels: int = 128
+    """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
+    train_steps: int = 50
+    """gradient steps after each sweep"""
+    batch_size: int = 256
+    """solution states per gradient step (per rank)"""
+    learning_rate: float = 1e-3
+    """Adam step size"""
+    channels: int = 32
+    """convolution channels of the network"""
+    hidden: int = 128
+    """width of the dense layer before the heads"""
+    compare_uniform: bool = False
+    """also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)"""
+
+
+# ----------------------------------------------------------------------------- Sokoban
+MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
+MOVE_NAMES = "udlr"
+CHARS = {"#": "wall", " ": "floor", "@": "player", "$": "box", ".": "goal", "*": "box+goal", "+": "player+goal"}
+
+
+class State(NamedTuple):
+    """What changes during play: the player's cell and the sorted box cells (flat indices).
+    A tuple, so it is hashable for duplicate detection."""
+    player: int
+    boxes: tuple
+
+
+@dataclass(frozen=True)
+class Level:
+    """What does not change: the walls and goals of a height x width room, and the start."""
+    name: str
+    height: int
+    width: int
+    walls: tuple  # walls[i] is True for a wall at flat index i = row * width + col
+    goals: frozenset
+    start: State
+
+    def step(self, state: State, action: int) -> Optional[State]:
+        """The state after `action`, or None when the move changes nothing (a wall, or a push
+        against a wall or a second box). Flat index arithmetic is safe: rooms have walls all round."""
+        dr, dc = MOVES[action]
+        delta = dr * self.width + dc
+        target = state.player + delta
+        if self.walls[target]:
+            return None
+        if target in state.boxes:  # push: the cell beyond the box must be free
+            beyond = target + delta
+            if self.walls[beyond] or beyond in state.boxes:
+                return None
+            return State(target, tuple(sorted(beyond if b == target else b for b in state.boxes)))
+        return State(target, state.boxes)
+
+    @functools.cached_property
+    def planes(self) -> np.ndarray:
+        """The fixed input planes [2, H*W] (wall, goal), built once per level."""
+        planes = np.zeros((2, self.height * self.width), np.float32)
+        planes[0], planes[1, list(self.goals)] = self.walls, 1.0
+        return planes
+
+    def solved(self, state: State) -> bool:
+        return all(b in self.goals for b in state.boxes)
+
+    def render(self, state: Optional[State] = None) -> str:
+        """The level as text (the loader reads it back)."""
+        s = state or self.start
+        cell = lambda i: ("#" if self.walls[i] else "*$"[i not in self.goals] if i in s.boxes else
+                          "+@"[i not in self.goals] if i == s.player else "." if i in self.goals else " ")
+        return "\n".join("".join(cell(r * self.width + c) for c in range(self.width)) for r in range(self.height))
+
+
+def parse_levels(text: str, source: str) -> list[Level]:
+    """Levels from Boxoban/XSB text: `; name` lines start a level, blank lines end one.
+    Malformed input raises ValueError naming `source` and the line number."""
+    levels, rows, header = [], [], None
+
+    def finish():
+        nonlocal rows
+        if not rows:
+            return
+        first = rows[0][0]
+        cells = {ch: [] for ch in CHARS}
+        for r, (lineno, line) in enumerate(rows):
+            for c, ch in enumerate(line):
+                cells[ch].append((lineno, r * len(line) + c))
+        players = cells["@"] + cells["+"]
+        if not players:
+            raise ValueError(f"{source}:{first}: the level has no player (@ or +); add one.")
+        if len(players) > 1:
+            raise ValueError(f"{source}:{players[1][0]}: a second player; a level has exactly one @ or +.")
+        boxes = [i for _, i in cells["$"] + cells["*"]]
+        goals = [i for _, i in cells["."] + cells["*"] + cells["+"]]
+        if len(boxes) != len(goals) or not boxes:
+            raise ValueError(f"{source}:{first}: the level has {len(boxes)} boxes and {len(goals)} goals; "
+                             "it needs as many of each, at least one.")
+        height, width = len(rows), len(rows[0][1])
+        walls = tuple(ch == "#" for _, line in rows for ch in line)
+        border = [i for i in range(height * width) if i // width in (0, height - 1) or i % width in (0, width - 1)]
+        if not all(walls[i] for i in border):
+            raise ValueError(f"{source}:{first}: the level's outer rows and columns must all be walls (#).")
+        name = f"{source}:{header if header is not None else first}"
+        levels.append(Level(name, height, width, walls, frozenset(goals), State(players[0][1], tuple(sorted(boxes)))))
+        rows = []
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.startswith(";"):
+            finish()
+            header = line[1:].strip()
+        elif not line.strip():
+            finish()
+        else:
+            bad = set(line) - set(CHARS)
+            if bad:
+                raise ValueError(f"{source}:{lineno}: unknown character {sorted(bad)[0]!r}; "
+                                 f"levels use only {''.join(CHARS)!r}.")
+            if rows and len(line) != len(rows[0][1]):
+                raise ValueError(f"{source}:{lineno}: the line has {len(line)} characters but the level's "
+                                 f"first line has {len(rows[0][1])}; every line of a level has the same width.")
+            rows.append((lineno, line))
+    finish()
+    return levels
+
+
+def load_levels(path: str) -> list[Level]:
+    """All levels of a .txt file, or of every .txt file in a folder (sorted by name)."""
+    p = Path(path)
+    files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
+    if not p.exists() or not files:
+        raise ValueError(f"{path}: no such file, or a folder without .txt files; get the Boxoban "
+                         "levels with: sh data/get_boxoban.sh")
+    return [lv for f in files for lv in parse_levels(f.read_text(), str(f))]
+
+
+def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4, difficulty: int = 10,
+                   name: str = "generated") -> Level:
+    """A solvable level: carve a room by a random walk, put the boxes on the goals, then play
+    backwards: the player walks at random, and when it steps away from an adjacent box it pulls
+    it along (with probability 1/2), until it has pulled `difficulty` times. Every reverse step
+    undoes a legal forward move or push, so the reversed sequence solves the level."""
+    while True:
+        walls = np.ones((size, size), bool)
+        r, c = rng.integers(1, size - 1, 2)
+        interior = (size - 2) ** 2
+        floor_target = rng.integers(interior // 2, 3 * interior // 4 + 1)  # Boxoban rooms: about 30-50 cells
+        while (~walls).sum() < floor_target:
+            walls[r, c] = False
+            dr, dc = MOVES[rng.integers(4)]
+            r, c = min(max(r + dr, 1), size - 2), min(max(c + dc, 1), size - 2)
+        floor = np.flatnonzero(~walls.ravel())
+        goals = rng.choice(floor, num_boxes + 1, replace=False)
+        player, boxes, flat_walls = int(goals[-1]), set(goals[:-1].tolist()), walls.ravel()
+        pulls = 0
+        for _ in range(100 * difficulty):
+            if pulls == difficulty:
+                break
+            dr, dc = MOVES[rng.integers(4)]
+            delta = dr * size + dc
+            if flat_walls[player + delta] or player + delta in boxes:
+                continue
+            if player - delta in boxes and rng.random() < 0.5:  # pull the box behind the player
+                boxes.remove(player - delta)
+                boxes.add(player)
+                pulls += 1
+            player += delta
+        if boxes != set(goals[:-1].tolist()):
+            return Level(name, size, size, tuple(flat_walls.tolist()), frozenset(goals[:-1].tolist()),
+                         State(player, tuple(sorted(boxes))))
+
+
+def encode(levels: list[Level], states: list[State]) -> np.ndarray:
+    """One-hot planes [N, 4, H, W]: wall, goal, box, player."""
+    h, w = levels[0].height, levels[0].width
+    obs = np.zeros((len(states), 4, h * w), np.float32)
+    for k, (lv, s) in enumerate(zip(levels, states)):
+        obs[k, :2] = lv.planes
+        obs[k, 2, list(s.boxes)] = 1.0
+        obs[k, 3, s.player] = 1.0
+    return obs.reshape(len(states), 4, h, w)
+
+
+# ----------------------------------------------------------------------------- network
+class PolicyHeuristicNet(nn.Module):
+    """Three 3x3 convolutions over the planes; the features at the player's cell (what the
+    next move depends on most) and their mean over the room (the global picture) feed a dense
+    layer, then two heads: the move logits (the policy pi(.|s)) and the heuristic h(s), an
+    estimate of the moves left. Reading the player's cell makes the policy the same function
+    of the player's surroundings wherever the player stands: trained on 200 generated levels it
+    solved 48/48 held-out ones where a flatten-and-dense head solved 36 (uniform policy: 38)."""
+
+    def __init__(self, channels: int = 32, hidden: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.dense = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU())
+        self.policy = nn.Linear(hidden, len(MOVES))
+        self.heuristic = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.body(x).flatten(2)  # [N, C, H*W]
+        player = x[:, 3].flatten(1).argmax(1)
+        at_player = z[torch.arange(len(z), device=z.device), :, player]
+        f = self.dense(torch.cat([at_player, z.mean(2)], 1))
+        return self.policy(f), self.heuristic(f).squeeze(1)
+
+
+Evaluator = Callable[[np.ndarray], tuple[list, list]]
+
+
+def network_evaluator(net: nn.Module, device: torch.device) -> Evaluator:
+    """obs -> (log pi(.|s) as lists of 4 floats, h(s) >= 0 as floats), one network call."""
+    @torch.inference_mode()
+    def evaluate(obs):
+        logits, h = net(torch.from_numpy(obs).to(device))
+        return F.log_softmax(logits, 1).tolist(), h.clamp(min=0).tolist()
+    return evaluate
+
+
+def uniform_evaluator(obs: np.ndarray) -> tuple[list, list]:
+    """The uniform policy (every legal move equally likely after renormalization), h = 0."""
+    return [[0.0] * len(MOVES)] * len(obs), [0.0] * len(obs)
+
+
+# ----------------------------------------------------------------------------- search
+def levin_cost(depth: int, log_pi: float) -> float:
+    """log(d/pi) with d = depth + 1 nodes on the path (Orseau et al. 2018, Theorem 3)."""
+    return math.log(depth + 1) - log_pi
+
+
+def phs_cost(depth: int, h: float, log_pi: float) -> float:
+    """log phi = log(g + h) - (1 + h/g) log pi (Orseau & Lelis 2021); the root (g = 0) comes first."""
+    return 0.0 if depth == 0 else math.log(depth + h) - (1.0 + h / depth) * log_pi
+
+
+class Tree:
+    """The search tree of one level: nodes in parallel lists, the frontier as a heap of
+    (cost, node id) (ids grow, so equal costs pop in insertion order), and per reached state
+    [best cost so far, log pi(.|s), h(s)] for the state cut and to evaluate each state once."""
+
+    def __init__(self, level: Level, algo: str):
+        self.level, self.algo = level, algo
+        self.states, self.parents, self.actions, self.depths, self.log_pis = [], [], [], [], []
+        self.heap, self.seen, self.expansions = [], {}, 0
+
+    def add(self, parent: int, action: int, state: State, depth: int, log_pi: float, policy=None, h=0.0) -> None:
+        """A new node, unless the state cut prunes it. `policy` and `h` are the state's evaluation
+        if made already (LevinTS evaluates a state when first expanded, PHS* when first reached)."""
+        known = self.seen.get(state)
+        if known is not None:
+            policy, h = known[1], known[2]  # pi(.|s) and h(s) depend on the state only
+        cost = levin_cost(depth, log_pi) if self.algo == "lts" else phs_cost(depth, h, log_pi)
+        if known is not None and known[0] <= cost:
+            return  # state cut: reached before at a lower or equal cost
+        self.seen[state] = [cost, policy, h]
+        heapq.heappush(self.heap, (cost, len(self.states)))
+        for lst, v in zip((self.states, self.parents, self.actions, self.depths, self.log_pis),
+                          (state, parent, action, depth, log_pi)):
+            lst.append(v)
+
+    def pop(self) -> Optional[int]:
+        """The cheapest frontier node whose state has no cheaper copy since; None when empty."""
+        while self.heap:
+            cost, node = heapq.heappop(self.heap)
+            if cost <= self.seen[self.states[node]][0]:
+                return node
+        return None
+
+    def children(self, node: int) -> list:
+        """(action, state, log pi(child)) of the moves that change the state, with the policy
+        renormalized over them so that the children's probabilities sum to pi(node)."""
+        state, policy = self.states[node], self.seen[self.states[node]][1]
+        moves = [(a, s) for a in range(len(MOVES)) if (s := self.level.step(state, a)) is not None]
+        if not moves:
+            return []
+        m = max(policy[a] for a, _ in moves)
+        log_z = m + math.log(sum(math.exp(policy[a] - m) for a, _ in moves))
+        return [(a, s, self.log_pis[node] + policy[a] - log_z) for a, s in moves]
+
+    def result(self, node: Optional[int]) -> dict:
+        out = dict(solved=node is not None, expansions=self.expansions, nodes=len(self.states))
+        if node is not None:
+            actions, n = [], node
+            while self.parents[n] >= 0:
+                actions.append(self.actions[n])
+                n = self.parents[n]
+            out.update(actions=actions[::-1], length=self.depths[node],
+                       levin_cost=levin_cost(self.depths[node], self.log_pis[node]))
+        return out
+
+
+def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = "lts",
+                   batch_levels: int = 64, trace: Optional[list] = None) -> list[dict]:
+    """Best-first search on many levels at once. Each round expands the cheapest node of every
+    level in the batch, and calls the network once on the states that need it, from all levels:
+    the expanded states not evaluated yet (their policy gives the children's pi) and, for PHS*,
+    the new children (their h is part of their cost). A level stops when its goal node is
+    expanded, its frontier is empty, or after `budget` expansions; a queued level then takes its
+    place. Per level: solved, expansions, nodes and, when solved, actions, length and
+    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost) for
+    every expansion in order."""
+    results: list = [None] * len(levels)
+    queue, trees = deque(range(len(levels))), {}
+
+    def evaluations(items: list) -> dict:  # (level index, state) -> (log pi(.|s), h(s)), one call
+        if not items:
+            return {}
+        policies, hs = evaluate(encode([levels[i] for i, _ in items], [s for _, s in items]))
+        return {item: ph for item, ph in zip(items, zip(policies, hs))}
+
+    while queue or trees:
+        while queue and len(trees) < batch_levels:
+            i = queue.popleft()
+            trees[i] = Tree(levels[i], algo)
+            trees[i].add(-1, -1, levels[i].start, 0, 0.0)
+        expanded = []
+        for i, tree in list(trees.items()):
+            node = tree.pop()
+            state = tree.states[node] if node is not None else None
+            if node is not None:
+                tree.expansions += 1
+                if trace is not None:
+                    trace.append((i, state, tree.seen[state][0]))
+            if node is None or tree.level.solved(state) or tree.expansions >= budget:
+                results[i] = tree.result(node if node is not None and tree.level.solved(state) else None)
+                del trees[i]
+            else:
+                expanded.append((i, node))
+        missing = [(i, trees[i].states[n]) for i, n in expanded if trees[i].seen[trees[i].states[n]][1] is None]
+        for (i, s), (policy, h) in evaluations(missing).items():
+            trees[i].seen[s][1:] = [policy, h]
+        children = [(i, n, a, s, log_pi) for i, n in expanded for a, s, log_pi in trees[i].children(n)]
+        new = evaluations([(i, s) for i, _, _, s, _ in children if s not in trees[i].seen]) if algo == "phs" else {}
+        for i, n, a, s, log_pi in children:  # in the order generated: ties pop in insertion order
+            trees[i].add(n, a, s, trees[i].depths[n] + 1, log_pi, *new.get((i, s), (None, 0.0)))
+    return results
+
+
+def summarize(results: list[dict], algo: str, seconds: float) -> dict:
+    """eval/* metrics. Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
+    solved = [r for r in results if r["solved"]]
+    exp = np.array([r["expansions"] for r in solved] or [0])
+    out = {"eval/solved": len(solved), "eval/levels": len(results),
+           "eval/mean_expansions": float(exp.mean()), "eval/median_expansions": float(np.median(exp)),
+           "eval/max_expansions": int(exp.max()),
+           "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
+           "eval/total_expansions": int(sum(r["expansions"] for r in results)),
+           "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
+    if algo == "lts":
+        out["eval/bound_violations"] = sum(math.log(r["expansions"]) > r["levin_cost"] + 1e-9 for r in solved)
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def solution_samples(level: Level, actions: list, expansions: int) -> list:
+    """(level, state, action, distance to go, legal-move mask, expansions) along a solution,
+    replayed from the start (the memory keeps only the moves)."""
+    samples, s = [], level.start
+    for t, a in enumerate(actions):
+        samples.append((level, s, a, len(actions) - t, [level.step(s, b) is not None for b in range(len(MOVES))],
+                        expansions))
+        s = level.step(s, a)
+    return samples
+
+
+def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the solution's actions under the policy renormalized over the legal
+    moves (as the search uses it), each level's states weighted by its expansions N(n*): the
+    gradient of N(n*) * (-log pi(n*)) with N held fixed, the Levin loss of Orseau & Lelis 2021."""
+    log_p = F.log_softmax(logits.masked_fill(~legal, float("-inf")), 1)
+    return -(weights * log_p.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
+
+
+def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Generator, batch_size: int,
+               mean_expansions: float, algo: str, device: torch.device) -> tuple[float, float]:
+    batch = [samples[k] for k in rng.integers(0, len(samples), batch_size)]
+    obs = torch.from_numpy(encode([b[0] for b in batch], [b[1] for b in batch])).to(device)
+    actions = torch.tensor([b[2] for b in batch], device=device)
+    to_go = torch.tensor([float(b[3]) for b in batch], device=device)
+    legal = torch.tensor([b[4] for b in batch], device=device)
+    weights = torch.tensor([b[5] / mean_expansions for b in batch], device=device)
+    logits, h = model(obs)
+    policy_loss = levin_loss(logits, legal, actions, weights)
+    # Huber: a bounded gradient, so that early errors of tens of moves do not drown the policy's
+    # loss in the layers the two heads share.
+    h_loss = F.smooth_l1_loss(h, to_go) if algo == "phs" else torch.zeros((), device=device)
+    optimizer.zero_grad(set_to_none=True)
+    (policy_loss + h_loss).backward()  # under DDP the gradients are averaged across ranks here
+    optimizer.step()
+    return policy_loss.item(), h_loss.item()
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def gather(obj, distributed: bool, world_size: int) -> list:
+    """The list of every rank's `obj` (just [obj] without torchrun)."""
+    if not distributed:
+        return [obj]
+    out = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def search_split(levels, evaluate, budget, args, rank, world_size, distributed) -> tuple[list, float]:
+    """Each rank searches levels rank, rank + world_size, ...; returns all results in level
+    order on every rank, and the slowest rank's seconds."""
+    start = time.time()
+    mine = batched_search(levels[rank::world_size], evaluate, budget, args.search, args.batch_levels)
+    parts = gather((mine, time.time() - start), distributed, world_size)
+    results = [None] * len(levels)
+    for r, (part, _) in enumerate(parts):
+        results[r::world_size] = part
+    return results, max(s for _, s in parts)
+
+
+def validate(args: Args) -> None:
+    for name in ("budget", "eval_budget", "batch_levels", "train_steps", "batch_size", "sweep_levels",
+                 "test_levels", "train_levels", "num_boxes"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
+    if args.max_budget < args.budget:
+        raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
+    if args.size < 5:
+        raise SystemExit(f"--size {args.size} is too small for the generator's rooms; use 10 (Boxoban's).")
+    if args.levels_path is None and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
+        raise SystemExit(f"--num-boxes {args.num_boxes} does not fit a {args.size}x{args.size} room; lower it.")
+
+
+def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
+    """(training levels, held-out levels), from files or from the generator."""
+    try:
+        if args.levels_path is None:
+            rng = np.random.default_rng(args.seed)
+            gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
+                                  for k in range(n)]
+            return gen(args.train_levels, "train"), gen(args.test_levels, "test")
+        train = load_levels(args.levels_path)
+        if args.test_levels_path is not None:
+            test = load_levels(args.test_levels_path)[:args.test_levels]
+        else:
+            if len(train) <= args.test_levels:
+                raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
+                                 f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
+            train, test = train[:-args.test_levels], train[-args.test_levels:]
+        train = train[:args.train_levels]
+        # --add-generated: a curriculum before the loaded levels, difficulty rising from 1 to --difficulty.
+        rng, n = np.random.default_rng(args.seed), args.add_generated
+        train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
+                 for k in range(n)] + train
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    shapes = {(lv.height, lv.width) for lv in train + test}
+    if len(shapes) > 1:
+        raise SystemExit(f"the levels have different sizes {sorted(shapes)}; the search batches levels "
+                         "of one size, so give levels of one size (--size sets the generated ones').")
+    return train, test
+
+
+def main(args: Args) -> dict:
+    """Bootstrap-train the policy (and heuristic), then evaluate on the held-out levels.
+    Returns eval/solved, eval/levels, eval/mean_expansions (over solved levels), eval/median_expansions,
+    eval/max_expansions, eval/mean_length, eval/total_expansions, eval/bound_violations (LevinTS),
+    charts/expansions_per_s (evaluation), train/solved, train/levels, sweep, charts/budget, wall_time,
+    and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
+    validate(args)
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    is_main = rank == 0
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    train_levels, test_levels = get_levels(args)
+    net = PolicyHeuristicNet(args.channels, args.hidden).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    memory: dict[int, tuple] = {}  # training level index -> (expansions, moves) of its solution
+    budget, sweep, trained_s, cursor = args.budget, 0, 0.0, 0
+    run_name = f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.resume is not None:
+        try:
+            ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            raise SystemExit(f"--resume {args.resume} is not a readable checkpoint ({type(e).__name__}).") from None
+        if ckpt["train_names"] != [lv.name for lv in train_levels]:
+            raise SystemExit(f"--resume {args.resume} was trained on other levels; give the same --levels-path "
+                             "and --train-levels (or generator flags and --seed) as that run.")
+        net.load_state_dict(ckpt["net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        budget, sweep, trained_s, memory = ckpt["budget"], ckpt["sweep"], ckpt["trained_s"], ckpt["memory"]
+        cursor = ckpt["cursor"]
+        run_name = os.path.basename(os.path.dirname(os.path.abspath(args.resume)))
+    # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
+    model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
+    run_dir = os.path.join("runs", run_name)
+    wandb = None
+    if args.track and is_main:
+        import wandb  # imported here so that a plain run does not pay for it
+        os.makedirs(run_dir, exist_ok=True)
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    if is_main:
+        print(f"{args.search}: {len(train_levels)} training and {len(test_levels)} held-out levels "
+              f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}")
+    evaluate = network_evaluator(net, device)
+    # Solved levels are not searched again, so their training samples are built once.
+    samples = [x for i, (n_exp, moves) in memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
+    start, row = time.time(), {}
+    while sweep < args.max_sweeps and trained_s < args.train_minutes * 60:
+        t0 = time.time()
+        # The next --sweep-levels unsolved levels after the cursor, cycling through the list in
+        # order (so the generated levels of --add-generated, easiest first, come first).
+        n = len(train_levels)
+        chosen = [i for i in ((cursor + k) % n for k in range(n)) if i not in memory][:args.sweep_levels]
+        if not chosen:
+            break
+        cursor = (chosen[-1] + 1) % n
+        net.eval()
+        results, search_s = search_split([train_levels[i] for i in chosen], evaluate, budget, args,
+                                         rank, world_size, distributed)
+        new = [(i, r) for i, r in zip(chosen, results) if r["solved"]]
+        for i, r in new:
+            memory[i] = (r["expansions"], r["actions"])
+            samples += solution_samples(train_levels[i], r["actions"], r["expansions"])
+        expansions = sum(r["expansions"] for r in results)
+        net.train()
+        # This rank's minibatches: seeded by (seed, rank, sweep), so the sweep index saved in the
+        # checkpoint is all the random state a resumed run needs.
+        rng = np.random.default_rng([args.seed, rank, sweep])
+        losses = [(0.0, 0.0)]
+        if samples:
+            mean_exp = float(np.mean([n for n, _ in memory.values()]))
+            losses = [train_step(model, optimizer, samples, rng, args.batch_size, mean_exp, args.search, device)
+                      for _ in range(args.train_steps)]
+        sweep += 1
+        trained_s += time.time() - t0
+        row = {"sweep": sweep, "charts/budget": budget, "charts/solved_sweep": len(new),
+               "charts/attempted_sweep": len(chosen), "charts/solved_total": len(memory),
+               "charts/expansions_per_s": expansions / max(search_s, 1e-9),
+               "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": trained_s}
+        if args.search == "phs":
+            row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
+        if not new:
+            budget = min(2 * budget, args.max_budget)  # nothing new at this budget: search deeper
+        if is_main:
+            print(f"sweep {sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
+                  f"total {len(memory):>5}/{len(train_levels)}  expansions/s {row['charts/expansions_per_s']:,.0f}  "
+                  f"policy loss {row['losses/policy_loss']:.3f}  "
+                  + (f"h loss {row['losses/heuristic_loss']:.2f}  " if args.search == "phs" else "") + f"{trained_s:.0f} s")
+            if wandb:
+                wandb.log(row, step=sweep)
+            if args.save_model:
+                save_checkpoint(os.path.join(run_dir, "levin_ts.pt"), dict(
+                    net=net.state_dict(), optimizer=optimizer.state_dict(), budget=budget, sweep=sweep,
+                    trained_s=trained_s, memory=memory, train_names=[lv.name for lv in train_levels],
+                    cursor=cursor, args=dataclasses.asdict(args)))
+
+    net.eval()
+    results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed)
+    metrics = summarize(results, args.search, seconds)
+    metrics.update({"train/solved": len(memory), "train/levels": len(train_levels), "sweep": sweep,
+                    "charts/budget": budget, "wall_time": time.time() - start,
+                    **{k: v for k, v in row.items() if k.startswith("losses/")}})
+    if args.compare_uniform:
+        uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
+                                        dataclasses.replace(args, search="lts"), rank, world_size, distributed)
+        metrics.update({k.replace("eval/", "uniform/"): v for k, v in summarize(uniform, "lts", seconds).items()
+                        if k.startswith("eval/")})
+    if is_main:
+        lengths = [r["length"] for r in results if r["solved"]]
+        print(f"{args.search} eval: solved {metrics['eval/solved']}/{metrics['eval/levels']} held-out levels "
+              f"(budget {args.eval_budget}), expansions mean {metrics['eval/mean_expansions']:.0f} "
+              f"median {metrics['eval/median_expansions']:.0f} max {metrics['eval/max_expansions']}, "
+              f"solution length mean {metrics['eval/mean_length']:.1f} max {max(lengths, default=0)}, "
+              f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
+              f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
+              f"after {sweep} sweeps, {trained_s:.0f} s of training")
+        if args.compare_uniform:
+            print(f"uniform policy: solved {metrics['uniform/solved']}/{metrics['uniform/levels']}, "
+                  f"expansions mean {metrics['uniform/mean_expansions']:.0f} (solved levels)")
+        solved = next((k for k, r in enumerate(results) if r["solved"]), None)
+        if solved is not None:
+            moves = "".join(MOVE_NAMES[a] for a in results[solved]["actions"])
+            print(f"{test_levels[solved].name} solved by {moves}:\n{test_levels[solved].render()}")
+        if wandb:  # with a picture of a solved level and the moves found
+            picture = {} if solved is None else {
+                "eval/solved_level": wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
+            wandb.log({**metrics, **picture}, step=sweep + 1)
+            wandb.finish()
+    if distributed:
+        dist.destroy_process_group()
+    return metrics
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

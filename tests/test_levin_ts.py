@@ -1,0 +1,344 @@
+"""levin_ts.py: push rules, the loader and its errors, the generator's solvability, the LevinTS
+expansion order and Theorem 3, PHS*, checkpoints and resume, and a short learning test."""
+
+import math
+import re
+import sys
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+from conftest import ALGOS, SHARED_DATA, load_script, run
+
+lts = load_script("levin_ts")
+U, D, L, R = range(4)
+
+CORRIDOR = """; 0
+#######
+#.$ @ #
+#######
+"""
+
+ROOM = """; 7
+#######
+#  .  #
+# $#  #
+#@  * #
+#  $ .#
+#######
+"""
+
+
+def one(text):
+    [level] = lts.parse_levels(text, "test.txt")
+    return level
+
+
+def idx(level, r, c):
+    return r * level.width + c
+
+
+def tiny_args(**kw):
+    base = dict(train_levels=40, test_levels=24, num_boxes=2, difficulty=3, budget=200, eval_budget=1000,
+                max_sweeps=2, sweep_levels=40, train_steps=10, batch_size=32, batch_levels=16,
+                save_model=False, train_minutes=5.0)
+    return lts.Args(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- Sokoban rules
+def test_moves_and_push_rules():
+    level = one(ROOM)
+    s = level.start
+    assert s.player == idx(level, 3, 1) and s.boxes == tuple(sorted([idx(level, 2, 2), idx(level, 3, 4), idx(level, 4, 3)]))
+    assert level.goals == {idx(level, 1, 3), idx(level, 3, 4), idx(level, 4, 5)}
+    assert level.step(s, L) is None  # into the wall
+    down = level.step(s, D)
+    assert down == lts.State(idx(level, 4, 1), s.boxes)  # a plain move keeps the boxes
+    assert level.step(level.step(down, R), R) == lts.State(idx(level, 4, 3), tuple(sorted(
+        [idx(level, 2, 2), idx(level, 3, 4), idx(level, 4, 4)])))  # push the box right
+    up = level.step(s, U)  # player to (2,1); pushing right moves the box (2,2) into the wall (2,3)
+    assert level.step(up, R) is None
+    right = level.step(level.step(s, R), R)  # player (3,3), next to the box on the goal at (3,4)
+    assert level.step(right, R) is not None  # box (3,4) -> (3,5) is free
+    box_pair = lts.State(idx(level, 4, 1), tuple(sorted([idx(level, 4, 2), idx(level, 4, 3), idx(level, 1, 1)])))
+    assert level.step(box_pair, R) is None  # a box cannot push a second box
+    assert not level.solved(s)
+    assert level.solved(lts.State(s.player, tuple(sorted(level.goals))))
+
+
+def test_render_round_trips_through_the_parser():
+    level = one(ROOM)
+    assert level.render() == "\n".join(ROOM.strip().splitlines()[1:])
+    again = one("; x\n" + level.render())
+    assert (again.walls, again.goals, again.start) == (level.walls, level.goals, level.start)
+
+
+# ---------------------------------------------------------------- loader
+def test_loader_reads_boxoban_and_xsb(tmp_path):
+    for k in range(3):
+        (tmp_path / f"00{k}.txt").write_text(CORRIDOR.replace("; 0", f"; {k}") + "\n" + ROOM)
+    levels = lts.load_levels(str(tmp_path))
+    assert len(levels) == 6 and levels[0].name.endswith("000.txt:0") and levels[1].name.endswith("000.txt:7")
+    xsb = one("######\n#+*$ #\n#$  .#\n######\n")  # + player on a goal, * box on a goal
+    assert xsb.start.player == idx(xsb, 1, 1)
+    assert set(xsb.start.boxes) == {idx(xsb, 1, 2), idx(xsb, 1, 3), idx(xsb, 2, 1)}
+    assert xsb.goals == {idx(xsb, 1, 1), idx(xsb, 1, 2), idx(xsb, 2, 4)}
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("; 0\n#####\n#@$.#\n####\n", 4, "characters"),          # wrong line width
+    ("; 0\n#####\n#@$x#\n#####\n", 3, "unknown character"),
+    ("; 0\n######\n#@$$.#\n######\n", 2, "2 boxes and 1 goals"),
+    ("; 0\n#####\n# $.#\n#####\n", 2, "no player"),
+    ("; 0\n######\n#@$.@#\n######\n", 3, "second player"),
+    ("; 0\n#####\n#@$. \n#####\n", 2, "must all be walls"),
+])
+def test_loader_errors_name_file_and_line(text, line, words):
+    with pytest.raises(ValueError, match=rf"^bad\.txt:{line}: .*{words}"):
+        lts.parse_levels(text, "bad.txt")
+
+
+def test_bad_levels_path_is_one_sentence(tmp_path):
+    (tmp_path / "bad.txt").write_text("; 0\n#####\n#@$x#\n#####\n")
+    proc = run([sys.executable, str(ALGOS / "levin_ts.py"), "--levels-path", str(tmp_path / "bad.txt")], cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert re.search(r"bad\.txt:3: unknown character 'x'", proc.stderr)
+    with pytest.raises(SystemExit, match="--budget 0 must be at least 1"):
+        lts.main(tiny_args(budget=0))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
+def test_loader_reads_the_boxoban_files():
+    levels = lts.load_levels(str(SHARED_DATA / "boxoban" / "unfiltered" / "train" / "000.txt"))
+    assert len(levels) == 1000
+    assert all((lv.height, lv.width, len(lv.start.boxes), len(lv.goals)) == (10, 10, 4, 4) for lv in levels)
+
+
+# ---------------------------------------------------------------- generator
+def bfs(level, cap=200_000):
+    """Plain breadth-first search, independent of the file's search: a shortest solution or None."""
+    parent, frontier = {level.start: None}, deque([level.start])
+    while frontier and len(parent) < cap:
+        s = frontier.popleft()
+        if level.solved(s):
+            path = []
+            while parent[s] is not None:
+                s, a = parent[s]
+                path.append(a)
+            return path[::-1]
+        for a in range(4):
+            t = level.step(s, a)
+            if t is not None and t not in parent:
+                parent[t] = (s, a)
+                frontier.append(t)
+    return None
+
+
+def test_generated_levels_are_solvable_and_well_formed():
+    rng = np.random.default_rng(0)
+    for size, boxes, difficulty in [(10, 2, 2), (10, 2, 12), (8, 3, 6), (8, 3, 12), (7, 4, 8)]:
+        for _ in range(8):
+            level = lts.generate_level(rng, size, boxes, difficulty)
+            assert not level.solved(level.start) and len(level.goals) == len(level.start.boxes) == boxes
+            again = one("; g\n" + level.render())  # the loader accepts what the generator makes
+            assert (again.walls, again.goals, again.start) == (level.walls, level.goals, level.start)
+            path = bfs(level)
+            assert path is not None, level.render()
+            s = level.start
+            for a in path:
+                s = level.step(s, a)
+            assert level.solved(s)
+
+
+# ---------------------------------------------------------------- LevinTS order and Theorem 3
+def test_uniform_lts_on_a_corridor_expands_in_the_hand_computed_order():
+    level = one(CORRIDOR)
+    trace = []
+    [res] = lts.batched_search([level], lts.uniform_evaluator, 100, "lts", trace=trace)
+    # root (cost log 1); its children left/right (1/2 each, d = 2, cost log 4, left first by
+    # insertion order); from the left child, moving back right is the root's state (pruned)
+    # and the push left (pi 1/4, d = 3, cost log 12) solves; the right child's only move leads
+    # back to the start state (pruned).
+    p = lambda c: idx(level, 1, c)
+    assert [(s.player, cost) for _, s, cost in trace] == [
+        (p(4), 0.0), (p(3), pytest.approx(math.log(4))), (p(5), pytest.approx(math.log(4))),
+        (p(2), pytest.approx(math.log(12)))]
+    assert res["solved"] and res["actions"] == [L, L] and res["expansions"] == 4
+    assert res["levin_cost"] == pytest.approx(math.log(12))  # Theorem 3: 4 expansions <= d/pi = 12
+
+
+def reference_lts(level, budget):
+    """A slow, plain LevinTS with the uniform policy: scan the whole frontier for the lowest
+    (cost, insertion number); the state cut as in the paper. Returns the expanded (state, cost)."""
+    frontier, best, order, count = [(0.0, 0, level.start, 0, 0.0)], {level.start: 0.0}, [], 1
+    while frontier and len(order) < budget:
+        entry = min(frontier, key=lambda e: (e[0], e[1]))
+        frontier.remove(entry)
+        cost, _, s, depth, log_pi = entry
+        if cost > best[s]:
+            continue
+        order.append((s, cost))
+        if level.solved(s):
+            break
+        kids = [t for t in (level.step(s, a) for a in range(4)) if t is not None]
+        for t in kids:
+            lp = log_pi - math.log(len(kids))
+            c = math.log(depth + 2) - lp
+            if t in best and best[t] <= c:
+                continue
+            best[t] = c
+            frontier.append((c, count, t, depth + 1, lp))
+            count += 1
+    return order
+
+
+def test_uniform_lts_expands_exactly_in_cost_order():
+    rng = np.random.default_rng(3)
+    levels = [lts.generate_level(rng, 8, 2, 3) for _ in range(5)]
+    trace, room_trace = [], []
+    lts.batched_search(levels, lts.uniform_evaluator, 400, "lts", batch_levels=3, trace=trace)
+    lts.batched_search([one(ROOM)], lts.uniform_evaluator, 400, "lts", trace=room_trace)
+    for i, level in enumerate(levels + [one(ROOM)]):
+        mine = [(s, c) for j, s, c in (trace if i < len(levels) else room_trace) if j == i % len(levels)]
+        ref = reference_lts(level, 400)
+        assert [s for s, _ in mine] == [s for s, _ in ref]
+        assert [c for _, c in mine] == pytest.approx([c for _, c in ref])
+        assert all(a <= b + 1e-12 for (_, a), (_, b) in zip(mine, mine[1:]))  # best-first: costs never fall
+
+
+def test_theorem_3_bound_holds_on_every_solved_level():
+    rng = np.random.default_rng(1)
+    levels = [lts.generate_level(rng, 10, 2, 4) for _ in range(30)]
+    torch.manual_seed(0)
+    net = lts.PolicyHeuristicNet().eval()
+    with torch.no_grad():  # a sharply non-uniform random policy, to test more than the uniform one
+        net.policy.weight.mul_(30.0)
+    for evaluate in (lts.uniform_evaluator, lts.network_evaluator(net, torch.device("cpu"))):
+        results = lts.batched_search(levels, evaluate, 2000, "lts", batch_levels=16)
+        solved = [r for r in results if r["solved"]]
+        assert len(solved) >= 15
+        assert all(r["expansions"] <= math.exp(r["levin_cost"]) for r in solved)
+        for level, r in zip(levels, results):  # every solution found replays to a solved position
+            if r["solved"]:
+                s = level.start
+                for a in r["actions"]:
+                    s = level.step(s, a)
+                assert level.solved(s) and len(r["actions"]) == r["length"]
+        assert lts.summarize(results, "lts", 1.0)["eval/bound_violations"] == 0
+    # ... and the count does flag a level that took more than d/pi expansions.
+    fake = [dict(solved=True, expansions=13, levin_cost=math.log(12), length=2),
+            dict(solved=True, expansions=12, levin_cost=math.log(12), length=2)]
+    assert lts.summarize(fake, "lts", 1.0)["eval/bound_violations"] == 1
+
+
+def test_batching_does_not_change_the_search():
+    rng = np.random.default_rng(2)
+    levels = [lts.generate_level(rng, 10, 2, 4) for _ in range(12)]
+    one_by_one = [lts.batched_search([lv], lts.uniform_evaluator, 500, "lts")[0] for lv in levels]
+    batched = lts.batched_search(levels, lts.uniform_evaluator, 500, "lts", batch_levels=5)
+    assert [(r["solved"], r["expansions"], r.get("actions")) for r in batched] == \
+           [(r["solved"], r["expansions"], r.get("actions")) for r in one_by_one]
+
+
+def test_phs_cost_and_search():
+    assert lts.phs_cost(0, 5.0, 0.0) == 0.0
+    assert lts.phs_cost(2, 3.0, math.log(0.25)) == pytest.approx(math.log(5) - 2.5 * math.log(0.25))
+    assert lts.phs_cost(4, 0.0, -1.0) == pytest.approx(math.log(4) + 1.0)  # h = 0: log(g/pi)
+    # With the true distance to go as h (from a breadth-first search per state), PHS* needs
+    # fewer expansions than LevinTS with the same uniform policy.
+    rng = np.random.default_rng(0)
+    levels = [lts.generate_level(rng, 8, 2, 3) for _ in range(6)]
+    phs_total = lts_total = 0
+    for level in levels:
+        def oracle(obs):
+            h = []
+            for o in obs.reshape(len(obs), 4, -1):
+                s = lts.State(int(o[3].argmax()), tuple(np.flatnonzero(o[2]).tolist()))
+                path = bfs(lts.Level("x", level.height, level.width, level.walls, level.goals, s))
+                h.append(float(len(path)) if path is not None else 100.0)  # a dead end: far from the goal
+            return [[0.0] * 4] * len(obs), h
+        [p] = lts.batched_search([level], oracle, 2000, "phs")
+        [u] = lts.batched_search([level], lts.uniform_evaluator, 2000, "lts")
+        assert p["solved"] and u["solved"] and p["length"] == len(bfs(level))  # h* also finds a shortest path
+        phs_total, lts_total = phs_total + p["expansions"], lts_total + u["expansions"]
+    assert phs_total < lts_total
+
+
+def test_levin_loss_is_masked_weighted_cross_entropy():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 5.0], [1.0, 2.0, 3.0, 4.0]])
+    legal = torch.tensor([[True, True, True, False], [False, True, True, False]])
+    actions, weights = torch.tensor([0, 2]), torch.tensor([1.0, 3.0])
+    expected = (math.log(3) + 3 * -math.log(math.exp(3) / (math.exp(2) + math.exp(3)))) / 2
+    assert lts.levin_loss(logits, legal, actions, weights).item() == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------- training, checkpoints, learning
+def test_checkpoint_resume_continues_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_args = lambda **kw: globals()["tiny_args"](train_levels=30, test_levels=8, eval_budget=300, **kw)
+    straight = lts.main(tiny_args(max_sweeps=2, save_model=True, exp_name="straight"))
+    first = lts.main(tiny_args(max_sweeps=1, save_model=True, exp_name="first"))
+    [path] = list((tmp_path / "runs").glob("*first*/levin_ts.pt"))
+    ckpt = torch.load(path, weights_only=True)  # plain data: no pickled classes
+    assert {"net", "optimizer", "budget", "sweep", "memory", "cursor", "train_names"} <= ckpt.keys()
+    assert ckpt["sweep"] == 1 and first["sweep"] == 1
+    resumed = lts.main(tiny_args(max_sweeps=2, save_model=True, resume=str(path)))
+    assert resumed["sweep"] == 2
+    for key in ("eval/solved", "eval/total_expansions", "train/solved", "charts/budget"):
+        assert resumed[key] == straight[key], key
+    assert not list((tmp_path / "runs").glob("*/*.tmp"))
+
+
+def test_learned_policy_beats_the_uniform_policy():
+    """Bootstrap training on easy generated levels: the held-out levels are solved more often
+    and with fewer expansions than with the uniform policy."""
+    m = lts.main(tiny_args(train_levels=200, test_levels=48, num_boxes=2, difficulty=6, budget=400,
+                           eval_budget=1500, max_sweeps=2, sweep_levels=200, train_steps=150, batch_size=64,
+                           batch_levels=48, compare_uniform=True))
+    print(m)  # seed 1: 48/48 solved, mean 120 expansions; uniform 38/48, mean 382
+    assert m["eval/solved"] >= m["uniform/solved"] + 4
+    assert m["eval/mean_expansions"] < 0.6 * m["uniform/mean_expansions"]
+    assert m["eval/total_expansions"] < 0.5 * m["uniform/total_expansions"]
+    assert m["eval/bound_violations"] == 0 and m["uniform/bound_violations"] == 0
+
+
+# ---------------------------------------------------------------- benchmarks (an idle machine, ~1 hour each)
+BOXOBAN = SHARED_DATA / "boxoban" / "unfiltered" / "train"
+EVAL_LINE = re.compile(r"solved (\d+)/(\d+) held-out levels \(budget \d+\), expansions mean (\d+) .*?([\d,]+) "
+                       r"expansions/s, Theorem 3 violations (\S+), after (\d+) sweeps, (\d+) s of training")
+
+
+def boxoban_run(search):
+    """Train on 1,000 generated levels (a curriculum) and files 000-008 (9,000 levels) for 60
+    minutes, then evaluate on the 1,000 levels of 009 with the default budget of 20,000."""
+    cmd = [sys.executable, str(ALGOS / "levin_ts.py"), "--search", search, "--levels-path", str(BOXOBAN),
+           "--train-levels", "9000", "--test-levels", "1000", "--add-generated", "1000", "--train-minutes", "60"]
+    proc = run(cmd, cwd=ALGOS.parent, timeout=2 * 3600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    solved, levels, mean, speed, violations, sweeps, seconds = EVAL_LINE.search(proc.stdout).groups()
+    print(f"\n{search}: solved {solved}/{levels}, mean expansions {mean}, {speed} expansions/s, "
+          f"violations {violations}, {sweeps} sweeps, {seconds} s training")
+    return int(solved), int(levels), int(mean), int(speed.replace(",", "")), violations
+
+
+@pytest.mark.benchmark
+@pytest.mark.skipif(not BOXOBAN.is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
+def test_boxoban_lts_and_phs_after_an_hour_of_training():
+    solved, levels, mean, speed, violations = boxoban_run("lts")
+    assert levels == 1000 and solved >= 950 and mean <= 5000 and speed >= 2000 and violations == "0"
+    phs_solved, _, phs_mean, _, _ = boxoban_run("phs")
+    assert phs_solved >= solved and phs_mean <= mean
+
+
+def test_phs_trains_the_heuristic_and_mixes_generated_levels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    square = ROOM.replace("#  $ .#\n", "#  $ .#\n#     #\n")  # 7 x 7, the generator's rooms are square
+    (tmp_path / "levels.txt").write_text((square + "\n") * 5)
+    m = lts.main(tiny_args(search="phs", levels_path=str(tmp_path / "levels.txt"), test_levels=2, size=7,
+                           add_generated=20, num_boxes=2, max_sweeps=2))
+    assert m["train/levels"] == 3 + 20 and m["eval/levels"] == 2 and m["train/solved"] >= 10
+    assert m["losses/heuristic_loss"] > 0 and "eval/bound_violations" not in m  # Theorem 3 is LevinTS's
+    (tmp_path / "room.txt").write_text((ROOM + "\n") * 5)  # 6 x 7 levels beside 7 x 7 generated ones
+    with pytest.raises(SystemExit, match="different sizes"):
+        lts.main(tiny_args(levels_path=str(tmp_path / "room.txt"), test_levels=2, size=7, add_generated=2))
