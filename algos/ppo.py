@@ -223,10 +223,11 @@ def validate(args: Args, world_size: int) -> None:
         raise SystemExit(f"--num-envs {args.num_envs} is not a positive multiple of the number of "
                          f"ranks ({world_size}): every rank runs the same number of environments.")
     per_rank = args.num_envs // world_size * args.num_steps
-    if not 1 <= args.num_minibatches <= per_rank // 2:
-        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and half a "
-                         f"rank's rollout ({per_rank} steps, --num-envs / ranks x --num-steps), so "
-                         "that no minibatch comes out empty; lower it or raise --num-steps.")
+    if not 1 <= args.num_minibatches <= per_rank // 4:
+        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and a quarter of a "
+                         f"rank's rollout ({per_rank} steps, --num-envs / ranks x --num-steps): up to half "
+                         "the steps can be reset steps, and a minibatch needs 2 steps to normalise its "
+                         "advantages; lower it or raise --num-steps.")
     if args.total_timesteps < args.num_envs * args.num_steps:
         raise SystemExit(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                          f"(--num-envs x --num-steps = {args.num_envs * args.num_steps}); raise it.")
