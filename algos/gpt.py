@@ -18,7 +18,7 @@ GPT-2 (and nanoGPT) four pieces are the ones of current open models (LLaMA, Touv
 --pos-encoding sinusoidal (Vaswani et al. 2017, sec. 3.5) and learned (GPT-2) add a position
 vector to the token embedding instead, for the seminar's comparison on the same data.
 Generation keeps each layer's keys and values (the KV cache), so a new token costs one
-position's work instead of a pass over the whole context.
+position's work instead of a pass over the whole context, until the context window fills.
 
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
 warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA,
@@ -190,8 +190,14 @@ def validate(args: Args) -> None:
         raise SystemExit(f"--{'sample' if args.sample else 'resume'} needs --checkpoint runs/<run_name>/ckpt.pt.")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise SystemExit(f"--top-p {args.top_p} must lie in (0, 1].")
+    if args.top_k is not None and args.top_k < 1:
+        raise SystemExit(f"--top-k {args.top_k} must be at least 1 (--top-k None samples from all tokens).")
+    if args.temperature < 0:
+        raise SystemExit(f"--temperature {args.temperature} must be at least 0 (0 is greedy).")
+    if args.sample and not args.prompt:
+        raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
     for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
-                 "eval_iters", "log_interval"):
+                 "eval_iters", "log_interval", "num_samples", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
 
@@ -643,13 +649,15 @@ def main(args: Args) -> dict:
                                "iter": it}, step=it)
             if it > start_iter:
                 checkpoint(it)
-            log_time = time.time()  # ms/iter counts training steps only
-            eval_seconds += log_time - eval_start
+            eval_time = time.time() - eval_start
+            log_time += eval_time  # ms/iter counts training steps only
+            eval_seconds += eval_time
         if it == args.max_iters:
             break
         lr = learning_rate(it, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        step_loss = 0.0
         for micro in range(args.grad_accum):
             if distributed:  # all-reduce the gradients only once, after the last micro-step
                 model.require_backward_grad_sync = micro == args.grad_accum - 1
@@ -658,12 +666,13 @@ def main(args: Args) -> dict:
             with ctx:
                 _, loss = model(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
+            step_loss = step_loss + loss.detach() / args.grad_accum
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         it += 1
-        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # .item() only when printing: no GPU sync
+        loss_sum, loss_count = loss_sum + step_loss, loss_count + 1  # .item() only when printing: no GPU sync
         if is_main and (it % args.log_interval == 0 or it == args.max_iters):
             now = time.time()
             ms = 1000 * (now - log_time) / loss_count
