@@ -138,9 +138,11 @@ def read_texts(path: str) -> list[str]:
     if os.path.isfile(path):
         files = [path]
     else:
-        files = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path)
-                       for name in names if not name.startswith("."))
-        files = [f for f in files if "/." not in f[len(path):]]  # skip hidden folders (.git)
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip hidden folders (.git)
+            files += [os.path.join(root, name) for name in names if not name.startswith(".")]
+        files.sort()
     if not files:
         raise SystemExit(f"--input {path} holds no files to read.")
     texts = []

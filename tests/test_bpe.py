@@ -381,3 +381,13 @@ def test_benchmark_against_naive_and_tiktoken():
           f"identical merges\nencode tinyshakespeare, vocab 1,024: ours {mb_ours:.1f} MB/s (empty cache), "
           f"tiktoken {mb_tiktoken:.1f} MB/s, identical ids")
     assert naive_s / fast_s >= 20
+
+
+def test_a_folder_is_read_whole_without_hidden_folders(tmp_path):
+    """--input DIR and DIR/ read the same files, sorted, and never .git's binary files."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "index").write_bytes(b"\xff\xfe not text")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("second")
+    (tmp_path / "a.txt").write_text("first")
+    assert bpe.read_texts(str(tmp_path)) == bpe.read_texts(str(tmp_path) + "/") == ["first", "second"]
