@@ -253,8 +253,9 @@ class Tokenizer:
     """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids).
     Words are runs of letters and digits, which may hold inner hyphens, apostrophes, periods
     and commas (peut-être, l'homme, 3.50), and punctuation marks; they are joined back
-    with spaces. The 13a tokenisation of BLEU splits the same marks off again, so a sentence
-    split and joined scores 100 against itself (a test checks it)."""
+    with spaces. score() compares a hypothesis with its reference split and joined the same
+    way, so a perfect translation has exact match 1 and BLEU 100 whatever its punctuation
+    (with words, that is BLEU on the tokenised text; with characters or tiktoken, on the text)."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
@@ -556,6 +557,7 @@ def translate(model, src_ids, src_len, decode: str, args: Args, max_len: int, de
 
 def score(hyp_ids, references: list[str], tgt_vocab: Vocab, tokenizer: Tokenizer) -> dict:
     hyps = [tokenizer.join(tgt_vocab.decode(ids)) for ids in hyp_ids]
+    references = [tokenizer.join(tokenizer.split(r)) for r in references]  # the hypotheses' form
     exact = sum(h == r for h, r in zip(hyps, references)) / len(references)
     return {"exact_match": exact, "bleu": corpus_bleu(hyps, references), "hypotheses": hyps}
 
@@ -672,20 +674,25 @@ def main(args: Args) -> dict:
     def validation() -> dict:
         model.eval()
         n = len(tensors["val"][0])
-        losses = []
+        losses, n_tokens = [], 0
         for i in range(0, n, 250):
             src, src_len, tgt_in, tgt_out = batch_of("val", torch.arange(i, min(i + 250, n)))
             with autocast:
                 logits = model(src, src_len, tgt_in)
-            losses.append(sequence_loss(logits, tgt_out).item() * len(src))
+            real = int((tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
+            losses.append(sequence_loss(logits, tgt_out).item() * real)
+            n_tokens += real
         hyps = translate(model, tensors["val"][0], tensors["val"][1], "greedy", args, max_len, device)
         model.train()
         refs = [t for _, t in data["val"]]
-        return {"val/loss": sum(losses) / n, "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
+        return {"val/loss": sum(losses) / n_tokens, "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
 
     # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
     order_gen = torch.Generator().manual_seed(args.seed)
     n_train, per_rank = len(tensors["train"][0]), args.batch_size // world_size
+    if n_train < args.batch_size:  # else some rank's share of a batch would be empty
+        raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
+                         "lower --batch-size or add training pairs.")
     order, cursor = torch.randperm(n_train, generator=order_gen), 0
     metrics, train_loss, eval_seconds, start = {}, float("nan"), 0.0, time.time()
     for it in range(1, args.num_iterations + 1):
