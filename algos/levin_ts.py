@@ -295,7 +295,8 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
                    name: str = "generated") -> Level:
     """A solvable level: carve a room by a random walk, put the boxes on the goals, then play
     backwards: the player walks at random, and when it steps away from an adjacent box it pulls
-    it along (with probability 1/2), until it has pulled `difficulty` times. Every reverse step
+    it along (with probability 1/2), until it has pulled `difficulty` times or taken 100 times as
+    many steps; a level whose boxes all came back to the goals is drawn again. Every reverse step
     undoes a legal forward move or push, so the reversed sequence solves the level."""
     while True:
         walls = np.ones((size, size), bool)
@@ -581,7 +582,7 @@ def search_split(levels, evaluate, budget, args, rank, world_size, distributed) 
 
 def validate(args: Args) -> None:
     for name in ("budget", "eval_budget", "batch_levels", "train_steps", "batch_size", "sweep_levels",
-                 "test_levels", "train_levels", "num_boxes"):
+                 "test_levels", "train_levels", "num_boxes", "difficulty"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
     if args.max_budget < args.budget:
@@ -655,6 +656,10 @@ def main(args: Args) -> dict:
             ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
         except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
             raise SystemExit(f"--resume {args.resume} is not a readable checkpoint ({type(e).__name__}).") from None
+        needed = {"net", "optimizer", "budget", "sweep", "trained_s", "memory", "cursor", "train_names"}
+        if not isinstance(ckpt, dict) or not needed <= set(ckpt):
+            raise SystemExit(f"--resume {args.resume} is not a levin_ts.py checkpoint (it lacks "
+                             f"{sorted(needed - set(ckpt) if isinstance(ckpt, dict) else needed)}).")
         if ckpt["train_names"] != [lv.name for lv in train_levels]:
             raise SystemExit(f"--resume {args.resume} was trained on other levels; give the same --levels-path "
                              "and --train-levels (or generator flags and --seed) as that run.")
@@ -707,6 +712,10 @@ def main(args: Args) -> dict:
                       for _ in range(args.train_steps)]
         sweep += 1
         trained_s += time.time() - t0
+        if distributed:  # rank 0's clock decides for all, or ranks could disagree on the last sweep
+            clock = torch.tensor([trained_s], dtype=torch.float64, device=device)
+            dist.broadcast(clock, 0)
+            trained_s = clock.item()
         row = {"sweep": sweep, "charts/budget": budget, "charts/solved_sweep": len(new),
                "charts/attempted_sweep": len(chosen), "charts/solved_total": len(memory),
                "charts/expansions_per_s": expansions / max(search_s, 1e-9),

@@ -106,6 +106,11 @@ def test_bad_levels_path_is_one_sentence(tmp_path):
     assert re.search(r"bad\.txt:3: unknown character 'x'", proc.stderr)
     with pytest.raises(SystemExit, match="--budget 0 must be at least 1"):
         lts.main(tiny_args(budget=0))
+    with pytest.raises(SystemExit, match="--difficulty 0 must be at least 1"):  # the generator would loop
+        lts.main(tiny_args(difficulty=0))
+    torch.save({"net": {}}, tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="is not a levin_ts.py checkpoint"):
+        lts.main(tiny_args(resume=str(tmp_path / "other.pt")))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
