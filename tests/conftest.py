@@ -2,8 +2,10 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+SEEDS = (1, 2, 3, 4, 5)
+EVAL_LINE = re.compile(r"(greedy|deterministic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) "
+                       r"steps in ([\d.]+) s \((\d+) SPS\)")
+
+
+def run_seeds(script: str, args: list[str]) -> list[dict]:
+    """The RL benchmarks: each seed runs the command exactly as a user types it, one at a time,
+    and the final evaluation line of each run becomes a row of the printed table."""
+    rows = []
+    for seed in SEEDS:
+        start = time.time()
+        proc = run([sys.executable, str(ALGOS / script), *args, "--seed", str(seed)], cwd=ROOT, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        kind, mean, std, episodes, steps, train_s, sps = EVAL_LINE.search(proc.stdout).groups()
+        rows.append(dict(seed=seed, mean=float(mean), std=float(std), episodes=int(episodes),
+                         steps=int(steps), train_s=float(train_s), sps=int(sps), wall_s=time.time() - start))
+    print(f"\n{script} {' '.join(args)}")
+    print(f"| seed | {kind} eval (mean ± std) | episodes | env steps | train s | SPS | process wall s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {r['steps']} | "
+              f"{r['train_s']:.1f} | {r['sps']} | {r['wall_s']:.1f} |")
+    return rows

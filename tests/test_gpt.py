@@ -317,7 +317,7 @@ def test_faster_than_nanogpt_to_the_same_loss(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     val, iters = re.search(r"final: val loss ([\d.]+), train loss [\d.]+ after (\d+) iters", proc.stdout).groups()
     rows.append(("python algos/gpt.py", float(val), int(iters), wall))
-    print(f"\n| run | val loss | iterations | wall s | ms/iter (whole process) |\n|---|---|---|---|---|")
+    print("\n| run | val loss | iterations | wall s | ms/iter (whole process) |\n|---|---|---|---|---|")
     for name, v, n, w in rows:
         print(f"| {name} | {v:.4f} | {n} | {w:.1f} | {1000 * w / n:.1f} |")
     print(f"gpt.py / reference wall time: {wall / reference:.2f} (reference {reference:.1f} s: {source})")

@@ -3,13 +3,12 @@ errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 
 import re
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, ROOT, load_script, run
+from conftest import ALGOS, load_script, run, run_seeds
 
 ppo = load_script("ppo")
 
@@ -256,33 +255,10 @@ def test_learns_cartpole_quickly(tmp_path, monkeypatch):
 
 # ---- benchmarks: python -m pytest tests/test_ppo.py -m benchmark -s -------------------------
 
-SEEDS = (1, 2, 3, 4, 5)
-EVAL_LINE = re.compile(r"deterministic eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) steps "
-                       r"in ([\d.]+) s \((\d+) SPS\)")
-
-
-def run_seeds(args: list[str]) -> list[dict]:
-    """Each seed runs the command exactly as a user types it, one at a time."""
-    rows = []
-    for seed in SEEDS:
-        start = time.time()
-        proc = run([sys.executable, str(ALGOS / "ppo.py"), *args, "--seed", str(seed)], cwd=ROOT, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        mean, std, episodes, steps, train_s, sps = EVAL_LINE.search(proc.stdout).groups()
-        rows.append(dict(seed=seed, mean=float(mean), std=float(std), episodes=int(episodes),
-                         steps=int(steps), train_s=float(train_s), sps=int(sps), wall_s=time.time() - start))
-    print(f"\nppo.py {' '.join(args)}")
-    print("| seed | deterministic eval (mean ± std) | episodes | env steps | train s | SPS | process wall s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {r['steps']} | "
-              f"{r['train_s']:.1f} | {r['sps']} | {r['wall_s']:.1f} |")
-    return rows
-
 
 @pytest.mark.benchmark
 def test_ppo_solves_cartpole_fast():
-    rows = run_seeds(["--env-id", "CartPole-v1"])
+    rows = run_seeds("ppo.py", ["--env-id", "CartPole-v1"])
     assert all(r["mean"] == 500.0 for r in rows), "deterministic eval 500 in 5 of 5 seeds"
     assert all(r["steps"] <= 100_000 for r in rows)
     # A CleanRL-style PPO loop did about 8,000 SPS on this machine with one thread, idle.
@@ -291,13 +267,13 @@ def test_ppo_solves_cartpole_fast():
 
 @pytest.mark.benchmark
 def test_ppo_solves_acrobot():
-    rows = run_seeds(["--env-id", "Acrobot-v1"])
+    rows = run_seeds("ppo.py", ["--env-id", "Acrobot-v1"])
     assert sum(r["mean"] >= -100 for r in rows) >= 4
     assert all(r["steps"] <= 200_000 for r in rows)
 
 
 @pytest.mark.benchmark
 def test_ppo_solves_pendulum():
-    rows = run_seeds(["--env-id", "Pendulum-v1"])
+    rows = run_seeds("ppo.py", ["--env-id", "Pendulum-v1"])
     assert sum(r["mean"] >= -200 for r in rows) >= 4
     assert all(r["steps"] <= 200_000 for r in rows)
