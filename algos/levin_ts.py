@@ -159,7 +159,9 @@ class Args:
     """unsolved training levels attempted per sweep, taken in order (all ranks together)"""
     batch_levels: int = 128
     """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
-    train_steps: int = 50
+    double_below: float = 0.05
+    """double the budget when a sweep solves at most this fraction of the levels it tries (0: none, the paper's rule)"""
+    train_steps: int = 200
     """gradient steps after each sweep"""
     batch_size: int = 256
     """solution states per gradient step (per rank)"""
@@ -342,9 +344,9 @@ def encode(levels: list[Level], states: list[State]) -> np.ndarray:
 # ----------------------------------------------------------------------------- network
 class PolicyHeuristicNet(nn.Module):
     """Three 3x3 convolutions over the planes; the features at the player's cell (what the
-    next move depends on most) and their mean over the room (the global picture) feed a dense
-    layer, then two heads: the move logits (the policy pi(.|s)) and the heuristic h(s), an
-    estimate of the moves left. Reading the player's cell makes the policy the same function
+    next move depends on most) and their mean over the room (the global picture) feed two heads,
+    each a dense layer and an output: the move logits (the policy pi(.|s)) and the heuristic h(s),
+    an estimate of the moves left. Reading the player's cell makes the policy the same function
     of the player's surroundings wherever the player stands: trained on 200 generated levels it
     solved 48/48 held-out ones where a flatten-and-dense head solved 36 (uniform policy: 38)."""
 
@@ -354,15 +356,16 @@ class PolicyHeuristicNet(nn.Module):
             nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-        self.dense = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU())
-        self.policy = nn.Linear(hidden, len(MOVES))
-        self.heuristic = nn.Linear(hidden, 1)
+        # A dense layer per head (as in the PHS paper's code), so that the heuristic's regression
+        # shares only the convolutions with the policy.
+        self.policy = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, len(MOVES)))
+        self.heuristic = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.body(x).flatten(2)  # [N, C, H*W]
         player = x[:, 3].flatten(1).argmax(1)
         at_player = z[torch.arange(len(z), device=z.device), :, player]
-        f = self.dense(torch.cat([at_player, z.mean(2)], 1))
+        f = torch.cat([at_player, z.mean(2)], 1)
         return self.policy(f), self.heuristic(f).squeeze(1)
 
 
@@ -497,6 +500,9 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
     return results
 
 
+WITHIN = (1000, 2000, 5000, 10000)  # budgets reported besides the evaluation's own
+
+
 def summarize(results: list[dict], algo: str, seconds: float) -> dict:
     """eval/* metrics. Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
     solved = [r for r in results if r["solved"]]
@@ -507,6 +513,10 @@ def summarize(results: list[dict], algo: str, seconds: float) -> dict:
            "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
            "eval/total_expansions": int(sum(r["expansions"] for r in results)),
            "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
+    # The search is the same at any budget up to where it stops, so one run also tells how many
+    # levels a smaller budget would have solved.
+    for b in WITHIN:
+        out[f"eval/solved_within_{b}"] = int((exp <= b).sum()) if solved else 0
     if algo == "lts":
         out["eval/bound_violations"] = sum(math.log(r["expansions"]) > r["levin_cost"] + 1e-9 for r in solved)
     return out
@@ -522,6 +532,30 @@ def solution_samples(level: Level, actions: list, expansions: int) -> list:
                         expansions))
         s = level.step(s, a)
     return samples
+
+
+def symmetry(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the square's 8 symmetries on the last two dims: k % 4 quarter turns, then a
+    mirror when k >= 4. The even k (half turn, the two mirrors) also keep a non-square board's shape."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+def move_permutations() -> torch.Tensor:
+    """[8, 4]: row k maps each move to the move it becomes on the board turned by symmetry k
+    (read off by turning a 3 x 3 picture of the four moves around the centre)."""
+    picture = torch.zeros(3, 3, dtype=torch.long)
+    for a, (dr, dc) in enumerate(MOVES):
+        picture[1 + dr, 1 + dc] = a + 1
+    perms = torch.zeros(8, len(MOVES), dtype=torch.long)
+    for k in range(8):
+        turned = symmetry(picture, k)
+        for r, c in turned.nonzero().tolist():
+            perms[k, turned[r, c] - 1] = MOVES.index((r - 1, c - 1))
+    return perms
+
+
+MOVE_PERMS = move_permutations()
 
 
 def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor,
@@ -541,6 +575,16 @@ def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Genera
     to_go = torch.tensor([float(b[3]) for b in batch], device=device)
     legal = torch.tensor([b[4] for b in batch], device=device)
     weights = torch.tensor([b[5] / mean_expansions for b in batch], device=device)
+    # Sokoban's rules do not change when the board is turned or mirrored, if the moves turn with
+    # it: each sample is seen under a random symmetry, 8 times the data for free.
+    square = obs.shape[-1] == obs.shape[-2]
+    ks = rng.integers(0, 8, batch_size) if square else 2 * rng.integers(0, 4, batch_size)
+    perms = MOVE_PERMS.to(device)
+    for k in np.unique(ks):
+        idx = torch.from_numpy(ks == k).to(device)
+        obs[idx] = symmetry(obs[idx], int(k))
+        actions[idx] = perms[k][actions[idx]]
+        legal[idx] = legal[idx][:, perms[k].argsort()]  # new legal[perm[a]] = old legal[a]
     logits, h = model(obs)
     policy_loss = levin_loss(logits, legal, actions, weights)
     # Huber: a bounded gradient, so that early errors of tens of moves do not drown the policy's
@@ -585,6 +629,8 @@ def validate(args: Args) -> None:
                  "test_levels", "train_levels", "num_boxes", "difficulty"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
+    if not 0 <= args.double_below < 1:
+        raise SystemExit(f"--double-below {args.double_below} must be in [0, 1): a fraction of the levels tried.")
     if args.max_budget < args.budget:
         raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
     if args.size < 5:
@@ -722,8 +768,10 @@ def main(args: Args) -> dict:
                "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": trained_s}
         if args.search == "phs":
             row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
-        if not new:
-            budget = min(2 * budget, args.max_budget)  # nothing new at this budget: search deeper
+        # Too little new at this budget: search deeper. The paper doubles when a sweep solves
+        # nothing new, which on thousands of levels never happens while the hard ones stay unsolved.
+        if len(new) <= args.double_below * len(chosen):
+            budget = min(2 * budget, args.max_budget)
         if is_main:
             print(f"sweep {sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
                   f"total {len(memory):>5}/{len(train_levels)}  expansions/s {row['charts/expansions_per_s']:,.0f}  "
@@ -757,6 +805,8 @@ def main(args: Args) -> dict:
               f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
               f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
               f"after {sweep} sweeps, {trained_s:.0f} s of training")
+        print(f"solved within {' / '.join(f'{b:,}' for b in WITHIN)} expansions: "
+              + " / ".join(str(metrics[f"eval/solved_within_{b}"]) for b in WITHIN))
         if args.compare_uniform:
             print(f"uniform policy: solved {metrics['uniform/solved']}/{metrics['uniform/levels']}, "
                   f"expansions mean {metrics['uniform/mean_expansions']:.0f} (solved levels)")

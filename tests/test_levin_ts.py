@@ -218,7 +218,7 @@ def test_theorem_3_bound_holds_on_every_solved_level():
     torch.manual_seed(0)
     net = lts.PolicyHeuristicNet().eval()
     with torch.no_grad():  # a sharply non-uniform random policy, to test more than the uniform one
-        net.policy.weight.mul_(30.0)
+        net.policy[-1].weight.mul_(30.0)
     for evaluate in (lts.uniform_evaluator, lts.network_evaluator(net, torch.device("cpu"))):
         results = lts.batched_search(levels, evaluate, 2000, "lts", batch_levels=16)
         solved = [r for r in results if r["solved"]]
@@ -293,6 +293,36 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path, monkeypatch):
     for key in ("eval/solved", "eval/total_expansions", "train/solved", "charts/budget"):
         assert resumed[key] == straight[key], key
     assert not list((tmp_path / "runs").glob("*/*.tmp"))
+
+
+@pytest.mark.parametrize("double_below", [0.0, 0.25, 0.5])
+def test_budget_doubles_when_a_sweep_solves_too_little(double_below):
+    m = lts.main(tiny_args(budget=40, max_sweeps=1, double_below=double_below, eval_budget=50, test_levels=2))
+    solved, tried = m["train/solved"], 40
+    assert 0 < solved < tried  # so that the rule can go either way (13 of 40 with these flags)
+    assert m["charts/budget"] == (80 if solved <= double_below * tried else 40)
+
+
+def test_symmetries_turn_the_moves_with_the_board():
+    """After symmetry k, move a's result is where move MOVE_PERMS[k][a] goes on the turned board;
+    the 8 symmetries are distinct and each permutes the moves."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        level = lts.generate_level(rng, 10, 4, 10)
+        for a in range(4):
+            after = level.step(level.start, a)
+            if after is None:
+                continue
+            x = torch.from_numpy(lts.encode([level, level], [level.start, after]))
+            for k in range(8):
+                y = lts.symmetry(x, k)
+                (r0, c0), (r1, c1) = (divmod(int(y[i, 3].argmax()), 10) for i in range(2))
+                assert (r1 - r0, c1 - c0) == lts.MOVES[lts.MOVE_PERMS[k][a]]
+                assert torch.equal(y[:, 2].sum((1, 2)), x[:, 2].sum((1, 2)))  # boxes only move
+    assert len({tuple(p.tolist()) for p in lts.MOVE_PERMS}) == 8
+    assert all(sorted(p.tolist()) == [0, 1, 2, 3] for p in lts.MOVE_PERMS)
+    board = torch.arange(6.0).reshape(1, 2, 3)  # a non-square board: the even k keep its shape
+    assert all(lts.symmetry(board, k).shape == board.shape for k in (0, 2, 4, 6))
 
 
 def test_learned_policy_beats_the_uniform_policy():
