@@ -44,7 +44,10 @@ expansion budget; train on the solutions found with the Levin loss, a cross-entr
 solution's actions weighted by the expansions the search spent (minimizing the bound
 N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on the
 distance to go along the solution; double the budget when a sweep solves nothing new; repeat
-until --train-minutes is spent.
+until --train-minutes is spent. Two changes of mine: the budget doubles as soon as a sweep
+solves at most --double-below (5%) of the levels it tries (on thousands of levels "nothing new"
+never comes, and the hard levels would never be searched deeper), and every training state is
+seen turned or mirrored at random (one of the square's 8 symmetries, the moves turned with it).
 
 Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when
 the cell beyond it is free (no wall, no box); solved when every box is on a goal. Levels are
@@ -146,7 +149,7 @@ class Args:
     """generator: side of the square room, border walls included"""
 
     budget: int = 2000
-    """expansions per level in the first sweep (doubled when a sweep solves nothing new)"""
+    """expansions per level in the first sweep (doubled when a sweep solves too little, see --double-below)"""
     max_budget: int = 64000
     """the budget stops doubling here"""
     eval_budget: int = 20000
@@ -156,7 +159,8 @@ class Args:
     max_sweeps: int = 1000
     """stop after this many sweeps (over all resumes)"""
     sweep_levels: int = 250
-    """unsolved training levels attempted per sweep, taken in order (all ranks together)"""
+    """unsolved training levels attempted per sweep at the first budget, taken in order (all ranks
+    together); fewer as the budget doubles, so that a sweep's worst case stays --sweep-levels x --budget"""
     batch_levels: int = 128
     """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
     double_below: float = 0.05
@@ -732,10 +736,11 @@ def main(args: Args) -> dict:
     start, row = time.time(), {}
     while sweep < args.max_sweeps and trained_s < args.train_minutes * 60:
         t0 = time.time()
-        # The next --sweep-levels unsolved levels after the cursor, cycling through the list in
-        # order (so the generated levels of --add-generated, easiest first, come first).
-        n = len(train_levels)
-        chosen = [i for i in ((cursor + k) % n for k in range(n)) if i not in memory][:args.sweep_levels]
+        # The next unsolved levels after the cursor, cycling through the list in order (so the
+        # generated levels of --add-generated, easiest first, come first). Fewer at a larger budget:
+        # a sweep then costs at most what the first did, and the clock is checked as often.
+        n, count = len(train_levels), max(world_size, args.sweep_levels * args.budget // budget)
+        chosen = [i for i in ((cursor + k) % n for k in range(n)) if i not in memory][:count]
         if not chosen:
             break
         cursor = (chosen[-1] + 1) % n
