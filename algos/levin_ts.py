@@ -164,7 +164,7 @@ class Args:
     batch_levels: int = 128
     """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
     double_below: float = 0.05
-    """double the budget when a sweep solves at most this fraction of the levels it tries (0: none, the paper's rule)"""
+    """double the budget when a sweep solves at most this fraction of the levels it tries (0: only when it solves none, the paper's rule)"""
     train_steps: int = 200
     """gradient steps after each sweep"""
     batch_size: int = 256
@@ -174,7 +174,7 @@ class Args:
     channels: int = 32
     """convolution channels of the network"""
     hidden: int = 128
-    """width of the dense layer before the heads"""
+    """width of each head's dense layer"""
     compare_uniform: bool = False
     """also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)"""
 
@@ -351,8 +351,9 @@ class PolicyHeuristicNet(nn.Module):
     next move depends on most) and their mean over the room (the global picture) feed two heads,
     each a dense layer and an output: the move logits (the policy pi(.|s)) and the heuristic h(s),
     an estimate of the moves left. Reading the player's cell makes the policy the same function
-    of the player's surroundings wherever the player stands: trained on 200 generated levels it
-    solved 48/48 held-out ones where a flatten-and-dense head solved 36 (uniform policy: 38)."""
+    of the player's surroundings wherever the player stands: trained on 200 generated levels, a
+    version with one dense layer shared by the heads solved 48/48 held-out ones where a
+    flatten-and-dense head solved 36 (uniform policy: 38)."""
 
     def __init__(self, channels: int = 32, hidden: int = 128):
         super().__init__()
@@ -360,8 +361,8 @@ class PolicyHeuristicNet(nn.Module):
             nn.Conv2d(4, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-        # A dense layer per head (as in the PHS paper's code), so that the heuristic's regression
-        # shares only the convolutions with the policy.
+        # A dense layer per head, so that the heuristic's regression shares only the convolutions
+        # with the policy.
         self.policy = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, len(MOVES)))
         self.heuristic = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
@@ -507,7 +508,7 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
 WITHIN = (1000, 2000, 5000, 10000)  # budgets reported besides the evaluation's own
 
 
-def summarize(results: list[dict], algo: str, seconds: float) -> dict:
+def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> dict:
     """eval/* metrics. Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
     solved = [r for r in results if r["solved"]]
     exp = np.array([r["expansions"] for r in solved] or [0])
@@ -517,9 +518,10 @@ def summarize(results: list[dict], algo: str, seconds: float) -> dict:
            "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
            "eval/total_expansions": int(sum(r["expansions"] for r in results)),
            "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
-    # The search is the same at any budget up to where it stops, so one run also tells how many
-    # levels a smaller budget would have solved.
-    for b in WITHIN:
+    # A level's search does not depend on the budget until the budget stops it (nor on the other
+    # levels in its batch, up to the float rounding of batched network calls), so one run also
+    # tells how many levels each smaller budget would have solved.
+    for b in (b for b in WITHIN if b < budget):
         out[f"eval/solved_within_{b}"] = int((exp <= b).sum()) if solved else 0
     if algo == "lts":
         out["eval/bound_violations"] = sum(math.log(r["expansions"]) > r["levin_cost"] + 1e-9 for r in solved)
@@ -562,6 +564,19 @@ def move_permutations() -> torch.Tensor:
 MOVE_PERMS = move_permutations()
 
 
+def augment(obs: torch.Tensor, actions: torch.Tensor, legal: torch.Tensor, ks: np.ndarray):
+    """Sample i under symmetry ks[i]: its planes turned, its action and its legal-move mask
+    turned with them (the new mask has legal[perm[a]] = the old legal[a])."""
+    obs, actions, legal = obs.clone(), actions.clone(), legal.clone()
+    perms = MOVE_PERMS.to(obs.device)
+    for k in np.unique(ks):
+        idx = torch.from_numpy(ks == k).to(obs.device)
+        obs[idx] = symmetry(obs[idx], int(k))
+        actions[idx] = perms[k][actions[idx]]
+        legal[idx] = legal[idx][:, perms[k].argsort()]
+    return obs, actions, legal
+
+
 def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor,
                weights: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the solution's actions under the policy renormalized over the legal
@@ -583,12 +598,7 @@ def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Genera
     # it: each sample is seen under a random symmetry, 8 times the data for free.
     square = obs.shape[-1] == obs.shape[-2]
     ks = rng.integers(0, 8, batch_size) if square else 2 * rng.integers(0, 4, batch_size)
-    perms = MOVE_PERMS.to(device)
-    for k in np.unique(ks):
-        idx = torch.from_numpy(ks == k).to(device)
-        obs[idx] = symmetry(obs[idx], int(k))
-        actions[idx] = perms[k][actions[idx]]
-        legal[idx] = legal[idx][:, perms[k].argsort()]  # new legal[perm[a]] = old legal[a]
+    obs, actions, legal = augment(obs, actions, legal, ks)
     logits, h = model(obs)
     policy_loss = levin_loss(logits, legal, actions, weights)
     # Huber: a bounded gradient, so that early errors of tens of moves do not drown the policy's
@@ -676,9 +686,9 @@ def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
 def main(args: Args) -> dict:
     """Bootstrap-train the policy (and heuristic), then evaluate on the held-out levels.
     Returns eval/solved, eval/levels, eval/mean_expansions (over solved levels), eval/median_expansions,
-    eval/max_expansions, eval/mean_length, eval/total_expansions, eval/bound_violations (LevinTS),
-    charts/expansions_per_s (evaluation), train/solved, train/levels, sweep, charts/budget, wall_time,
-    and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
+    eval/max_expansions, eval/mean_length, eval/total_expansions, eval/solved_within_B (for the B of
+    WITHIN below --eval-budget), eval/bound_violations (LevinTS), charts/expansions_per_s
+    (evaluation), train/solved, train/levels, sweep, charts/budget, wall_time, and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
     validate(args)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
@@ -713,7 +723,11 @@ def main(args: Args) -> dict:
         if ckpt["train_names"] != [lv.name for lv in train_levels]:
             raise SystemExit(f"--resume {args.resume} was trained on other levels; give the same --levels-path "
                              "and --train-levels (or generator flags and --seed) as that run.")
-        net.load_state_dict(ckpt["net"])
+        try:
+            net.load_state_dict(ckpt["net"])
+        except RuntimeError:
+            raise SystemExit(f"--resume {args.resume} holds a network of another shape (other --channels or "
+                             "--hidden, or an older version of this file); give the flags of that run.") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         budget, sweep, trained_s, memory = ckpt["budget"], ckpt["sweep"], ckpt["trained_s"], ckpt["memory"]
         cursor = ckpt["cursor"]
@@ -792,14 +806,14 @@ def main(args: Args) -> dict:
 
     net.eval()
     results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed)
-    metrics = summarize(results, args.search, seconds)
+    metrics = summarize(results, args.search, seconds, args.eval_budget)
     metrics.update({"train/solved": len(memory), "train/levels": len(train_levels), "sweep": sweep,
                     "charts/budget": budget, "wall_time": time.time() - start,
                     **{k: v for k, v in row.items() if k.startswith("losses/")}})
     if args.compare_uniform:
         uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
                                         dataclasses.replace(args, search="lts"), rank, world_size, distributed)
-        metrics.update({k.replace("eval/", "uniform/"): v for k, v in summarize(uniform, "lts", seconds).items()
+        metrics.update({k.replace("eval/", "uniform/"): v for k, v in summarize(uniform, "lts", seconds, args.eval_budget).items()
                         if k.startswith("eval/")})
     if is_main:
         lengths = [r["length"] for r in results if r["solved"]]
@@ -810,8 +824,10 @@ def main(args: Args) -> dict:
               f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
               f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
               f"after {sweep} sweeps, {trained_s:.0f} s of training")
-        print(f"solved within {' / '.join(f'{b:,}' for b in WITHIN)} expansions: "
-              + " / ".join(str(metrics[f"eval/solved_within_{b}"]) for b in WITHIN))
+        within = [b for b in WITHIN if b < args.eval_budget]
+        if within:
+            print(f"solved within {' / '.join(f'{b:,}' for b in within)} expansions: "
+                  + " / ".join(str(metrics[f"eval/solved_within_{b}"]) for b in within))
         if args.compare_uniform:
             print(f"uniform policy: solved {metrics['uniform/solved']}/{metrics['uniform/levels']}, "
                   f"expansions mean {metrics['uniform/mean_expansions']:.0f} (solved levels)")
