@@ -164,7 +164,8 @@ class Args:
     batch_levels: int = 128
     """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
     double_below: float = 0.05
-    """double the budget when a sweep solves at most this fraction of the levels it tries (0: only when it solves none, the paper's rule)"""
+    """double the budget when a sweep solves at most this fraction of the levels it tries
+    (0: only when it solves none, the paper's rule)"""
     train_steps: int = 200
     """gradient steps after each sweep"""
     batch_size: int = 256
@@ -688,7 +689,8 @@ def main(args: Args) -> dict:
     Returns eval/solved, eval/levels, eval/mean_expansions (over solved levels), eval/median_expansions,
     eval/max_expansions, eval/mean_length, eval/total_expansions, eval/solved_within_B (for the B of
     WITHIN below --eval-budget), eval/bound_violations (LevinTS), charts/expansions_per_s
-    (evaluation), train/solved, train/levels, sweep, charts/budget, wall_time, and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
+    (evaluation), train/solved, train/levels, sweep, charts/budget, wall_time, and with
+    --compare-uniform the same eval keys under uniform/ for the uniform policy."""
     validate(args)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
@@ -813,8 +815,8 @@ def main(args: Args) -> dict:
     if args.compare_uniform:
         uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
                                         dataclasses.replace(args, search="lts"), rank, world_size, distributed)
-        metrics.update({k.replace("eval/", "uniform/"): v for k, v in summarize(uniform, "lts", seconds, args.eval_budget).items()
-                        if k.startswith("eval/")})
+        metrics.update({k.replace("eval/", "uniform/"): v for k, v in
+                        summarize(uniform, "lts", seconds, args.eval_budget).items() if k.startswith("eval/")})
     if is_main:
         lengths = [r["length"] for r in results if r["solved"]]
         print(f"{args.search} eval: solved {metrics['eval/solved']}/{metrics['eval/levels']} held-out levels "
