@@ -304,6 +304,17 @@ def test_budget_doubles_when_a_sweep_solves_too_little():
     assert run((solved - 0.5) / tried)["charts/budget"] == 40  # one level more than the threshold: stays
 
 
+def test_no_sweep_starts_that_would_end_past_train_minutes(monkeypatch):
+    """On a clock that reads 10 s later at every look, every sweep takes the same time D: with
+    --train-minutes at 2.5 D, two sweeps run (a third would end at 3 D, past the limit)."""
+    ticks = iter(range(0, 10**9, 10))
+    monkeypatch.setattr(lts, "time", type("Clock", (), {"time": staticmethod(lambda: float(next(ticks)))}))
+    budget_only = dict(budget=20, double_below=0.0, eval_budget=20, test_levels=2, train_steps=1)
+    one_sweep = lts.main(tiny_args(max_sweeps=1, **budget_only))["train/seconds"]
+    limited = lts.main(tiny_args(max_sweeps=100, train_minutes=2.5 * one_sweep / 60, **budget_only))
+    assert limited["sweep"] == 2 and limited["train/seconds"] == 2 * one_sweep
+
+
 def level_from_planes(planes: torch.Tensor) -> tuple:
     """(Level, State) read back from the one-hot planes [4, H, W]."""
     flat = planes.flatten(1).bool()
