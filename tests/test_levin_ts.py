@@ -270,6 +270,27 @@ def test_phs_cost_and_search():
     assert phs_total < lts_total
 
 
+def test_h_weight_scales_the_heuristic_the_search_sees(monkeypatch):
+    evaluate = lts.network_evaluator
+    level = one(ROOM)
+    torch.manual_seed(0)
+    net = lts.PolicyHeuristicNet(8, 16).eval()
+    with torch.no_grad():
+        net.heuristic[-1].bias.fill_(7.0)  # h > 0, so that the scaling shows
+    obs = lts.encode([level] * 2, [level.start, level.step(level.start, lts.MOVE_NAMES.index("d"))])
+    pi_1, h_1 = lts.network_evaluator(net, torch.device("cpu"))(obs)
+    pi_w, h_w = lts.network_evaluator(net, torch.device("cpu"), 0.5)(obs)
+    assert pi_w == pi_1 and min(h_1) > 0 and h_w == pytest.approx([0.5 * h for h in h_1])
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(SystemExit, match=f"--h-weight {bad} must be >= 0"):
+            lts.main(tiny_args(search="phs", h_weight=bad))
+    # ... and main hands --h-weight to the search's evaluator.
+    seen = []
+    monkeypatch.setattr(lts, "network_evaluator", lambda net, device, w=1.0: seen.append(w) or evaluate(net, device, w))
+    lts.main(tiny_args(search="phs", h_weight=0.25, max_sweeps=0, test_levels=2))
+    assert seen == [0.25]
+
+
 def test_levin_loss_is_masked_weighted_cross_entropy():
     logits = torch.tensor([[0.0, 0.0, 0.0, 5.0], [1.0, 2.0, 3.0, 4.0]])
     legal = torch.tensor([[True, True, True, False], [False, True, True, False]])
@@ -305,14 +326,17 @@ def test_budget_doubles_when_a_sweep_solves_too_little():
 
 
 def test_no_sweep_starts_that_would_end_past_train_minutes(monkeypatch):
-    """On a clock that reads 10 s later at every look, every sweep takes the same time D: with
-    --train-minutes at 2.5 D, two sweeps run (a third would end at 3 D, past the limit)."""
+    """On a clock that reads 10 s later at every look, every sweep takes the same time D (a sweep
+    reads the clock a fixed number of times): with --train-minutes at k + 0.5 sweeps, k sweeps run
+    (the next would end past the limit), and levels are left unsolved, so the clock stopped it."""
     ticks = iter(range(0, 10**9, 10))
     monkeypatch.setattr(lts, "time", type("Clock", (), {"time": staticmethod(lambda: float(next(ticks)))}))
     budget_only = dict(budget=20, double_below=0.0, eval_budget=20, test_levels=2, train_steps=1)
     one_sweep = lts.main(tiny_args(max_sweeps=1, **budget_only))["train/seconds"]
-    limited = lts.main(tiny_args(max_sweeps=100, train_minutes=2.5 * one_sweep / 60, **budget_only))
-    assert limited["sweep"] == 2 and limited["train/seconds"] == 2 * one_sweep
+    for k in (2, 3):
+        limited = lts.main(tiny_args(max_sweeps=100, train_minutes=(k + 0.5) * one_sweep / 60, **budget_only))
+        assert limited["sweep"] == k and limited["train/seconds"] == k * one_sweep
+        assert limited["train/solved"] < limited["train/levels"]
 
 
 def level_from_planes(planes: torch.Tensor) -> tuple:
