@@ -376,7 +376,7 @@ def test_learned_policy_beats_the_uniform_policy():
     m = lts.main(tiny_args(train_levels=200, test_levels=48, num_boxes=2, difficulty=6, budget=400,
                            eval_budget=1500, max_sweeps=2, sweep_levels=200, train_steps=150, batch_size=64,
                            batch_levels=48, compare_uniform=True))
-    print(m)  # seed 1: 48/48 solved, mean 120 expansions; uniform 38/48, mean 382
+    print(m)  # seed 1: 48/48 solved, mean 89 expansions; uniform 38/48, mean 382
     assert m["eval/solved"] >= m["uniform/solved"] + 4
     assert m["eval/mean_expansions"] < 0.6 * m["uniform/mean_expansions"]
     assert m["eval/total_expansions"] < 0.5 * m["uniform/total_expansions"]
