@@ -50,10 +50,11 @@ expansion budget; train on the solutions found with the Levin loss, a cross-entr
 solution's actions weighted by the expansions the search spent (minimizing the bound
 N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on the
 distance to go along the solution; double the budget when a sweep solves nothing new; repeat
-until another sweep as long as the last would end past --train-minutes. Two changes of mine: the budget doubles as soon as a sweep
-solves at most --double-below (15%) of the levels it tries (on thousands of levels "nothing new"
-never comes, and the hard levels would never be searched deeper), and every training state is
-seen turned or mirrored at random (one of the square's 8 symmetries, the moves turned with it).
+until another sweep as long as the last would end past --train-minutes. Two changes of mine:
+the budget doubles as soon as a sweep solves at most --double-below (15%) of the levels it tries
+(on thousands of levels "nothing new" never comes, and the hard levels would never be searched
+deeper), and every training state is seen turned or mirrored at random (one of the square's 8
+symmetries, the moves turned with it).
 
 Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when
 the cell beyond it is free (no wall, no box); solved when every box is on a goal. Levels are
@@ -827,8 +828,7 @@ def main(args: Args) -> dict:
     results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed)
     metrics = summarize(results, args.search, seconds, args.eval_budget)
     metrics.update({"train/solved": len(memory), "train/levels": len(train_levels), "train/seconds": trained_s,
-                    "sweep": sweep,
-                    "charts/budget": budget, "wall_time": time.time() - start,
+                    "sweep": sweep, "charts/budget": budget, "wall_time": time.time() - start,
                     **{k: v for k, v in row.items() if k.startswith("losses/")}})
     if args.compare_uniform:
         uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
