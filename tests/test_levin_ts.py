@@ -287,8 +287,21 @@ def test_h_weight_scales_the_heuristic_the_search_sees(monkeypatch):
     # ... and main hands --h-weight to the search's evaluator.
     seen = []
     monkeypatch.setattr(lts, "network_evaluator", lambda net, device, w=1.0: seen.append(w) or evaluate(net, device, w))
-    lts.main(tiny_args(search="phs", h_weight=0.25, max_sweeps=0, test_levels=2))
-    assert seen == [0.25]
+    lts.main(tiny_args(search="phs", h_weight=0.75, max_sweeps=0, test_levels=2))  # not the default
+    assert seen == [0.75]
+
+
+def test_heuristic_loss_trains_only_the_heuristic_head():
+    """PHS*'s regression of h must leave the convolutions and the policy to the Levin loss."""
+    level = one(ROOM)
+    net = lts.PolicyHeuristicNet(8, 16)
+    obs = torch.from_numpy(lts.encode([level], [level.start]))
+    logits, h = net(obs)
+    h.sum().backward()
+    assert all(p.grad is None for p in [*net.body.parameters(), *net.policy.parameters()])
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.heuristic.parameters())
+    logits.sum().backward()  # the policy's gradient still reaches the convolutions
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.body.parameters())
 
 
 def test_levin_loss_is_masked_weighted_cross_entropy():
