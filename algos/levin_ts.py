@@ -846,6 +846,7 @@ def main(args: Args) -> dict:
               f"(budget {args.eval_budget}), expansions mean {metrics['eval/mean_expansions']:.0f} "
               f"median {metrics['eval/median_expansions']:.0f} max {metrics['eval/max_expansions']}, "
               f"solution length mean {metrics['eval/mean_length']:.1f} max {max(lengths, default=0)}, "
+              f"{metrics['eval/total_expansions']:,} expansions in all (failures included), "
               f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
               f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
               f"after {sweep} sweeps, {trained_s:.0f} s of training")

@@ -399,7 +399,8 @@ def test_learned_policy_beats_the_uniform_policy():
 # ---------------------------------------------------------------- benchmarks (an idle machine, ~1 hour each)
 BOXOBAN = SHARED_DATA / "boxoban" / "unfiltered" / "train"
 EVAL_LINE = re.compile(r"solved (\d+)/(\d+) held-out levels \(budget \d+\), expansions mean (\d+) .*?([\d,]+) "
-                       r"expansions/s, Theorem 3 violations (\S+), after (\d+) sweeps, (\d+) s of training")
+                       r"expansions in all .*?([\d,]+) expansions/s, Theorem 3 violations (\S+), "
+                       r"after (\d+) sweeps, (\d+) s of training")
 
 
 def boxoban_run(search):
@@ -409,19 +410,21 @@ def boxoban_run(search):
            "--train-levels", "9000", "--test-levels", "1000", "--add-generated", "1000", "--train-minutes", "60"]
     proc = run(cmd, cwd=ALGOS.parent, timeout=2 * 3600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    solved, levels, mean, speed, violations, sweeps, seconds = EVAL_LINE.search(proc.stdout).groups()
-    print(f"\n{search}: solved {solved}/{levels}, mean expansions {mean}, {speed} expansions/s, "
+    solved, levels, mean, total, speed, violations, sweeps, seconds = EVAL_LINE.search(proc.stdout).groups()
+    print(f"\n{search}: solved {solved}/{levels}, mean expansions {mean}, {total} in all, {speed} expansions/s, "
           f"violations {violations}, {sweeps} sweeps, {seconds} s training")
-    return int(solved), int(levels), int(mean), int(speed.replace(",", "")), violations
+    return int(solved), int(levels), int(mean), int(total.replace(",", "")), int(speed.replace(",", "")), violations
 
 
 @pytest.mark.benchmark
 @pytest.mark.skipif(not BOXOBAN.is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
 def test_boxoban_lts_and_phs_after_an_hour_of_training():
-    solved, levels, mean, speed, violations = boxoban_run("lts")
+    solved, levels, mean, total, speed, violations = boxoban_run("lts")
     assert levels == 1000 and solved >= 950 and mean <= 5000 and speed >= 2000 and violations == "0"
-    phs_solved, _, phs_mean, _, _ = boxoban_run("phs")
-    assert phs_solved >= solved and phs_mean <= mean
+    # PHS* matches LevinTS: as many levels, and no more expansions on the same 1,000 levels (a
+    # failure counts the budget it spent; a mean over solved levels would favour solving fewer).
+    phs_solved, _, _, phs_total, _, _ = boxoban_run("phs")
+    assert phs_solved >= solved and phs_total <= total
 
 
 def test_phs_trains_the_heuristic_and_mixes_generated_levels(tmp_path, monkeypatch):
