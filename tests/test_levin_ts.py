@@ -421,10 +421,11 @@ def boxoban_run(search):
 def test_boxoban_lts_and_phs_after_an_hour_of_training():
     solved, levels, mean, total, speed, violations = boxoban_run("lts")
     assert levels == 1000 and solved >= 950 and mean <= 5000 and speed >= 2000 and violations == "0"
-    # PHS* matches LevinTS: as many levels, and no more expansions on the same 1,000 levels (a
-    # failure counts the budget it spent; a mean over solved levels would favour solving fewer).
-    phs_solved, _, _, phs_total, _, _ = boxoban_run("phs")
-    assert phs_solved >= solved and phs_total <= total
+    # PHS* meets the same bar and at least matches LevinTS in expansions: per solved level, and
+    # over the same 1,000 levels with a failure counting the budget it spent (a mean over solved
+    # levels alone would favour solving fewer).
+    phs_solved, _, phs_mean, phs_total, _, _ = boxoban_run("phs")
+    assert phs_solved >= 950 and phs_mean <= mean and phs_total <= total
 
 
 def test_phs_trains_the_heuristic_and_mixes_generated_levels(tmp_path, monkeypatch):
