@@ -34,9 +34,10 @@ PHS* (Orseau & Lelis 2021) adds a learned heuristic h(n) >= 0 to the policy:
 The search's h is the network's estimate of the moves left times --h-weight w = 0.25 (my choice):
 the estimate learns the lengths of the solutions found, which are longer than the shortest, and
 an h too large near the root (h/g big) puts a large power on pi and makes the search greedy.
-Chosen on 200 Boxoban medium levels (not the held-out ones), one network fit to a PHS* run's
-solutions, 5,000 expansions a level: w = 0 (LevinTS) 78 solved, 0.125: 88, 0.25: 87, 0.5: 80,
-1: 67; expansions in all, failures included, 758k / 695k / 693k / 702k / 756k.
+Chosen on 200 Boxoban medium levels (not the held-out ones), one network (h detached, below) fit
+to a PHS* run's solutions, 5,000 expansions a level: w = 0 (LevinTS) 78 solved, 0.125: 88,
+0.25: 87, 0.5: 80, 1: 67; expansions in all, failures included, 758k / 695k / 693k / 702k /
+756k. 0.125 and 0.25 are a tie; 0.25 solved more within 1,000 expansions (45 vs 35).
 
 Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head
 (4 moves) and a heuristic head. Search runs many levels at once: each round pops the best node
@@ -387,11 +388,9 @@ class PolicyHeuristicNet(nn.Module):
         player = x[:, 3].flatten(1).argmax(1)
         at_player = z[torch.arange(len(z), device=z.device), :, player]
         f = torch.cat([at_player, z.mean(2)], 1)
-        # h reads the features but does not train them. Trained through them, its regression on
-        # tens of moves took them over: fit to the PHS* run's solutions (6,000 steps), a shared
-        # trunk left the policy a held-out cross-entropy of 0.48 (detached: 0.31), and on 200
-        # Boxoban medium levels at 5,000 expansions LevinTS solved 19 (detached: 78) and PHS* 52
-        # (80), though h fit better (Huber loss 3.4 vs 5.6).
+        # h reads the features but does not train them: trained through them, its regression on
+        # tens of moves took them over and the policy got worse (held-out cross-entropy 0.48 vs
+        # 0.31 when detached, fit to the same solutions; the README has the searches).
         return self.policy(f), self.heuristic(f.detach()).squeeze(1)
 
 
@@ -622,7 +621,7 @@ def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Genera
     obs, actions, legal = augment(obs, actions, legal, ks)
     logits, h = model(obs)
     policy_loss = levin_loss(logits, legal, actions, weights)
-    # Huber: errors of tens of moves early on give the heuristic head a bounded gradient.
+    # Huber: a few long, roundabout solutions give targets far off the rest; their gradient stays bounded.
     h_loss = F.smooth_l1_loss(h, to_go) if algo == "phs" else torch.zeros((), device=device)
     optimizer.zero_grad(set_to_none=True)
     (policy_loss + h_loss).backward()  # under DDP the gradients are averaged across ranks here
