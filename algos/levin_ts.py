@@ -819,7 +819,8 @@ def main(args: Args) -> dict:
             print(f"sweep {sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
                   f"total {len(memory):>5}/{len(train_levels)}  expansions/s {row['charts/expansions_per_s']:,.0f}  "
                   f"policy loss {row['losses/policy_loss']:.3f}  "
-                  + (f"h loss {row['losses/heuristic_loss']:.2f}  " if args.search == "phs" else "") + f"{trained_s:.0f} s")
+                  + (f"h loss {row['losses/heuristic_loss']:.2f}  " if args.search == "phs" else "")
+                  + f"{trained_s:.0f} s")
             if wandb:
                 wandb.log(row, step=sweep)
             if args.save_model:

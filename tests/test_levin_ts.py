@@ -50,7 +50,8 @@ def tiny_args(**kw):
 def test_moves_and_push_rules():
     level = one(ROOM)
     s = level.start
-    assert s.player == idx(level, 3, 1) and s.boxes == tuple(sorted([idx(level, 2, 2), idx(level, 3, 4), idx(level, 4, 3)]))
+    assert s.player == idx(level, 3, 1)
+    assert s.boxes == tuple(sorted([idx(level, 2, 2), idx(level, 3, 4), idx(level, 4, 3)]))
     assert level.goals == {idx(level, 1, 3), idx(level, 3, 4), idx(level, 4, 5)}
     assert level.step(s, L) is None  # into the wall
     down = level.step(s, D)
