@@ -59,9 +59,15 @@ Usage
 """
 
 import dataclasses
+import hashlib
+import io
+import math
 import os
 import random
+import signal
+import sys
 import time
+import typing
 from collections import deque
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional
@@ -75,25 +81,33 @@ import torch.nn.functional as F
 import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+ALGO = "dqn"
 
-def from_table(metavar: str):
-    """Marks a field whose default comes from ENV_DEFAULTS (None until resolve_defaults)."""
-    return tyro.conf.arg(metavar=metavar, help_behavior_hint="(default: per-env table)")
+
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
 
 
 @dataclass
 class Args:
-    """DQN. Fields marked "per-env table" default to ENV_DEFAULTS[env_id] (printed at start)."""
+    """DQN. --env-id picks that environment's tuned numbers (PRESETS) as the defaults shown here;
+    any flag still wins. Every count is for the whole run, all ranks together."""
 
     exp_name: str = "dqn"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0)] = 1
     """seed of the experiment (rank r uses seed + r)"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available"""
-    num_threads: int = 1
+    num_threads: Annotated[int, Range(1)] = 1
     """torch CPU threads; small networks run fastest with one"""
     track: bool = False
     """log to Weights & Biases"""
@@ -105,10 +119,10 @@ class Args:
     """save the Q-network to runs/<run_name>/dqn.pt"""
     eval_checkpoint: Optional[str] = None
     """evaluate this saved model greedily and exit, no training"""
-    eval_episodes: int = 100
+    eval_episodes: Annotated[int, Range(1)] = 100
     """greedy evaluation episodes at the end"""
-    log_interval: int = 5000
-    """print progress every this many environment steps"""
+    log_interval: Annotated[int, Range(1)] = 5000
+    """print progress every this many environment steps (all ranks together)"""
 
     env_id: str = "MountainCar-v0"
     """a gymnasium id with a discrete action space ("module:Env-v0" imports module first)"""
@@ -116,112 +130,74 @@ class Args:
     """regression loss on the TD error"""
     double_dqn: bool = True
     """choose a* with the online network (Double DQN) instead of the target network"""
-
-    # None below means: take the value from ENV_DEFAULTS[env_id], else from GENERIC_DEFAULTS.
-    total_timesteps: Annotated[Optional[int], from_table("INT")] = None
-    """environment steps, all ranks together"""
-    num_envs: Annotated[Optional[int], from_table("INT")] = None
-    """parallel environments per rank"""
-    learning_rate: Annotated[Optional[float], from_table("FLOAT")] = None
+    total_timesteps: Annotated[int, Range(1)] = 500_000
+    """environment steps (all ranks together)"""
+    num_envs: Annotated[int, Range(1)] = 1
+    """parallel environments (all ranks together; each rank steps num_envs / world_size)"""
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4
     """Adam step size"""
-    anneal_lr: Annotated[Optional[bool], from_table("{True,False}")] = None
+    anneal_lr: bool = False
     """let the step size fall linearly to 0 over the run (steadier final weights)"""
-    buffer_size: Annotated[Optional[int], from_table("INT")] = None
-    """replay buffer capacity in transitions (per rank)"""
-    gamma: Annotated[Optional[float], from_table("FLOAT")] = None
+    buffer_size: Annotated[int, Range(1)] = 10_000
+    """replay buffer capacity in transitions (all ranks together; each rank keeps its share)"""
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """discount factor"""
-    tau: Annotated[Optional[float], from_table("FLOAT")] = None
+    tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0
     """target update rate: 1.0 copies the weights, < 1 is Polyak averaging"""
-    target_network_frequency: Annotated[Optional[int], from_table("INT")] = None
-    """update the target network every this many environment steps (per rank)"""
-    batch_size: Annotated[Optional[int], from_table("INT")] = None
-    """transitions per gradient step"""
-    start_e: Annotated[Optional[float], from_table("FLOAT")] = None
+    target_network_frequency: Annotated[int, Range(1)] = 500
+    """update the target network every this many environment steps (all ranks together)"""
+    batch_size: Annotated[int, Range(1)] = 128
+    """transitions per gradient step (all ranks together; each rank samples its share)"""
+    start_e: Annotated[float, Range(0, 1)] = 1.0
     """epsilon at the start"""
-    end_e: Annotated[Optional[float], from_table("FLOAT")] = None
+    end_e: Annotated[float, Range(0, 1)] = 0.05
     """epsilon at the end of the linear schedule"""
-    exploration_fraction: Annotated[Optional[float], from_table("FLOAT")] = None
+    exploration_fraction: Annotated[float, Range(0, 1)] = 0.5
     """fraction of total-timesteps over which epsilon falls from start-e to end-e"""
-    ez_mu: Annotated[Optional[float], from_table("FLOAT")] = None
+    ez_mu: Annotated[float, Range(0)] = 0.0
     """epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy"""
-    learning_starts: Annotated[Optional[int], from_table("INT")] = None
-    """environment steps of pure collection before learning (per rank)"""
-    train_frequency: Annotated[Optional[int], from_table("INT")] = None
-    """do gradient-steps updates every this many environment steps (per rank)"""
-    gradient_steps: Annotated[Optional[int], from_table("INT")] = None
+    learning_starts: Annotated[int, Range(1)] = 10_000
+    """environment steps of pure collection before learning (all ranks together)"""
+    train_frequency: Annotated[int, Range(1)] = 10
+    """do gradient-steps updates every this many environment steps (all ranks together)"""
+    gradient_steps: Annotated[int, Range(1)] = 1
     """updates per training round"""
-    n_step: Annotated[Optional[int], from_table("INT")] = None
+    n_step: Annotated[int, Range(1)] = 1
     """n of the n-step return (1 = one-step Q-learning)"""
-    hidden_sizes: Annotated[Optional[tuple[int, ...]], from_table("INT [INT ...]")] = None
+    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (120, 84)
     """widths of the Q-network's hidden layers"""
 
 
-# Per-environment hyperparameters. Any flag given on the command line wins over this table.
-# MountainCar starts from RL Zoo's tuned DQN (lr 4e-3, batch 128, buffer 10k, gamma 0.98,
-# target every 600 steps, 8 updates every 16 steps) with a smaller network, which fits a 2-core
-# CPU's minute, and 8-step returns, without which no seed of ours solved it in 120k steps
-# (uniform random actions never reached the flag in 20,000 simulated episodes: the first
-# successes come from the network's optimism, and n=8 carries them back fast).
-# CartPole trains once every 8 steps on 4 envs: fewer, larger updates are both faster and
-# steadier at the end of the run, which is when the greedy evaluation happens.
-# Acrobot, like MountainCar, needs torque held in one direction to swing up: uniform random
-# actions reached its goal in 1% of 500-step episodes here, held ones (ez_mu=2) in 18%.
-# Its n is 4, not 8: n-step returns are not corrected for the exploratory actions inside
-# them, and with long held actions n=8 biased the values (2/5 seeds solved vs 5/5 with n=4).
-GENERIC_DEFAULTS = dict(
-    total_timesteps=500_000, num_envs=1, learning_rate=2.5e-4, anneal_lr=False, buffer_size=10_000,
-    gamma=0.99, tau=1.0, target_network_frequency=500, batch_size=128, start_e=1.0, end_e=0.05,
-    exploration_fraction=0.5, ez_mu=0.0, learning_starts=10_000, train_frequency=10,
-    gradient_steps=1, n_step=1, hidden_sizes=(120, 84),
-)
-ENV_DEFAULTS = {
-    "MountainCar-v0": dict(
-        total_timesteps=120_000, learning_rate=4e-3, buffer_size=10_000, gamma=0.98,
-        target_network_frequency=600, batch_size=128, end_e=0.07, exploration_fraction=0.2,
-        learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=8, hidden_sizes=(64, 64),
-    ),
-    "CartPole-v1": dict(
-        total_timesteps=50_000, num_envs=4, learning_rate=1e-3, buffer_size=50_000, gamma=0.99,
-        target_network_frequency=500, batch_size=128, end_e=0.05, exploration_fraction=0.2,
-        learning_starts=1_000, train_frequency=8, gradient_steps=1, n_step=8, hidden_sizes=(64, 64),
-    ),
-    "Acrobot-v1": dict(
-        total_timesteps=200_000, learning_rate=4e-3, anneal_lr=True, buffer_size=10_000, gamma=0.98,
-        target_network_frequency=600, batch_size=128, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
-        learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64),
-    ),
+# Tuned environments: whole Args values; any flag given on the command line still wins.
+# How each was found is in the README's dqn.py section.
+PRESETS = {
+    # RL Zoo's tuned DQN with a smaller network; 8-step returns carry the rare flag rewards back.
+    "MountainCar-v0": dataclasses.replace(
+        Args(), env_id="MountainCar-v0", total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,
+        target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, learning_starts=1_000,
+        train_frequency=16, gradient_steps=8, n_step=8, hidden_sizes=(64, 64)),
+    # Fewer, larger updates on 4 envs: steadier weights at the end, where the evaluation happens.
+    "CartPole-v1": dataclasses.replace(
+        Args(), env_id="CartPole-v1", total_timesteps=50_000, num_envs=4, learning_rate=1e-3,
+        buffer_size=50_000, target_network_frequency=500, exploration_fraction=0.2,
+        learning_starts=1_000, train_frequency=8, n_step=8, hidden_sizes=(64, 64)),
+    # Swinging up needs torque held in one direction: held exploratory actions (ez_mu 2), n = 4.
+    "Acrobot-v1": dataclasses.replace(
+        Args(), env_id="Acrobot-v1", total_timesteps=200_000, learning_rate=4e-3, anneal_lr=True,
+        gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
+        learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64)),
 }
 
 
-def resolve_defaults(args: Args) -> tuple[Args, list[str]]:
-    """Fill every field left at None from the table; return the args and the filled names."""
-    table = {**GENERIC_DEFAULTS, **ENV_DEFAULTS.get(args.env_id, {})}
-    filled = {k: v for k, v in table.items() if getattr(args, k) is None}
-    return dataclasses.replace(args, **filled), sorted(filled)
+def preset(env_id: str) -> Args:
+    """The defaults a user gets with --env-id env_id."""
+    return PRESETS.get(env_id, dataclasses.replace(Args(), env_id=env_id))
 
 
-def validate(args: Args) -> None:
-    """Reject flag combinations that cannot work, with one sentence naming the fix."""
-    for name in ("train_frequency", "target_network_frequency"):
-        value = getattr(args, name)
-        if value < args.num_envs or value % args.num_envs:
-            raise SystemExit(f"--{name.replace('_', '-')} {value} is not a positive multiple of "
-                             f"--num-envs {args.num_envs}: pick values so that it divides evenly.")
-    if args.n_step < 1:
-        raise SystemExit(f"--n-step {args.n_step} must be at least 1.")
-    if args.learning_starts < args.num_envs * args.n_step:
-        raise SystemExit(f"--learning-starts {args.learning_starts} is below --num-envs x --n-step = "
-                         f"{args.num_envs * args.n_step}: the first n-step transitions are not "
-                         "complete by then, so the buffer would be empty; raise --learning-starts.")
-    if args.ez_mu != 0 and args.ez_mu <= 1:
-        raise SystemExit(f"--ez-mu {args.ez_mu} must be 0 (plain epsilon-greedy) or above 1 "
-                         "(the zeta distribution is only defined there; the paper uses 2).")
-    if not 0.0 < args.tau <= 1.0:
-        raise SystemExit(f"--tau {args.tau} must lie in (0, 1]: 1.0 copies the weights.")
-    if args.eval_episodes < 1:
-        raise SystemExit(f"--eval-episodes {args.eval_episodes} must be at least 1.")
-
-
+# =============================================================================================
+# ALGORITHM: environments, the Q-network, n-step transitions, the replay buffer, the TD target,
+# the target-network update, exploration, evaluation. Read this first.
+# =============================================================================================
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """Synchronous vector env (NEXT_STEP autoreset) that records episode returns."""
     try:
@@ -366,8 +342,7 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
     return actions
 
 
-def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
-             device: torch.device) -> np.ndarray:
+def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int, device: torch.device) -> dict:
     """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not
     over-counted (the first episodes to finish in a shared env are biased towards short ones)."""
     envs = make_envs(env_id, episodes)
@@ -380,41 +355,169 @@ def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int,
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
-    return returns
-
-
-def save_checkpoint(path: str, q_network: nn.Module, args: Args) -> None:
-    """Write atomically: a crash mid-write never leaves a half-written checkpoint behind."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save({"q_network": q_network.state_dict(), "env_id": args.env_id,
-                "hidden_sizes": list(args.hidden_sizes), "args": dataclasses.asdict(args)}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"--eval-checkpoint {path}: no such file.") from None
-    except Exception as e:
-        raise SystemExit(f"--eval-checkpoint {path} is not a readable checkpoint "
-                         f"({type(e).__name__}); write a new one with --save-model.") from None
-    if not isinstance(ckpt, dict) or not {"q_network", "env_id", "hidden_sizes"} <= ckpt.keys():
-        raise SystemExit(f"--eval-checkpoint {path} is not a dqn.py checkpoint (expected keys "
-                         "q_network, env_id, hidden_sizes); write one with --save-model.")
-    return ckpt
-
-
-def report_eval(returns: np.ndarray) -> dict:
     return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-            "eval/episodes": len(returns)}
+            "eval/episodes": episodes}
+
+
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def parse_args() -> Args:
+    """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
+    other flag overrides, so --help and the printed config show the numbers actually used."""
+    env_id, argv = Args.env_id, sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--env-id" and i + 1 < len(argv):
+            env_id = argv[i + 1]
+        elif arg.startswith("--env-id="):
+            env_id = arg.split("=", 1)[1]
+    return tyro.cli(Args, default=preset(env_id))
+
+
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+
+
+def validate(args: Args, world_size: int) -> None:
+    """Combinations of flags that would otherwise run silently wrong, one sentence each."""
+    for name in ("num_envs", "buffer_size", "batch_size"):
+        if getattr(args, name) % world_size:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} does not divide among "
+                             f"the {world_size} ranks: make it a multiple of {world_size}.")
+    for name in ("train_frequency", "target_network_frequency"):
+        value = getattr(args, name)
+        if value % args.num_envs:
+            raise SystemExit(f"--{name.replace('_', '-')} {value} is not a multiple of --num-envs "
+                             f"{args.num_envs}: pick values so that it divides evenly.")
+    if args.learning_starts < args.num_envs * args.n_step:
+        raise SystemExit(f"--learning-starts {args.learning_starts} is below --num-envs x --n-step = "
+                         f"{args.num_envs * args.n_step}: the first n-step transitions are not "
+                         "complete by then, so the buffer would be empty; raise --learning-starts.")
+    if args.learning_starts >= args.total_timesteps:
+        raise SystemExit(f"--learning-starts {args.learning_starts} is not below --total-timesteps "
+                         f"{args.total_timesteps}: the network would never train.")
+    if 0 < args.ez_mu <= 1:
+        raise SystemExit(f"--ez-mu {args.ez_mu} must be 0 (plain epsilon-greedy) or above 1 "
+                         "(the zeta distribution is only defined there; the paper uses 2).")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
+
+
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
+    under a temporary name that replaces `path` only when complete."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
+    try:
+        with open(path, "rb") as f:
+            header, _, data = f.read().partition(b"\n")
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+    if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
+        raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
+                         "(its sha256 does not match): use another one or train again.")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("algo") != ALGO:
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
+    return state
+
+
+def save_model(path: str, q_network: nn.Module, args: Args) -> None:
+    save_checkpoint(path, {"algo": ALGO, "q_network": q_network.state_dict(), "env_id": args.env_id,
+                           "hidden_sizes": list(args.hidden_sizes), "args": dataclasses.asdict(args)})
+
+
+class StopFlag:
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving."""
+
+    def __init__(self):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler)
+
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
+    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    return distributed, rank, world_size, device
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+def check_finite(name: str, value: float, step: int, hint: str) -> None:
+    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
+    if not math.isfinite(value):
+        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the greedy returns of a saved network, no training. The env is the
     checkpoint's own; under torchrun rank 0 alone evaluates."""
-    ckpt = load_checkpoint(args.eval_checkpoint)
+    ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -428,7 +531,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = report_eval(evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device))
+    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device)
     print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} +- "
           f"{metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     return metrics
@@ -438,23 +541,11 @@ def main(args: Args) -> dict:
     """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
     eval/mean_return, eval/std_return, eval/episodes, and for training also charts/SPS,
     global_step, wall_time and losses/td_loss (the last logged value)."""
+    check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-    args, filled = resolve_defaults(args)
-    validate(args)
-
-    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    use_cuda = args.cuda and torch.cuda.is_available()
-    if distributed:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(args.num_threads)
+    distributed, rank, world_size, device = setup_distributed(args)
+    validate(args, world_size)
     is_main = rank == 0
 
     seed = args.seed + rank
@@ -465,19 +556,19 @@ def main(args: Args) -> dict:
     rng = np.random.default_rng(seed)
 
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
-    if is_main:
-        print(f"{args.env_id}: {world_size} rank(s) x {args.num_envs} env(s) on {device}")
-        print("hyperparameters (* = per-env default table): " + ", ".join(
-            f"{k}={getattr(args, k)}{'*' if k in filled else ''}" for k in sorted(GENERIC_DEFAULTS)))
     wandb = None
-    if args.track and is_main:
-        import wandb  # imported here so that a plain run does not pay for it
-        os.makedirs(run_dir, exist_ok=True)
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
+    if is_main:
+        run_dir = make_run_dir(run_name)
+        print(f"{args.env_id}: {world_size} rank(s) x {args.num_envs // world_size} env(s) on {device}, "
+              f"run folder {run_dir}")
+        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
+        if args.track:
+            wandb = start_wandb(args, run_name, run_dir)
 
-    envs = make_envs(args.env_id, args.num_envs)
+    # Every rank steps its own share of the envs into its own share of the buffer; the schedule
+    # below is in iterations (one step of every env), the same on every rank.
+    num_envs = args.num_envs // world_size
+    envs = make_envs(args.env_id, num_envs)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
     # DDP broadcasts rank 0's initial weights, so the target copy below is the same everywhere.
@@ -487,29 +578,28 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
                                  fused=device.type in ("cpu", "cuda"))
     loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
-    rb = ReplayBuffer(args.buffer_size, obs_space.shape[0], rng)
-    window = NStepWindow(args.n_step, args.num_envs, args.gamma)
+    rb = ReplayBuffer(args.buffer_size // world_size, obs_space.shape[0], rng)
+    window = NStepWindow(args.n_step, num_envs, args.gamma)
 
-    # Every rank steps its own envs; the schedule below is in this rank's own steps.
-    local_steps = args.total_timesteps // world_size
-    num_iterations = max(local_steps // args.num_envs, 1)
+    num_iterations = max(args.total_timesteps // args.num_envs, 1)
     train_every = args.train_frequency // args.num_envs
     target_every = args.target_network_frequency // args.num_envs
     recent_returns = deque(maxlen=20)
     td_loss = torch.zeros(())
     start_time = time.time()
     obs, _ = envs.reset(seed=seed * 1_000)  # sub-env i is seeded seed*1000 + i
-    autoreset = np.zeros(args.num_envs, dtype=bool)
-    hold, held_action = np.zeros(args.num_envs, np.int64), np.zeros(args.num_envs, np.int64)
+    autoreset = np.zeros(num_envs, dtype=bool)
+    hold, held_action = np.zeros(num_envs, np.int64), np.zeros(num_envs, np.int64)
 
     @torch.inference_mode()
     def online_q(obs):
         return q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
+    stop = StopFlag()
     for iteration in range(1, num_iterations + 1):
-        step = iteration * args.num_envs  # this rank's environment steps so far
-        global_step = step * world_size
-        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * local_steps, step)
+        global_step = iteration * args.num_envs  # environment steps so far, all ranks together
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
+                                  global_step)
         actions = explore(online_q, obs, epsilon, hold, held_action, args.ez_mu, n_actions, rng)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
         # NEXT_STEP autoreset: a sub-env that ended an episode last step has just been reset;
@@ -530,11 +620,12 @@ def main(args: Args) -> dict:
                 wandb.log({"charts/episodic_return": float(returns.mean()), "global_step": global_step,
                            "charts/episodic_length": float(lengths.mean())}, step=global_step)
 
-        if step > args.learning_starts and iteration % train_every == 0:
+        if global_step > args.learning_starts and iteration % train_every == 0:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
             for _ in range(args.gradient_steps):
-                b_obs, b_actions, b_returns, b_next_obs, b_discounts = rb.sample(args.batch_size, device)
+                b_obs, b_actions, b_returns, b_next_obs, b_discounts = rb.sample(args.batch_size // world_size,
+                                                                                 device)
                 y = td_target(q_network, target_network, b_returns, b_next_obs, b_discounts, args.double_dqn)
                 q_values = model(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
                 td_loss = loss_fn(q_values, y)
@@ -542,10 +633,11 @@ def main(args: Args) -> dict:
                 td_loss.backward()  # DDP all-reduces (averages) the gradients here
                 optimizer.step()
 
-        if step > args.learning_starts and iteration % target_every == 0:
+        if global_step > args.learning_starts and iteration % target_every == 0:
             soft_update(target_network, q_network, args.tau)
 
-        if is_main and (global_step % args.log_interval < args.num_envs * world_size or iteration == num_iterations):
+        if is_main and (global_step % args.log_interval < args.num_envs or iteration == num_iterations):
+            check_finite("the TD loss", td_loss.item(), global_step, "lower --learning-rate.")
             sps = int(global_step / (time.time() - start_time))
             mean_ret = np.mean(recent_returns) if recent_returns else float("nan")
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {mean_ret:8.2f}  "
@@ -553,28 +645,38 @@ def main(args: Args) -> dict:
             if wandb:
                 wandb.log({"losses/td_loss": td_loss.item(), "charts/epsilon": epsilon,
                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
+        if stop.requested:
+            break
 
     envs.close()
+    if stop.requested:
+        if is_main:
+            path = os.path.join(run_dir, "dqn.pt")
+            print(f"interrupted at step {global_step}")
+            save_model(path, q_network, args)
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
+        sys.exit(130)
     wall_time = time.time() - start_time
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), "losses/td_loss": td_loss.item()}
     if is_main:
-        returns = evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000, device)
-        metrics.update(report_eval(returns))
+        check_finite("the TD loss", td_loss.item(), global_step, "lower --learning-rate.")
+        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000, device))
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
-              f"{metrics['eval/std_return']:.2f} over {len(returns)} episodes "
+              f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        if args.save_model:
-            path = os.path.join(run_dir, "dqn.pt")
-            save_checkpoint(path, q_network, args)
-            print(f"saved {path}")
         if wandb:
             wandb.log({**metrics, "global_step": global_step}, step=global_step)
             wandb.finish()
+        if args.save_model:
+            save_model(os.path.join(run_dir, "dqn.pt"), q_network, args)
+        else:
+            print(f"(the Q-network was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    main(parse_args())

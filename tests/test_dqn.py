@@ -1,5 +1,6 @@
 """dqn.py: the TD target, the replay buffer, autoreset handling, errors, checkpoints, learning."""
 
+import dataclasses
 import sys
 
 import gymnasium as gym
@@ -179,7 +180,7 @@ def test_soft_update_moves_the_target_by_tau():
 ])
 def test_non_default_switches_train(switches, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    metrics = dqn.main(dqn.Args(**{**TINY, "total_timesteps": 1_000, **switches}))
+    metrics = dqn.main(cartpole(**{**TINY, "total_timesteps": 1_000, **switches}))
     assert np.isfinite(metrics["losses/td_loss"]) and metrics["eval/episodes"] == 5
 
 
@@ -189,33 +190,38 @@ def test_linear_schedule():
     assert dqn.linear_schedule(1.0, 0.1, 100, 1_000) == 0.1
 
 
-def test_per_env_table_fills_only_unset_flags():
-    args, filled = dqn.resolve_defaults(dqn.Args(env_id="CartPole-v1", learning_rate=1e-3))
-    assert args.learning_rate == 1e-3 and "learning_rate" not in filled
-    assert args.total_timesteps == dqn.ENV_DEFAULTS["CartPole-v1"]["total_timesteps"]
-    other, _ = dqn.resolve_defaults(dqn.Args(env_id="LunarLander-v3"))
-    assert other.hidden_sizes == dqn.GENERIC_DEFAULTS["hidden_sizes"]
+def test_env_id_picks_its_preset_and_flags_still_win(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "CartPole-v1", "--learning-rate", "0.002"])
+    assert dqn.parse_args() == dataclasses.replace(dqn.PRESETS["CartPole-v1"], learning_rate=0.002)
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id=LunarLander-v3"])
+    assert dqn.parse_args() == dataclasses.replace(dqn.Args(), env_id="LunarLander-v3")
+    monkeypatch.setattr(sys, "argv", ["dqn.py"])  # the default env is MountainCar, with its preset
+    assert dqn.parse_args() == dqn.PRESETS["MountainCar-v0"]
 
 
-TINY = dict(env_id="CartPole-v1", total_timesteps=3_000, learning_starts=500, eval_episodes=5,
-            log_interval=100_000)
+def cartpole(**overrides) -> "dqn.Args":
+    """CartPole's preset, as `--env-id CartPole-v1` gives it, with some flags changed."""
+    return dataclasses.replace(dqn.preset("CartPole-v1"), **overrides)
+
+
+TINY = dict(total_timesteps=3_000, learning_starts=500, eval_episodes=5, log_interval=100_000)
 
 
 def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     timing = ("wall_time", "charts/SPS")
-    a = {k: v for k, v in dqn.main(dqn.Args(seed=3, **TINY)).items() if k not in timing}
-    b = {k: v for k, v in dqn.main(dqn.Args(seed=3, **TINY)).items() if k not in timing}
-    c = {k: v for k, v in dqn.main(dqn.Args(seed=4, **TINY)).items() if k not in timing}
+    a = {k: v for k, v in dqn.main(cartpole(seed=3, **TINY)).items() if k not in timing}
+    b = {k: v for k, v in dqn.main(cartpole(seed=3, **TINY)).items() if k not in timing}
+    c = {k: v for k, v in dqn.main(cartpole(seed=4, **TINY)).items() if k not in timing}
     assert a == b
     assert a["losses/td_loss"] != c["losses/td_loss"], "another seed should give another run"
 
 
 def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    trained = dqn.main(dqn.Args(seed=5, save_model=True, **TINY))
+    trained = dqn.main(cartpole(seed=5, save_model=True, **TINY))
     [ckpt] = list((tmp_path / "runs").glob("*/dqn.pt"))
-    assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
+    assert not list((tmp_path / "runs").glob("*/*.tmp*")), "the atomic write left a temp file"
     evaluated = dqn.main(dqn.Args(seed=5, eval_checkpoint=str(ckpt), eval_episodes=5))
     for key in ("eval/mean_return", "eval/std_return", "eval/episodes"):
         assert evaluated[key] == trained[key]
@@ -225,11 +231,13 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     (["--env-id", "Pendulum-v1"], "algos/ppo.py"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "CartPole-v1", "--num-envs", "4", "--train-frequency", "10"],
-     "--train-frequency 10 is not a positive multiple of --num-envs 4"),
-    (["--env-id", "CartPole-v1", "--train-frequency", "0"], "--train-frequency 0 is not a positive multiple"),
-    (["--env-id", "CartPole-v1", "--learning-starts", "0"], "raise --learning-starts"),
-    (["--eval-checkpoint", "missing.pt"], "no such file"),
-    (["--eval-checkpoint", "corrupt.pt"], "is not a readable checkpoint"),
+     "--train-frequency 10 is not a multiple of --num-envs 4"),
+    (["--env-id", "CartPole-v1", "--train-frequency", "0"], "--train-frequency 0 is not allowed: it must be at least 1"),
+    (["--env-id", "CartPole-v1", "--learning-starts", "20"], "raise --learning-starts"),
+    (["--env-id", "CartPole-v1", "--learning-starts", "60000"], "the network would never train"),
+    (["--env-id", "CartPole-v1", "--ez-mu", "0.5"], "--ez-mu 0.5 must be 0"),
+    (["--eval-checkpoint", "missing.pt"], "cannot read it (No such file or directory)"),
+    (["--eval-checkpoint", "corrupt.pt"], "is damaged or is not a checkpoint"),
 ])
 def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"this is not a checkpoint")
@@ -242,5 +250,5 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
 def test_learns_cartpole_quickly(tmp_path, monkeypatch):
     """Fails if learning breaks: a random policy scores about 22 here."""
     monkeypatch.chdir(tmp_path)
-    metrics = dqn.main(dqn.Args(env_id="CartPole-v1", seed=1, total_timesteps=20_000, eval_episodes=20))
+    metrics = dqn.main(cartpole(seed=1, total_timesteps=20_000, eval_episodes=20))
     assert metrics["eval/mean_return"] >= 300, metrics
