@@ -13,6 +13,9 @@ SCRIPTS = {
     "dqn.py": dict(
         tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1200", "--learning-starts", "400",
               "--eval-episodes", "3", "--log-interval", "400"],
+        save=["--save-model"], checkpoint="dqn.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
+        long=["--env-id", "CartPole-v1", "--total-timesteps", "10000000", "--log-interval", "500"],
+        ready="step ", after_ctrl_c="evaluate", nonsense=["--learning-rate", "nan"],
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/td_loss",
                  "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
                  "eval/episodes", "global_step", "wall_time"],
