@@ -1,8 +1,12 @@
 """reinforce.py: reward-to-go, the RLOO baseline, autoreset masking, an unbiased gradient,
 errors, checkpoints, learning (short tests here; full multi-seed runs behind -m benchmark)."""
 
+import dataclasses
 import math
 import re
+import shlex
+import signal
+import subprocess
 import sys
 import time
 
@@ -10,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, ROOT, run, load_script
+from conftest import ALGOS, ROOT, run, load_script, script_env
 
 rf = load_script("reinforce")
 CPU = torch.device("cpu")
@@ -137,12 +141,27 @@ def test_corridor_dynamics_match_the_book():
     assert rf.corridor_value(0.5) == pytest.approx(-12.0)
 
 
-def test_per_env_table_fills_only_unset_flags():
-    args, filled = rf.resolve_defaults(rf.Args(env_id="ShortCorridor-v0", learning_rate=0.5))
-    assert args.learning_rate == 0.5 and "learning_rate" not in filled
-    assert args.hidden_sizes == () and args.greedy_eval is False
-    other, _ = rf.resolve_defaults(rf.Args(env_id="Acrobot-v1"))
-    assert other.hidden_sizes == rf.GENERIC_DEFAULTS["hidden_sizes"]
+def test_env_id_picks_its_preset_and_flags_still_win(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["reinforce.py", "--env-id", "ShortCorridor-v0", "--learning-rate", "0.5"])
+    args = rf.parse_args()
+    assert args.learning_rate == 0.5
+    assert args.hidden_sizes == () and args.greedy_eval is False and args.total_timesteps == 100_000
+    monkeypatch.setattr(sys, "argv", ["reinforce.py", "--env-id=Acrobot-v1"])
+    assert rf.parse_args() == dataclasses.replace(rf.Args(), env_id="Acrobot-v1"), "no preset: Args' defaults"
+    assert rf.preset("CartPole-v1").total_timesteps == 250_000
+
+
+def test_help_shows_the_preset_numbers(tmp_path):
+    proc = run([sys.executable, str(ALGOS / "reinforce.py"), "--env-id", "ShortCorridor-v0", "--help"],
+               cwd=tmp_path, timeout=120, COLUMNS="200")
+    assert proc.returncode == 0
+    for flag, default in [("--value-learning-rate FLOAT", "0.03"), ("--total-timesteps INT", "100000")]:
+        assert re.search(re.escape(flag) + r".{0,300}?\(default: " + re.escape(default) + r"\)", proc.stdout, re.S)
+
+
+def corridor_args(**overrides) -> "rf.Args":
+    """What `--env-id ShortCorridor-v0` gives, with some flags changed."""
+    return dataclasses.replace(rf.preset("ShortCorridor-v0"), **overrides)
 
 
 TINY = dict(env_id="CartPole-v1", total_timesteps=3_000, episodes_per_update=4, eval_episodes=5,
@@ -164,9 +183,9 @@ def test_seeded_runs_repeat_exactly(baseline, tmp_path, monkeypatch):
 def test_entropy_bonus_keeps_the_policy_wider(tmp_path, monkeypatch):
     """On the corridor the bonus pulls P(right) from p* ~ 0.586 towards the maximum-entropy 0.5."""
     monkeypatch.chdir(tmp_path)
-    args = dict(env_id="ShortCorridor-v0", seed=1, total_timesteps=30_000, eval_episodes=100, log_interval=100_000)
-    plain = rf.main(rf.Args(ent_coef=0.0, **args))
-    bonus = rf.main(rf.Args(ent_coef=3.0, **args))
+    args = dict(seed=1, total_timesteps=30_000, eval_episodes=100, log_interval=100_000)
+    plain = rf.main(corridor_args(ent_coef=0.0, **args))
+    bonus = rf.main(corridor_args(ent_coef=3.0, **args))
     assert bonus["losses/entropy"] > plain["losses/entropy"]
     assert bonus["eval/prob_right"] < plain["eval/prob_right"] - 0.02, (plain, bonus)
 
@@ -184,7 +203,9 @@ def test_saved_model_loads_and_acts_the_same(tmp_path, monkeypatch):
     metrics = rf.main(rf.Args(seed=5, save_model=True, **TINY))
     [path] = list((tmp_path / "runs").glob("*/reinforce.pt"))
     assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
-    ckpt = torch.load(path, weights_only=True)
+    reloaded = rf.main(rf.Args(seed=5, eval_checkpoint=str(path), eval_episodes=TINY["eval_episodes"]))
+    assert reloaded == {k: metrics[k] for k in ("eval/mean_return", "eval/std_return", "eval/episodes")}
+    ckpt = rf.load_checkpoint(str(path), "--eval-checkpoint")
     envs = rf.make_envs(ckpt["env_id"], 1)
     agent = rf.Agent(4, envs.single_action_space, tuple(ckpt["hidden_sizes"]), value=ckpt["baseline"] == "value")
     agent.load_state_dict(ckpt["agent"])
@@ -192,10 +213,56 @@ def test_saved_model_loads_and_acts_the_same(tmp_path, monkeypatch):
     assert returns.mean() == metrics["eval/mean_return"]
 
 
+def test_corridor_checkpoint_evaluates_stochastically_in_its_own_env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = rf.main(corridor_args(seed=2, total_timesteps=2_000, eval_episodes=50, save_model=True))
+    [path] = list((tmp_path / "runs").glob("*/reinforce.pt"))
+    reloaded = rf.main(rf.Args(seed=2, eval_checkpoint=str(path), eval_episodes=50))  # Args' env is CartPole
+    assert reloaded["eval/prob_right"] == metrics["eval/prob_right"] and reloaded["eval/episodes"] == 50
+    # The stochastic returns come from torch's global generator, seeded by --seed for --eval-checkpoint.
+    assert rf.main(rf.Args(seed=2, eval_checkpoint=str(path), eval_episodes=50)) == reloaded
+
+
+def test_bad_checkpoints_get_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rf.main(rf.Args(seed=5, save_model=True, **TINY))
+    [path] = list((tmp_path / "runs").glob("*/reinforce.pt"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    (tmp_path / "truncated.pt").write_bytes(bytes(data[: len(data) // 2]))
+    for name, message in [("flipped.pt", "sha256 does not match"), ("truncated.pt", "sha256 does not match"),
+                          ("missing.pt", "cannot read it")]:
+        with pytest.raises(SystemExit, match=message):
+            rf.main(rf.Args(eval_checkpoint=str(tmp_path / name)))
+
+
+def test_ctrl_c_saves_the_model_and_prints_how_to_evaluate_it(tmp_path):
+    cmd = [sys.executable, str(ALGOS / "reinforce.py"), "--total-timesteps", "100000000", "--log-interval", "2000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("step"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    [command] = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("to evaluate it: ")]
+    evaluated = run([sys.executable, *shlex.split(command)[1:], "--eval-episodes", "3"], cwd=tmp_path, timeout=120)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "greedy eval" in evaluated.stdout and "over 3 episodes" in evaluated.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--baseline", "rloo", "--episodes-per-update", "1"], "--baseline rloo needs at least 2 episodes"),
-    (["--episodes-per-update", "0"], "--episodes-per-update 0 must be a positive multiple"),
-    (["--gamma", "1.5"], "--gamma 1.5 must lie in [0, 1]"),
+    (["--episodes-per-update", "0"], "--episodes-per-update 0 is not allowed: it must be at least 1"),
+    (["--gamma", "1.5"], "--gamma 1.5 is not allowed: it must be at least 0 and at most 1"),
+    (["--log-interval", "0"], "--log-interval 0 is not allowed"),
+    (["--learning-rate", "nan"], "--learning-rate nan is not allowed: it must be above 0"),
+    (["--ent-coef", "nan"], "--ent-coef nan is not allowed"),
+    (["--num-threads", "0"], "--num-threads 0 is not allowed"),
+    (["--total-timesteps", "0"], "--total-timesteps 0 is not allowed"),
+    (["--hidden-sizes", "64", "0"], "--hidden-sizes 0 is not allowed"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "FrozenLake-v1"], "flat Box observation"),
 ])
@@ -228,8 +295,7 @@ def test_learns_cartpole_quickly(tmp_path, monkeypatch):
 
 def test_learns_the_corridor_quickly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    metrics = rf.main(rf.Args(env_id="ShortCorridor-v0", seed=1, total_timesteps=30_000,
-                              eval_episodes=500, log_interval=100_000))
+    metrics = rf.main(corridor_args(seed=1, total_timesteps=30_000, eval_episodes=500, log_interval=100_000))
     assert abs(metrics["eval/prob_right"] - rf.CORRIDOR_P_STAR) < 0.05, metrics
     assert abs(metrics["eval/mean_return"] - rf.CORRIDOR_V_STAR) < 1.5, metrics
 
