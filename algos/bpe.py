@@ -1,4 +1,4 @@
-"""Byte-level BPE: a tokenizer trained incrementally that encodes exactly as tiktoken does, in one file.
+"""Byte-level BPE: a naive trainer, an incremental one with the same merges, and tiktoken's encoding.
 
 Byte-pair encoding (Sennrich et al. 2016) starts from the 256 byte values and repeatedly adds
 one token: the merge of the most frequent adjacent pair of tokens in the training text. GPT-2
@@ -11,15 +11,12 @@ chunk repeats "merge the adjacent pair with the lowest t" until no pair has a ru
     pair count  N(a, b) = sum_c n(c) * #{i : c_i = a, c_i+1 = b}   (over unique chunks)
     merge t     (a, b)* = argmax N(a, b); replace every (a, b) with t, left to right
 
-The teaching version recounts N over the whole corpus after every merge (O(corpus) per
-merge). Here only the chunks that contain the merged pair are touched: an index pair ->
-chunks holding it finds them, each such chunk takes its old pairs out of N and puts its new
-ones in, and a heap of (-N, a, b) with lazy deletion (a stale entry is skipped when its count
-no longer matches) finds the next best pair without a rescan.
-
-Tie-break (deterministic, independent of dict order and hash seeds): the highest count wins;
-among equal counts, the pair smallest as (first id, second id). The test's naive reference
-trainer uses the same rule and must produce identical merges.
+Two trainers make the same merges. train_naive is the definition (minbpe's loop): recount N
+over the whole corpus after every merge, O(corpus) each. train_incremental touches only the
+chunks holding the merged pair (an index pair -> chunks finds them): each takes its old pairs
+out of N and puts its new ones in, and a heap of (-N, a, b) with lazy deletion (a stale entry
+is skipped when its count no longer matches) finds the next best pair without a rescan. Ties,
+in both: the highest N, then the smallest (first id, second id), whatever the dict order.
 
 Encoding is tiktoken's: the same regex, special tokens found first (`allowed_special`,
 `disallowed_special` as in tiktoken's `encode`), then per-chunk BPE with a cache of chunks
@@ -31,8 +28,7 @@ makes of its bytes.
 Distributed: under torchrun each rank reads every input file and pre-tokenises its own
 contiguous shard of it (cut only where both patterns cut anyway, so the counts add up to
 those of one process); the chunk counts are gathered to rank 0 (gloo), which alone trains,
-prints, logs and saves. CUDA: there is no tensor work in BPE; --cuda is accepted for a
-uniform command line and changes nothing.
+prints, logs and saves. There is no tensor work in BPE: it runs on the CPU.
 
 References
     Sennrich, Haddow, Birch 2016, "Neural Machine Translation of Rare Words with Subword
@@ -47,25 +43,30 @@ Usage
     curl -o data/shakespeare_char/input.txt \\
         https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
     python algos/bpe.py                                   # vocab 1,024 on that text
+    python algos/bpe.py --trainer naive                   # the same merges by the naive loop (minutes)
     python algos/bpe.py --vocab-size 512 --show "To be, or not to be"    # a quick run
     python algos/bpe.py --vocab-size 8192 --pattern gpt2 --input my_texts/    # a folder
-    python algos/bpe.py --load runs/<run_name>/tokenizer.bpe --show "Hello world"
-    python algos/bpe.py --load cl100k_base --show "Hello world"     # tiktoken's vocabulary
+    python algos/bpe.py --eval-checkpoint runs/<run_name>/tokenizer.bpe --show "Hello world"
+    python algos/bpe.py --eval-checkpoint cl100k_base --show "Hello world"    # tiktoken's vocabulary
     torchrun --standalone --nproc_per_node=2 algos/bpe.py           # shards pre-tokenised per rank
     python algos/bpe.py --track                           # merges/s and compression ratio to W&B
-Outputs go to runs/<run_name>/: tokenizer.bpe (pattern, special tokens, merges), vocab.txt
-(every token for a human) and tokenizer.tiktoken (tiktoken's file format).
+Outputs go to runs/<run_name>/: tokenizer.bpe (pattern, special tokens, merges, under a sha256
+line that lets a damaged file be refused), vocab.txt (every token for a human) and
+tokenizer.tiktoken (tiktoken's file format).
 """
 
 import base64
 import dataclasses
+import hashlib
 import heapq
 import json
+import math
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, get_type_hints
 
 import regex
 import tiktoken
@@ -76,21 +77,27 @@ PATTERNS = {  # tiktoken's own strings, so that chunks (and so ids) agree with i
     "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
 }
 TIKTOKEN_NAMES = ("gpt2", "r50k_base", "cl100k_base")
-FORMAT = "bpe.py tokenizer v1"
+FORMAT = "bpe.py tokenizer v2"
+
+
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
 
 
 @dataclass
 class Args:
-    """Train a byte-level BPE tokenizer (or load one), time its encoding, and save it."""
+    """Train a byte-level BPE tokenizer (or evaluate a saved one), time its encoding, and save it."""
 
     exp_name: str = "bpe"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
-    """part of the run name only: training is deterministic, nothing is random"""
-    torch_deterministic: bool = True
-    """accepted for a uniform command line; no torch op runs here"""
-    cuda: bool = True
-    """accepted for a uniform command line; BPE has no tensor work and runs on the CPU"""
+    seed: Annotated[int, Range()] = 1
+    """part of the run name only (any integer): training is deterministic, nothing is random"""
     track: bool = False
     """log merges/s, the compression ratio and the final metrics to Weights & Biases"""
     wandb_project_name: str = "algos"
@@ -102,75 +109,26 @@ class Args:
 
     input: str = "data/shakespeare_char/input.txt"
     """UTF-8 text file, or a folder whose files are all read, to train on and to time encoding on"""
-    vocab_size: int = 1024
+    vocab_size: Annotated[int, Range(257)] = 1024
     """the final vocabulary: 256 bytes + merges + special tokens"""
     pattern: Literal["gpt2", "gpt4"] = "gpt4"
     """pre-tokenisation regex: GPT-2's (r50k) or GPT-4's (cl100k, splits numbers into 3 digits)"""
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     """special tokens, given the ids after the merges (never produced by BPE itself)"""
-    load: Optional[str] = None
-    """skip training: a saved tokenizer.bpe, a .tiktoken file (read with --pattern and
+    trainer: Literal["incremental", "naive"] = "incremental"
+    """incremental (seconds), or naive: recount every pair after every merge (minutes; the same merges)"""
+    eval_checkpoint: Optional[str] = None
+    """no training: evaluate a saved tokenizer.bpe, a .tiktoken file (read with --pattern and
     --special-tokens), or gpt2, r50k_base, cl100k_base (through tiktoken)"""
     show: Optional[str] = None
     """print this text with its token boundaries, e.g. --show "Hello world" """
-    log_interval: int = 256
+    log_interval: Annotated[int, Range(1)] = 256
     """merges between progress lines"""
 
 
-def validate(args: Args) -> None:
-    """Reject arguments that cannot work, with one sentence naming the fix."""
-    specials = args.special_tokens
-    if args.load is None and args.vocab_size < 256 + len(specials) + 1:
-        raise SystemExit(f"--vocab-size {args.vocab_size} leaves no room for a merge: it must exceed 256 "
-                         f"bytes + {len(specials)} special token(s).")
-    if any(not s for s in specials) or len(set(specials)) < len(specials):
-        raise SystemExit(f"--special-tokens {specials} must be distinct non-empty strings.")
-    if args.log_interval < 1:
-        raise SystemExit(f"--log-interval {args.log_interval} must be at least 1.")
-    if args.load is None and not os.path.exists(args.input):
-        raise SystemExit(f"--input {args.input}: no such file or folder; download tinyshakespeare with "
-                         "the curl line in this file's docstring, or point --input at your own text.")
-
-
-# ---------------------------------------------------------------------------- corpus
-def read_texts(path: str) -> list[str]:
-    """The text of a file, or of every file under a folder (sorted, hidden ones skipped)."""
-    if os.path.isfile(path):
-        files = [path]
-    else:
-        files = []
-        for root, dirs, names in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip hidden folders (.git)
-            files += [os.path.join(root, name) for name in names if not name.startswith(".")]
-        files.sort()
-    if not files:
-        raise SystemExit(f"--input {path} holds no files to read.")
-    texts = []
-    for f in files:
-        try:
-            with open(f, encoding="utf-8") as fh:
-                texts.append(fh.read())
-        except UnicodeDecodeError as e:
-            raise SystemExit(f"{f} is not UTF-8 text ({e.reason} at byte {e.start}): convert it, or "
-                             "leave it out of --input.") from None
-    return texts
-
-
-SAFE_CUT = regex.compile(r"\S\n(?=\S)")
-
-
-def shard(text: str, rank: int, world_size: int) -> str:
-    """This rank's contiguous piece of the text. Pieces end just after a newline that has a
-    non-space on both sides: neither pattern lets a chunk cross that point nor changes the
-    chunk before it when the text ends there, so the pieces' chunks are the whole's."""
-    cuts = [0]
-    for k in range(1, world_size):
-        m = SAFE_CUT.search(text, max(len(text) * k // world_size, cuts[-1]))
-        cuts.append(m.end() if m else len(text))
-    cuts.append(len(text))
-    return text[cuts[rank]:cuts[rank + 1]]
-
-
+# =============================================================================================
+# ALGORITHM: pre-tokenise, train (naive, then incremental), encode, tiktoken interop. Read this first.
+# =============================================================================================
 def count_chunks(texts: list[str], pattern: str) -> Counter:
     """n(c): how often each pre-tokenised chunk occurs. Training sees only unique chunks."""
     split = regex.compile(pattern)
@@ -181,7 +139,46 @@ def count_chunks(texts: list[str], pattern: str) -> Counter:
 
 
 # ---------------------------------------------------------------------------- training
-def train(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
+def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
+    """ids with every (a, b) replaced by new, left to right, as encoding will ("aaa" -> [aa, a])."""
+    a, b = pair
+    out, j, n = [], 0, len(ids)
+    while j < n:
+        if ids[j] == a and j + 1 < n and ids[j + 1] == b:
+            out.append(new)
+            j += 2
+        else:
+            out.append(ids[j])
+            j += 1
+    return out
+
+
+def train_naive(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
+    """The definition, minbpe's loop: count N(a, b) over every chunk, merge the most frequent pair
+    (ties: the smallest (a, b)) everywhere, repeat; O(corpus) per merge. Same interface, and the
+    same merges, as train_incremental, which the tests check against it."""
+    words = [list(chunk.encode("utf-8")) for chunk in counts]
+    freqs = list(counts.values())
+    n_bytes = sum(len(w) * f for w, f in zip(words, freqs))
+    merges, start = [], time.perf_counter()
+    while len(merges) < num_merges:
+        pair_counts = Counter()
+        for w, f in zip(words, freqs):
+            for pair in zip(w, w[1:]):
+                pair_counts[pair] += f
+        if not pair_counts:
+            break  # every chunk is a single token
+        pair = min(pair_counts, key=lambda p: (-pair_counts[p], p))  # the highest N, then the smallest
+        new = 256 + len(merges)
+        merges.append(pair)
+        words = [merge_pair(w, pair, new) for w in words]
+        if log and (len(merges) % log_interval == 0 or len(merges) == num_merges):
+            n_tokens = sum(len(w) * f for w, f in zip(words, freqs))
+            log(len(merges), len(merges) / max(time.perf_counter() - start, 1e-9), n_bytes / n_tokens)
+    return merges
+
+
+def train_incremental(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
     """The merges, in order (merge i makes token 256 + i), for chunk counts n(c); ties go to the
     smallest (a, b), as the heap orders (-N, (a, b)). Stops early if no pair is left.
     log(merges_done, merges_per_s, bytes_per_token) is called every log_interval merges."""
@@ -202,21 +199,13 @@ def train(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> l
         if not heap:
             break  # every chunk is a single token
         pair = heapq.heappop(heap)[1]
-        a, b = pair
         new = 256 + len(merges)
         merges.append(pair)
         delta = {}  # the change in N of every pair in a touched chunk
         for i in where.pop(pair):
             w, f = words[i], freqs[i]
-            out, j, n = [], 0, len(w)
-            while j < n:  # replace (a, b) left to right, as encoding will
-                if w[j] == a and j + 1 < n and w[j + 1] == b:
-                    out.append(new)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            if len(out) == n:
+            out = merge_pair(w, pair, new)
+            if len(out) == len(w):
                 continue  # a stale index entry: the pair left this chunk in an earlier merge
             for p in zip(w, w[1:]):
                 delta[p] = delta.get(p, 0) - f
@@ -224,7 +213,7 @@ def train(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> l
                 delta[p] = delta.get(p, 0) + f
                 if new in p:  # the only pairs this chunk did not hold before
                     where.setdefault(p, set()).add(i)
-            n_tokens -= (n - len(out)) * f
+            n_tokens -= (len(w) - len(out)) * f
             words[i] = out
         for p, d in delta.items():
             if d:
@@ -347,103 +336,6 @@ def special_regex(tokens) -> regex.Pattern:
     # Longest first, so that a special token that contains another is found whole.
     return regex.compile("|".join(regex.escape(s) for s in sorted(tokens, key=lambda s: (-len(s), s))))
 
-
-def render(b: bytes) -> str:
-    """A token for a human: its text, unprintable characters escaped (\\n), invalid UTF-8 as \\xNN."""
-    text = b.decode("utf-8", errors="backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def show(tok: Tokenizer, text: str) -> str:
-    ids = tok.encode(text, allowed_special="all")
-    pieces = "".join(f"[{render(tok.token_bytes(t))}]" for t in ids)
-    return f"{len(ids)} tokens for {len(text.encode('utf-8'))} bytes:\n{pieces}\nids: {ids}"
-
-
-# ---------------------------------------------------------------------------- save / load
-def save(tok: Tokenizer, path: str) -> None:
-    """A readable file: header, pattern (JSON string), the id of every byte, special tokens,
-    then the merges "a b" in id order (the k-th makes id 256 + k). Written atomically."""
-    order = sorted(tok.merges.items(), key=lambda item: item[1])
-    if [t for _, t in order] != list(range(256, 256 + len(order))):
-        raise ValueError("the merges' ids are not 256, 257, ... in order; save cannot write them.")
-    lines = [FORMAT, f"pattern {json.dumps(tok.pattern)}", "bytes " + " ".join(map(str, tok.byte_ids))]
-    lines += [f"special {json.dumps(s)} {t}" for s, t in sorted(tok.special.items(), key=lambda x: x[1])]
-    lines += [f"merges {len(order)}"] + [f"{a} {b}" for (a, b), _ in order]
-    write_atomic(path, "\n".join(lines) + "\n")
-
-
-def write_atomic(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def load(path: str) -> Tokenizer:
-    """Read a file written by save(); a corrupt or foreign file raises ValueError naming the line."""
-    def bad(n, what):
-        return ValueError(f"{path} line {n}: {what}; the file is corrupt or was not written by bpe.py "
-                          "(train and save it again).")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
-    if lines[0] != FORMAT:
-        raise bad(1, f"expected the header {FORMAT!r}, found {lines[0][:40]!r}")
-    if len(lines) < 4:
-        raise bad(len(lines), "the file ends early")
-    try:
-        key, pattern = lines[1].split(" ", 1)
-        assert key == "pattern"
-        pattern = json.loads(pattern)
-        regex.compile(pattern)
-    except Exception:
-        raise bad(2, "expected 'pattern' and a JSON string holding a valid regex") from None
-    fields = lines[2].split()
-    if fields[:1] != ["bytes"] or sorted(fields[1:]) != sorted(map(str, range(256))):
-        raise bad(3, "expected 'bytes' and a permutation of 0..255")
-    byte_ids, special, n = [int(x) for x in fields[1:]], {}, 3
-    while n < len(lines) and lines[n].startswith("special "):
-        try:
-            name, t = lines[n][len("special "):].rsplit(" ", 1)
-            special[json.loads(name)] = int(t)
-        except ValueError:
-            raise bad(n + 1, "expected 'special', a JSON string and an id") from None
-        n += 1
-    fields = lines[n].split() if n < len(lines) else []
-    if len(fields) != 2 or fields[0] != "merges" or not fields[1].isdigit():
-        raise bad(n + 1, "expected 'merges' and their number")
-    count, merges = int(fields[1]), {}
-    body = lines[n + 1:n + 1 + count]
-    if len(body) < count or any(line.strip() for line in lines[n + 1 + count:]):
-        raise bad(n + 2, f"expected exactly {count} merge lines")
-    for k, line in enumerate(body):
-        t = 256 + k
-        try:
-            a, b = map(int, line.split())
-        except ValueError:
-            raise bad(n + 2 + k, f"expected two token ids, found {line[:40]!r}") from None
-        if not (0 <= a < t and 0 <= b < t) or (a, b) in merges:
-            raise bad(n + 2 + k, f"merge {a} {b} must join two earlier ids (below {t}) and be new")
-        merges[(a, b)] = t
-    ids = sorted(special.values())
-    if len(set(ids)) < len(ids) or (ids and ids[0] < 256 + count):
-        raise bad(4, "special token ids must be distinct and above the merges'")
-    return Tokenizer(pattern, merges, byte_ids, special)
-
-
-def write_vocab(tok: Tokenizer, path: str) -> None:
-    """Every token for a human: id, text, and the two tokens it merges."""
-    parts = {t: pair for pair, t in tok.merges.items()}
-    lines = []
-    for t in sorted(tok.vocab):
-        line = f"{t:>6} [{render(tok.vocab[t])}]"
-        if t in parts:
-            a, b = parts[t]
-            line += f" = [{render(tok.vocab[a])}] + [{render(tok.vocab[b])}]"
-        lines.append(line)
-    lines += [f"{t:>6} {s} (special)" for s, t in sorted(tok.special.items(), key=lambda x: x[1])]
-    write_atomic(path, "\n".join(lines) + "\n")
-
-
 # ---------------------------------------------------------------------------- tiktoken interop
 def mergeable_ranks(tok: Tokenizer) -> dict:
     ranks = {b: t for t, b in tok.vocab.items()}
@@ -457,12 +349,6 @@ def to_tiktoken(tok: Tokenizer, name: str = "bpe"):
     """A tiktoken.Encoding with the same ids: mergeable ranks are the token ids."""
     return tiktoken.Encoding(name, pat_str=tok.pattern, mergeable_ranks=mergeable_ranks(tok),
                              special_tokens=tok.special)
-
-
-def write_tiktoken(tok: Tokenizer, path: str) -> None:
-    """tiktoken's file format: one "base64(token bytes) rank" line per token."""
-    ranks = sorted(mergeable_ranks(tok).items(), key=lambda item: item[1])
-    write_atomic(path, "".join(f"{base64.b64encode(b).decode()} {t}\n" for b, t in ranks))
 
 
 def from_ranks(ranks: dict, pattern: str, special: dict) -> Tokenizer:
@@ -511,23 +397,188 @@ def from_tiktoken(source: str, pattern: str = PATTERNS["gpt4"], special_tokens=(
     return from_ranks(ranks, pattern, {s: n + i for i, s in enumerate(special_tokens)})
 
 
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+
+
+def validate(args: Args) -> None:
+    """Values that would fail later, one sentence each naming the fix."""
+    specials = args.special_tokens
+    if args.eval_checkpoint is None and args.vocab_size < 256 + len(specials) + 1:
+        raise SystemExit(f"--vocab-size {args.vocab_size} leaves no room for a merge: it must exceed 256 "
+                         f"bytes + {len(specials)} special token(s).")
+    if any(not s for s in specials) or len(set(specials)) < len(specials):
+        raise SystemExit(f"--special-tokens {specials} must be distinct non-empty strings.")
+    if args.eval_checkpoint is None and not os.path.exists(args.input):
+        raise SystemExit(f"--input {args.input}: no such file or folder; download tinyshakespeare with "
+                         "the curl line in this file's docstring, or point --input at your own text.")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+# ---------------------------------------------------------------------------- corpus and shards
+def read_texts(path: str) -> list[str]:
+    """The text of a file, or of every file under a folder (sorted, hidden ones skipped)."""
+    if os.path.isfile(path):
+        files = [path]
+    else:
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip hidden folders (.git)
+            files += [os.path.join(root, name) for name in names if not name.startswith(".")]
+        files.sort()
+    if not files:
+        raise SystemExit(f"--input {path} holds no files to read.")
+    texts = []
+    for f in files:
+        try:
+            with open(f, encoding="utf-8") as fh:
+                texts.append(fh.read())
+        except UnicodeDecodeError as e:
+            raise SystemExit(f"{f} is not UTF-8 text ({e.reason} at byte {e.start}): convert it, or "
+                             "leave it out of --input.") from None
+        except OSError as e:
+            raise SystemExit(f"--input {f}: cannot read it ({e.strerror}).") from None
+    return texts
+
+
+SAFE_CUT = regex.compile(r"\S\n(?=\S)")
+
+
+def shard(text: str, rank: int, world_size: int) -> str:
+    """This rank's contiguous piece of the text. Pieces end just after a newline that has a
+    non-space on both sides: neither pattern lets a chunk cross that point nor changes the
+    chunk before it when the text ends there, so the pieces' chunks are the whole's."""
+    cuts = [0]
+    for k in range(1, world_size):
+        m = SAFE_CUT.search(text, max(len(text) * k // world_size, cuts[-1]))
+        cuts.append(m.end() if m else len(text))
+    cuts.append(len(text))
+    return text[cuts[rank]:cuts[rank + 1]]
+
+
+# ---------------------------------------------------------------------------- save / load
+def save(tok: Tokenizer, path: str) -> None:
+    """A readable file: a header with the sha256 of the rest, a JSON line (the pattern, the id of
+    every byte, the special tokens), then the merges "a b" in id order (the k-th makes 256 + k)."""
+    order = sorted(tok.merges.items(), key=lambda item: item[1])
+    if [t for _, t in order] != list(range(256, 256 + len(order))):
+        raise ValueError("the merges' ids are not 256, 257, ... in order; save cannot write them.")
+    body = json.dumps({"pattern": tok.pattern, "byte_ids": tok.byte_ids, "special": tok.special}) + "\n"
+    body += "".join(f"{a} {b}\n" for (a, b), _ in order)
+    write_atomic(path, f"{FORMAT} sha256={hashlib.sha256(body.encode('utf-8')).hexdigest()}\n{body}")
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a temporary file, then rename it: `path` is never half written."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load(path: str) -> Tokenizer:
+    """Read a file written by save(). Its first line holds the sha256 of the rest, so a damaged,
+    truncated or foreign file is refused (ValueError) before anything in it is trusted."""
+    with open(path, "rb") as f:
+        header, _, body = f.read().partition(b"\n")
+    if header != f"{FORMAT} sha256={hashlib.sha256(body).hexdigest()}".encode():
+        raise ValueError(f"{path} is damaged or was not written by bpe.py: it does not match the sha256 on "
+                         f"its first line ({FORMAT!r} expected); train and save it again.")
+    meta, *lines = body.decode("utf-8").splitlines()
+    meta, merges = json.loads(meta), {tuple(map(int, line.split())): 256 + k for k, line in enumerate(lines)}
+    return Tokenizer(meta["pattern"], merges, meta["byte_ids"], meta["special"])
+
+
+def write_vocab(tok: Tokenizer, path: str) -> None:
+    """Every token for a human: id, text, and the two tokens it merges."""
+    parts = {t: pair for pair, t in tok.merges.items()}
+    lines = []
+    for t in sorted(tok.vocab):
+        line = f"{t:>6} [{render(tok.vocab[t])}]"
+        if t in parts:
+            a, b = parts[t]
+            line += f" = [{render(tok.vocab[a])}] + [{render(tok.vocab[b])}]"
+        lines.append(line)
+    lines += [f"{t:>6} {s} (special)" for s, t in sorted(tok.special.items(), key=lambda x: x[1])]
+    write_atomic(path, "\n".join(lines) + "\n")
+
+
+
+def write_tiktoken(tok: Tokenizer, path: str) -> None:
+    """tiktoken's file format: one "base64(token bytes) rank" line per token."""
+    ranks = sorted(mergeable_ranks(tok).items(), key=lambda item: item[1])
+    write_atomic(path, "".join(f"{base64.b64encode(b).decode()} {t}\n" for b, t in ranks))
+
+
 def load_any(source: str, args: Args) -> Tokenizer:
-    """--load: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
+    """--eval-checkpoint: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
+    flag = f"--eval-checkpoint {source}"
     if source not in TIKTOKEN_NAMES and not os.path.isfile(source):
-        raise SystemExit(f"--load {source}: no such file; give a tokenizer.bpe, a .tiktoken file, or "
+        raise SystemExit(f"{flag}: no such file; give a tokenizer.bpe, a .tiktoken file, or "
                          f"one of {', '.join(TIKTOKEN_NAMES)}.")
     try:
         if source in TIKTOKEN_NAMES or source.endswith(".tiktoken"):
             return from_tiktoken(source, PATTERNS[args.pattern], args.special_tokens)
         return load(source)
     except ValueError as e:
-        raise SystemExit(f"--load {source}: {e}") from None
-    except OSError as e:  # tiktoken's download with no network and no cache
-        raise SystemExit(f"--load {source}: tiktoken could not fetch the vocabulary ({type(e).__name__}); "
-                         "offline, set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cache.") from None
+        raise SystemExit(f"{flag}: {e}") from None
+    except OSError as e:  # an unreadable file, or tiktoken's download with no network and no cache
+        raise SystemExit(f"{flag}: cannot read it ({type(e).__name__}: {e.strerror or e}); for a tiktoken "
+                         "name offline, set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cache.") from None
 
 
-# ---------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------- evaluation
+def render(b: bytes) -> str:
+    """A token for a human: its text, unprintable characters escaped (\\n), invalid UTF-8 as \\xNN."""
+    text = b.decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def show(tok: Tokenizer, text: str) -> str:
+    ids = tok.encode(text, allowed_special="all")
+    pieces = "".join(f"[{render(tok.token_bytes(t))}]" for t in ids)
+    return f"{len(ids)} tokens for {len(text.encode('utf-8'))} bytes:\n{pieces}\nids: {ids}"
+
+
 def time_encoding(tok: Tokenizer, texts: list[str]) -> tuple[float, float, float]:
     """MB/s of encoding the texts from an empty chunk cache, MB/s of a second pass (the cache now
     holds every chunk: regex split and look-ups only), and bytes per token."""
@@ -541,10 +592,11 @@ def time_encoding(tok: Tokenizer, texts: list[str]) -> tuple[float, float, float
 
 
 def main(args: Args) -> dict:
-    """Train on --input (or --load a tokenizer), time encoding of --input, save and show.
+    """Train on --input (or evaluate --eval-checkpoint), time encoding of --input, save and show.
     Returns train/seconds, train/vocab_size and train/merges (when trained), encode/mb_per_s
     (from an empty cache), encode/mb_per_s_warm (a second pass) and compression_ratio (UTF-8
     bytes per token) on --input, on rank 0; {} on other ranks."""
+    check_args(args)
     validate(args)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world_size = 0, 1
@@ -553,23 +605,18 @@ def main(args: Args) -> dict:
         dist.init_process_group("gloo")
         rank, world_size = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0
-    name = os.path.basename(args.load) if args.load else os.path.basename(os.path.normpath(args.input))
-    run_name = f"{name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
-    wandb = None
-    if args.track and is_main:
-        import wandb  # imported here so that a plain run does not pay for it
-        os.makedirs(run_dir, exist_ok=True)
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
+    source = args.eval_checkpoint or os.path.normpath(args.input)
+    run_name = f"{os.path.basename(source)}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = make_run_dir(run_name) if is_main else None
+    wandb = start_wandb(args, run_name, run_dir) if args.track and is_main else None
     metrics = {}
 
-    if args.load:
-        tok = load_any(args.load, args) if is_main else None
+    if args.eval_checkpoint:
+        tok = load_any(args.eval_checkpoint, args) if is_main else None
         texts = read_texts(args.input) if is_main and os.path.exists(args.input) else []
         if is_main:
-            print(f"loaded {args.load}: {tok.n_vocab} tokens ({len(tok.merges)} merges, "
-                  f"{len(tok.special)} special)")
+            print(f"loaded {args.eval_checkpoint}: {tok.n_vocab} tokens ({len(tok.merges)} merges, "
+                  f"{len(tok.special)} special)" + ("" if texts else f"; no --input {args.input} to encode"))
     else:
         texts = read_texts(args.input)
         pattern = PATTERNS[args.pattern]
@@ -581,16 +628,20 @@ def main(args: Args) -> dict:
             if is_main:
                 counts = sum(gathered, Counter())
         if is_main:
+            if not any(len(chunk.encode("utf-8")) > 1 for chunk in counts):
+                raise SystemExit(f"--input {args.input} has nothing to merge (it is empty, or no chunk is longer "
+                                 "than one byte): train on some text.")
             num_merges = args.vocab_size - 256 - len(args.special_tokens)
             print(f"{sum(map(len, texts)):,} characters in {len(texts)} file(s) over {world_size} rank(s): "
                   f"{sum(counts.values()):,} chunks, {len(counts):,} unique ({args.pattern} pattern) "
-                  f"in {time.perf_counter() - start:.2f} s; training {num_merges} merges")
+                  f"in {time.perf_counter() - start:.2f} s; training {num_merges} merges ({args.trainer})")
 
             def log(done, rate, ratio):
                 print(f"merges {done:>6}/{num_merges}: {rate:,.0f} merges/s, {ratio:.3f} bytes/token")
                 if wandb:
                     wandb.log({"train/merges": done, "train/merges_per_s": rate, "compression_ratio": ratio})
 
+            train = train_naive if args.trainer == "naive" else train_incremental
             merges = train(counts, num_merges, log, args.log_interval)
             seconds = time.perf_counter() - start
             tok = Tokenizer.from_merges(pattern, merges, args.special_tokens)
@@ -610,23 +661,27 @@ def main(args: Args) -> dict:
         if args.show is not None:
             print(show(tok, args.show))
         if args.save_model:
-            os.makedirs(run_dir, exist_ok=True)
-            written = []
             for file, writer in (("tokenizer.bpe", save), ("vocab.txt", write_vocab),
                                  ("tokenizer.tiktoken", write_tiktoken)):
                 try:
                     writer(tok, os.path.join(run_dir, file))
-                    written.append(file)
+                    print(f"saved {os.path.join(run_dir, file)}")
                 except ValueError as e:  # ids save cannot lay out, or two tokens with the same bytes
                     print(f"not written: {file}: {e}")
-            print(f"saved {', '.join(written)} to {run_dir}/")
         if wandb:
             wandb.log(metrics)
             wandb.finish()
+        if not args.save_model:
+            print(f"(the tokenizer was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    try:
+        main(tyro.cli(Args))
+    except KeyboardInterrupt:  # training takes seconds: partial merges are not worth keeping
+        print("stopped by Ctrl-C: only the files printed as saved were written.", file=sys.stderr)
+        sys.exit(130)

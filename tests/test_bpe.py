@@ -1,4 +1,4 @@
-"""bpe.py: merges identical to a naive trainer, ids identical to tiktoken, special tokens,
+"""bpe.py: the incremental trainer's merges identical to the naive one's, ids identical to tiktoken, special tokens,
 decode(encode(s)) == s, save/load and corrupt files, DDP shards, and the speed bars.
 
     python -m pytest tests/test_bpe.py                        # unit tests and a short learning test
@@ -66,36 +66,6 @@ def unicode_text(seed: int = 0, words: int = 4000) -> str:
     return "".join(rng.choice(vocab) + rng.choice([" ", " ", "", "\n", "  ", ", "]) for _ in range(words))
 
 
-def naive_train(counts: dict, num_merges: int) -> list:
-    """The teaching loop (reference): recount every pair of every chunk after each merge, take
-    the highest count, ties to the smallest (first id, second id), replace it left to right."""
-    words = [list(chunk.encode("utf-8")) for chunk in counts]
-    freqs = list(counts.values())
-    merges = []
-    for k in range(num_merges):
-        stats = Counter()
-        for w, f in zip(words, freqs):
-            for pair in zip(w, w[1:]):
-                stats[pair] += f
-        if not stats:
-            break
-        pair = min(stats, key=lambda p: (-stats[p], p))
-        merges.append(pair)
-        new_words = []
-        for w in words:
-            out, j = [], 0
-            while j < len(w):
-                if j + 1 < len(w) and (w[j], w[j + 1]) == pair:
-                    out.append(256 + k)
-                    j += 2
-                else:
-                    out.append(w[j])
-                    j += 1
-            new_words.append(out)
-        words = new_words
-    return merges
-
-
 def corpora() -> dict:
     texts = {
         "code-gpt2": (code_text()[:40_000], GPT2, 250),
@@ -112,31 +82,42 @@ def corpora() -> dict:
 def test_merges_identical_to_the_naive_trainer(name):
     text, pattern, num_merges = corpora()[name]
     counts = bpe.count_chunks([text], pattern)
-    fast = bpe.train(counts, num_merges)
-    assert fast == naive_train(counts, num_merges)
+    fast = bpe.train_incremental(counts, num_merges)
+    assert fast == bpe.train_naive(counts, num_merges)
     assert len(fast) == num_merges or name.startswith(("overlaps", "ties"))  # tiny ones may run out
 
 
-def test_tie_break_is_the_smallest_pair_whatever_the_order():
+@pytest.mark.parametrize("trainer", ["train_naive", "train_incremental"])
+def test_tie_break_is_the_smallest_pair_whatever_the_order(trainer):
+    train = getattr(bpe, trainer)
     # (97, 98) "ab" and (99, 100) "cd" both occur once: the smaller pair wins, not the first seen.
-    assert bpe.train({"cd": 1, "ab": 1}, 1) == [(97, 98)]
+    assert train({"cd": 1, "ab": 1}, 1) == [(97, 98)]
     counts = bpe.count_chunks([unicode_text(seed=1, words=1500)], GPT4)
-    reference = bpe.train(counts, 200)
+    reference = train(counts, 200)
     items = list(counts.items())
     for seed in range(3):
         random.Random(seed).shuffle(items)
-        assert bpe.train(dict(items), 200) == reference
+        assert train(dict(items), 200) == reference
 
 
-def test_training_stops_when_every_chunk_is_one_token():
-    assert bpe.train({"abc": 5, "ab": 1}, 10) == [(97, 98), (256, 99)]
+@pytest.mark.parametrize("trainer", ["train_naive", "train_incremental"])
+def test_training_stops_when_every_chunk_is_one_token(trainer):
+    assert getattr(bpe, trainer)({"abc": 5, "ab": 1}, 10) == [(97, 98), (256, 99)]
+
+
+def test_both_trainers_log_the_same_progress():
+    counts = bpe.count_chunks([code_text()[:20_000]], GPT2)
+    logs = {name: [] for name in ("train_naive", "train_incremental")}
+    for name, lines in logs.items():
+        getattr(bpe, name)(counts, 100, lambda done, rate, ratio: lines.append((done, ratio)), 30)
+    assert logs["train_naive"] == logs["train_incremental"] and [d for d, _ in lines] == [30, 60, 90, 100]
 
 
 @pytest.fixture(scope="module")
 def trained():
     """A vocab of 1,024 trained on Shakespeare (or, absent it, on the code) plus the varied text."""
     text = (SHAKESPEARE.read_text()[:300_000] if SHAKESPEARE.exists() else code_text()) + VARIED * 3
-    merges = bpe.train(bpe.count_chunks([text], GPT4), 1024 - 256 - 2)
+    merges = bpe.train_incremental(bpe.count_chunks([text], GPT4), 1024 - 256 - 2)
     return bpe.Tokenizer.from_merges(GPT4, merges, [EOT, "<|pad|>"])
 
 
@@ -239,19 +220,25 @@ def test_save_load_round_trip(trained, tmp_path):
     assert re.fullmatch(r"\s*256 \[.+\] = \[.+\] \+ \[.+\]", lines[256])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda ls: ["not a tokenizer"] + ls[1:], "line 1: expected the header"),
-    (lambda ls: ls[:1] + ["pattern {broken"] + ls[2:], "line 2: expected 'pattern'"),
-    (lambda ls: ls[:2] + ["bytes 1 2 3"] + ls[3:], "line 3: expected 'bytes'"),
-    (lambda ls: ls[:-30], r"line \d+: expected exactly \d+ merge lines"),        # truncated
-    (lambda ls: ls[:-2] + ["5 99999"] + ls[-1:], r"line \d+: merge 5 99999 must join two earlier ids"),
-    (lambda ls: ls[:-2] + ["5 x"] + ls[-1:], r"line \d+: expected two token ids"),
-])
-def test_corrupt_files_give_a_clear_error(trained, tmp_path, mutate, message):
+def flip_a_digit(data: bytes) -> bytes:
+    i = data.rindex(b" ") - 1  # the last digit of the first id of the last merge
+    return data[:i] + bytes([ord("0") + (data[i] - ord("0") + 1) % 10]) + data[i + 1:]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda data: b"not a tokenizer" + data[data.index(b"\n"):],                  # another header
+    lambda data: data[:len(data) * 2 // 3],                                     # truncated
+    flip_a_digit,                                                               # one merge changed
+    lambda data: data.replace(b"bpe.py tokenizer v2", b"bpe.py tokenizer v1"),  # another version
+    lambda data: b"",                                                           # empty
+    lambda data: b"\xff\xfe" + data,                                            # not UTF-8
+], ids=["header", "truncated", "flipped", "version", "empty", "binary"])
+def test_damaged_files_are_refused_by_their_sha256(trained, tmp_path, mutate):
     path = tmp_path / "tokenizer.bpe"
     bpe.save(trained, str(path))
-    path.write_text("\n".join(mutate(path.read_text().rstrip("\n").split("\n"))) + "\n")
-    with pytest.raises(ValueError, match=re.escape(str(path)) + " " + message + ".*corrupt or was not written"):
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " is damaged or was not written by bpe.py: "
+                       "it does not match the sha256 on its first line"):
         bpe.load(str(path))
 
 
@@ -265,18 +252,33 @@ def test_shards_pre_tokenise_to_the_chunks_of_the_whole(pattern):
         assert sum((bpe.count_chunks([p], pattern) for p in pieces), Counter()) == whole
 
 
-def test_bad_arguments_fail_with_one_sentence(tmp_path):
-    with pytest.raises(SystemExit, match="--vocab-size 200 leaves no room"):
+def test_bad_arguments_fail_with_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/ would go here
+    with pytest.raises(SystemExit, match="--vocab-size 200 is not allowed: it must be at least 257"):
         bpe.main(bpe.Args(vocab_size=200))
+    with pytest.raises(SystemExit, match="--vocab-size 257 leaves no room"):  # 256 bytes + 1 special token
+        bpe.main(bpe.Args(vocab_size=257))
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(SystemExit, match=f"--log-interval {bad} is not allowed"):
+            bpe.main(bpe.Args(log_interval=bad))
     with pytest.raises(SystemExit, match="--input .*no such file"):
         bpe.main(bpe.Args(input=str(tmp_path / "missing.txt")))
     with pytest.raises(SystemExit, match="--special-tokens"):
         bpe.main(bpe.Args(input=str(ALGOS / "dqn.py"), special_tokens=("<a>", "<a>")))
+    for name, content in (("empty.txt", b""), ("single.txt", b"a\nb")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SystemExit, match=f"--input {name} has nothing to merge"):
+            bpe.main(bpe.Args(input=name))
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(SystemExit, match="latin1.txt is not UTF-8 text"):
+        bpe.main(bpe.Args(input="latin1.txt"))
+    with pytest.raises(SystemExit, match="--eval-checkpoint nope.bpe: no such file"):
+        bpe.main(bpe.Args(eval_checkpoint="nope.bpe"))
     bad = tmp_path / "bad.bpe"
     bad.write_text("hello\n")
-    proc = run([sys.executable, str(ALGOS / "bpe.py"), "--load", str(bad)], cwd=tmp_path, timeout=60)
+    proc = run([sys.executable, str(ALGOS / "bpe.py"), "--eval-checkpoint", str(bad)], cwd=tmp_path, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "corrupt or was not written by bpe.py" in proc.stderr.strip().splitlines()[-1]
+    assert "is damaged or was not written by bpe.py" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_learning_compression_grows_with_the_vocabulary(tmp_path, monkeypatch):
@@ -305,13 +307,18 @@ def test_script_trains_saves_shows_and_reloads(tmp_path):
     assert pieces.endswith("[<|endoftext|>]") and pieces[1:-1].replace("][", "") == "Hello world<|endoftext|>"
     run_dir = next((tmp_path / "runs").iterdir())
     assert {p.name for p in run_dir.iterdir()} == {"tokenizer.bpe", "vocab.txt", "tokenizer.tiktoken"}
+    assert all(f"saved {os.path.join('runs', run_dir.name, p.name)}\n" in proc.stdout for p in run_dir.iterdir())
     ids = re.search(r"ids: (\[.*\])", proc.stdout).group(1)
     for load in ("tokenizer.bpe", "tokenizer.tiktoken"):
-        again = run([sys.executable, script, "--load", str(run_dir / load), "--input", "corpus",
+        again = run([sys.executable, script, "--eval-checkpoint", str(run_dir / load), "--input", "corpus",
                      "--special-tokens", EOT, "--show", "Hello world<|endoftext|>", "--no-save-model"],
                     cwd=tmp_path, timeout=120)
         assert again.returncode == 0, again.stderr[-2000:]
-        assert f"ids: {ids}" in again.stdout
+        assert f"ids: {ids}" in again.stdout and "encoded --input at" in again.stdout
+        assert again.stdout.splitlines()[-1].startswith("(the tokenizer was not saved: add --save-model")
+    naive = run([sys.executable, script, "--input", "corpus", "--vocab-size", "600", "--trainer", "naive",
+                 "--show", "Hello world<|endoftext|>", "--no-save-model"], cwd=tmp_path, timeout=300)
+    assert naive.returncode == 0 and "(naive)" in naive.stdout and f"ids: {ids}" in naive.stdout
 
 
 def test_torchrun_two_ranks_train_the_same_tokenizer(tmp_path):
@@ -364,13 +371,13 @@ def test_benchmark_against_naive_and_tiktoken():
     text = SHAKESPEARE.read_text()[:100_000]
     counts = bpe.count_chunks([text], GPT4)
     start = time.perf_counter()
-    fast = bpe.train(counts, 512 - 256)
+    fast = bpe.train_incremental(counts, 512 - 256)
     fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    slow = naive_train(counts, 512 - 256)
+    slow = bpe.train_naive(counts, 512 - 256)
     naive_s = time.perf_counter() - start
     assert fast == slow
-    tok = bpe.Tokenizer.from_merges(GPT4, bpe.train(bpe.count_chunks([SHAKESPEARE.read_text()], GPT4), 767), [EOT])
+    tok = bpe.Tokenizer.from_merges(GPT4, bpe.train_incremental(bpe.count_chunks([SHAKESPEARE.read_text()], GPT4), 767), [EOT])
     enc, full = bpe.to_tiktoken(tok), SHAKESPEARE.read_text()
     mb_ours, mb_warm, _ = bpe.time_encoding(tok, [full])
     start = time.perf_counter()
