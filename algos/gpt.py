@@ -22,15 +22,16 @@ position's work instead of a pass over the whole context, until the context wind
 
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
 warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA,
-optional torch.compile; atomic checkpoints with optimizer and RNG state, so --resume continues
-exactly the run it interrupted. Data are token files made by data/*/prepare.py (uint16 ids).
+optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues
+the run bit for bit. Data are token files made by data/*/prepare.py (uint16 ids).
 The defaults are nanoGPT's CPU "baby" sizes on shakespeare_char (4 layers, 4 heads, width 128,
 context 64, batch 12, no dropout) with a shorter, hotter schedule: 900 steps at a peak step size
 of 2e-3, where nanoGPT takes 2,000 at 1e-3. The run's last val loss is exact (the whole split).
 
-Distributed: under torchrun each rank samples its own batches (its own seed); DDP averages
-the gradients once per iteration (not on the accumulation micro-steps), so one iteration sees
-world_size x grad_accum x batch_size sequences. Rank 0 alone prints, logs and saves.
+Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size /
+world_size sequences per micro-step from its own seed, and DDP averages the gradients once per
+iteration (not on the accumulation micro-steps), so one iteration sees grad_accum x batch_size
+sequences with any number of ranks. Rank 0 alone prints, logs and saves.
 
 References
     Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2).
@@ -51,20 +52,26 @@ Usage
     torchrun --standalone --nproc_per_node=2 algos/gpt.py
     python algos/gpt.py --track                        # log to Weights & Biases
     python algos/gpt.py --pos-encoding learned         # the seminar's comparison
-    python algos/gpt.py --resume --checkpoint runs/<run_name>/ckpt.pt   # same flags as the run
-    python algos/gpt.py --sample --checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"
+    python algos/gpt.py --eval-checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"   # val loss, samples
+    python algos/gpt.py <the run's flags> --resume runs/<run_name>/ckpt.pt    # Ctrl-C prints this line
     python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare \\
         --n-layer 6 --n-head 6 --n-kv-head 2 --n-embd 384 --block-size 256   # GPT-2 BPE tokens
 """
 
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
+import shlex
+import signal
+import sys
 import time
+import typing
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
@@ -75,19 +82,29 @@ import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+
+
 @dataclass
 class Args:
-    """GPT: train on token files from data/*/prepare.py, or --sample from a checkpoint."""
+    """GPT: train on token files from data/*/prepare.py, or sample from a checkpoint (--eval-checkpoint)."""
 
     exp_name: str = "gpt"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0)] = 1
     """seed of the experiment (rank r uses seed + r)"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available"""
-    num_threads: int = 1
+    num_threads: Annotated[int, Range(1)] = 1
     """torch CPU threads; a model this small runs fastest with one"""
     track: bool = False
     """log to Weights & Biases"""
@@ -101,107 +118,83 @@ class Args:
     data_dir: str = "data/shakespeare_char"
     """folder with train.bin, val.bin (uint16 token ids) and meta.json from data/*/prepare.py"""
     # Model
-    n_layer: int = 4
+    n_layer: Annotated[int, Range(1)] = 4
     """transformer blocks"""
-    n_head: int = 4
+    n_head: Annotated[int, Range(1)] = 4
     """query heads per attention layer"""
-    n_kv_head: int = 4
+    n_kv_head: Annotated[int, Range(1)] = 4
     """key/value heads: n-head is multi-head attention, 1 is multi-query, between is grouped-query"""
-    n_embd: int = 128
+    n_embd: Annotated[int, Range(1)] = 128
     """model width d"""
-    block_size: int = 64
+    block_size: Annotated[int, Range(1)] = 64
     """context length in tokens (also the size of the position table)"""
     pos_encoding: Literal["rope", "sinusoidal", "learned"] = "rope"
     """rotary on q and k, or a sinusoidal/learned vector added to the token embedding"""
-    rope_base: float = 10000.0
-    """RoPE's base: theta_i = base^(-2i/d_head)"""
-    dropout: float = 0.0
+    rope_base: Annotated[float, Range(1, lo_open=True)] = 10000.0
+    """RoPE's base: theta_i = base^(-2i/d_head) falls with i for a base above 1"""
+    dropout: Annotated[float, Range(0, 1)] = 0.0
     """dropout on attention weights and residual branches"""
     # Training
-    batch_size: int = 12
-    """sequences per micro-step (per rank)"""
-    grad_accum: int = 1
+    batch_size: Annotated[int, Range(1)] = 12
+    """sequences per micro-step (all ranks together; each rank takes batch-size / world size)"""
+    grad_accum: Annotated[int, Range(1)] = 1
     """micro-steps per optimizer step"""
-    max_iters: int = 900
+    max_iters: Annotated[int, Range(1)] = 900
     """optimizer steps"""
-    learning_rate: float = 2e-3
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2e-3
     """peak step size"""
-    min_lr: float = 1e-4
+    min_lr: Annotated[float, Range(0)] = 1e-4
     """step size at the end of the cosine decay"""
-    warmup_iters: int = 50
+    warmup_iters: Annotated[int, Range(0)] = 50
     """linear warmup steps"""
-    lr_decay_iters: Optional[int] = None
+    lr_decay_iters: Annotated[Optional[int], Range(1)] = None
     """the cosine decays over this many steps (None: --max-iters)"""
-    weight_decay: float = 0.1
+    weight_decay: Annotated[float, Range(0)] = 0.1
     """AdamW decoupled weight decay, on the matrices only"""
-    beta1: float = 0.9
-    """AdamW beta1"""
-    beta2: float = 0.99
+    beta1: Annotated[float, Range(0, 0.9999)] = 0.9
+    """AdamW beta1 (below 1: Adam divides by 1 - beta1^t)"""
+    beta2: Annotated[float, Range(0, 0.9999)] = 0.99
     """AdamW beta2 (0.99: few tokens per step)"""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Range(0)] = 1.0
     """clip the global gradient norm to this; 0 turns clipping off"""
     compile: bool = False
     """torch.compile the model (pays off on a GPU; on a small CPU run the compile time dominates)"""
-    peak_tflops: float = 312.0
+    peak_tflops: Annotated[float, Range(0, lo_open=True)] = 312.0
     """the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)"""
-    eval_interval: int = 250
+    eval_interval: Annotated[int, Range(1)] = 250
     """estimate train and val loss every this many steps (and at the end)"""
-    eval_iters: int = 20
+    eval_iters: Annotated[int, Range(1)] = 20
     """batches per loss estimate (the last val loss uses the whole val split)"""
-    log_interval: int = 50
+    log_interval: Annotated[int, Range(1)] = 50
     """print the training loss every this many steps"""
-    # Resume and sample
-    checkpoint: Optional[str] = None
-    """a ckpt.pt to continue from (--resume) or to sample from (--sample)"""
-    resume: bool = False
-    """continue training --checkpoint with the same model flags; saves back into its folder"""
-    sample: bool = False
-    """generate text from --checkpoint instead of training"""
+    # Reload and sample
+    resume: Optional[str] = None
+    """continue training this ckpt.pt (give the run's own flags: Ctrl-C prints the command); saves beside it"""
+    eval_checkpoint: Optional[str] = None
+    """no training: print this ckpt.pt's val loss on --data-dir (if there) and --num-samples samples"""
     prompt: str = "\n"
     """text the samples start from"""
-    num_samples: int = 1
+    num_samples: Annotated[int, Range(1)] = 1
     """samples to generate"""
-    max_new_tokens: int = 500
+    max_new_tokens: Annotated[int, Range(1)] = 500
     """tokens per sample"""
-    temperature: float = 0.8
-    """divide the logits by this before sampling (lower: more conservative)"""
-    top_k: Optional[int] = 200
-    """sample among the k most likely tokens only"""
-    top_p: Optional[float] = None
+    temperature: Annotated[float, Range(0)] = 0.8
+    """divide the logits by this before sampling (lower: more conservative; 0 is greedy)"""
+    top_k: Annotated[Optional[int], Range(1)] = 200
+    """sample among the k most likely tokens only (None: all)"""
+    top_p: Annotated[Optional[float], Range(0, 1, lo_open=True)] = None
     """sample among the smallest set of tokens whose probability reaches p (nucleus)"""
 
 
+ALGO = "gpt"
 # The fields that define the network: a checkpoint can only be resumed with the same ones.
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_encoding", "rope_base")
 
 
-def validate(args: Args) -> None:
-    """Reject flag combinations that cannot work, with one sentence naming the fix."""
-    if args.n_embd % args.n_head:
-        raise SystemExit(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
-                         "each head gets n_embd / n_head dimensions; pick sizes that divide.")
-    if args.n_kv_head < 1 or args.n_head % args.n_kv_head:
-        raise SystemExit(f"--n-head {args.n_head} is not a multiple of --n-kv-head {args.n_kv_head}: "
-                         "each key/value head serves an equal group of query heads.")
-    if args.pos_encoding == "rope" and (args.n_embd // args.n_head) % 2:
-        raise SystemExit(f"--pos-encoding rope rotates pairs of dimensions, but the head size "
-                         f"{args.n_embd // args.n_head} is odd: change --n-embd or --n-head.")
-    if (args.sample or args.resume) and not args.checkpoint:
-        raise SystemExit(f"--{'sample' if args.sample else 'resume'} needs --checkpoint runs/<run_name>/ckpt.pt.")
-    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
-        raise SystemExit(f"--top-p {args.top_p} must lie in (0, 1].")
-    if args.top_k is not None and args.top_k < 1:
-        raise SystemExit(f"--top-k {args.top_k} must be at least 1 (--top-k None samples from all tokens).")
-    if args.temperature < 0:
-        raise SystemExit(f"--temperature {args.temperature} must be at least 0 (0 is greedy).")
-    if args.sample and not args.prompt:
-        raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
-    for name in ("block_size", "batch_size", "grad_accum", "max_iters", "eval_interval",
-                 "eval_iters", "log_interval", "num_samples", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
-
-
+# =============================================================================================
+# ALGORITHM: the data, the model (RoPE, attention with GQA and a KV cache, SwiGLU, blocks), the
+# optimizer and its schedule, the loss estimate, sampling. Read this first.
+# =============================================================================================
 # ----------------------------------------------------------------------------- data
 
 def load_dataset(data_dir: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -342,9 +335,9 @@ class GPT(nn.Module):
         self.register_buffer("freqs", rope_frequencies(head_dim, args.block_size, args.rope_base)
                              if args.pos_encoding == "rope" else None, persistent=False)
         self.pos_emb = nn.Embedding(args.block_size, args.n_embd) if args.pos_encoding == "learned" else None
-        # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init: at amplitude 1
-        # it drowned the 0.02-sized token embeddings (val 2.67 vs 2.01 for learned at 800 steps).
-        # (Vaswani et al. scale the embeddings up by sqrt(d) instead; ours are tied to the output.)
+        # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init, so that it
+        # does not drown the 0.02-sized token embeddings (Vaswani et al. scale the embeddings up
+        # by sqrt(d) instead; ours are tied to the output).
         self.register_buffer("sinusoids", 0.02 * math.sqrt(2) * sinusoidal_table(args.block_size, args.n_embd)
                              if args.pos_encoding == "sinusoidal" else None, persistent=False)
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer).
@@ -494,33 +487,213 @@ def make_codec(meta: dict):
     return enc.encode_ordinary, enc.decode
 
 
-# ----------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: str, model: GPT, optimizer, args: Args, meta: dict, it: int, rng_states: list) -> None:
-    """Write atomically (temp file + os.replace): a crash mid-write never leaves half a file.
-    With the optimizer and every rank's RNG states (its batch sampler, and torch's for
-    dropout), a resumed run repeats the uninterrupted one."""
-    tmp = path + ".tmp"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args),
-                "meta": meta, "iter": it, "rng_states": rng_states}, tmp)
+
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, v in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
+            if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+
+
+def validate(args: Args) -> None:
+    """Combinations of flags that cannot work, one sentence each naming the fix."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.n_embd % args.n_head:
+        raise SystemExit(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
+                         "each head gets n_embd / n_head dimensions; pick sizes that divide.")
+    if args.n_head % args.n_kv_head:
+        raise SystemExit(f"--n-head {args.n_head} is not a multiple of --n-kv-head {args.n_kv_head}: "
+                         "each key/value head serves an equal group of query heads.")
+    if args.pos_encoding == "rope" and (args.n_embd // args.n_head) % 2:
+        raise SystemExit(f"--pos-encoding rope rotates pairs of dimensions, but the head size "
+                         f"{args.n_embd // args.n_head} is odd: change --n-embd or --n-head.")
+    if args.batch_size % world_size:
+        raise SystemExit(f"--batch-size {args.batch_size} does not divide among the {world_size} ranks: "
+                         f"make it a multiple of {world_size}.")
+    if args.resume and args.eval_checkpoint:
+        raise SystemExit("--resume trains and --eval-checkpoint does not: give one of them.")
+    if args.eval_checkpoint and not args.prompt:
+        raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
+    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
+    for n in range(1, 1000):
+        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+
+
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
+    temporary file that replaces `path` only when complete."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, flag: str) -> dict:
+    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"--checkpoint {path}: no such file.") from None
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+    header, _, data = raw.partition(b"\n")
+    if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
+        raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
+                         "(its sha256 does not match): use another checkpoint or train again.")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("algo") != ALGO:
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
+                         f"give it to algos/{state.get('algo')}.py instead.")
+    return state
+
+
+class StopFlag:
+    """Ctrl-C asks the loop to stop at the end of the current step (so the work can be saved
+    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
+    second Ctrl-C, a few seconds later, quits at once without saving."""
+
+    def __init__(self):
+        self.requested_at = None
+        signal.signal(signal.SIGINT, self._handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def _handler(self, signum, frame):
+        if self.requested_at is None:
+            self.requested_at = time.time()
+            print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
+    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    return distributed, rank, world_size, device
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
     except Exception as e:
-        raise SystemExit(f"--checkpoint {path} is not a readable checkpoint ({type(e).__name__}).") from None
-    if not isinstance(ckpt, dict) or not {"model", "args", "meta", "iter"} <= ckpt.keys():
-        raise SystemExit(f"--checkpoint {path} is not a gpt.py checkpoint (expected keys model, args, meta, iter).")
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+def check_finite(name: str, value: float, it: int, hint: str) -> None:
+    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
+    if not math.isfinite(value):
+        raise SystemExit(f"iteration {it}: {name} is {value}; {hint}")
+
+
+def check_fits(args: Args, data: dict, vocab_size: int, world_size: int, device: torch.device) -> None:
+    """Refuse a --block-size that the data or the memory cannot serve, before minutes of silent work."""
+    for split, tokens in data.items():
+        if len(tokens) <= args.block_size + 1:
+            raise SystemExit(f"{split}.bin in {args.data_dir} has {len(tokens)} tokens, too few for "
+                             f"--block-size {args.block_size}: lower it or prepare more text.")
+    # Float32 activations kept for the backward pass of one micro-step, as measured on a CPU: about
+    # 32 vectors of width n_embd per token and layer, 3 of width vocab; with dropout, attention
+    # falls back to a kernel that keeps three T x T matrices per head and layer.
+    batch, T = args.batch_size // world_size, args.block_size
+    per_token = 32 * args.n_layer * args.n_embd + 3 * vocab_size
+    need = 4 * batch * T * (per_token + (3 * args.n_layer * args.n_head * T if args.dropout > 0 else 0))
+    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if need > have:
+        raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
+                         f"{need / 2**30:.0f} GiB of activations, more than the {have / 2**30:.0f} GiB of this "
+                         f"{device.type}: lower --block-size or --batch-size (and raise --grad-accum to keep "
+                         "the tokens per step).")
+
+
+def resume_checkpoint(args: Args) -> dict:
+    """--resume: the checkpoint, if the given flags build the same network and leave steps to do."""
+    ckpt = load_checkpoint(args.resume, "--resume")
+    saved = ckpt["args"]
+    diff = [f"--{k.replace('_', '-')} {saved[k]} (given {getattr(args, k)})" for k in MODEL_FIELDS
+            if saved.get(k) != getattr(args, k)]
+    if diff:
+        raise SystemExit(f"--resume {args.resume} was trained with a different model: {', '.join(diff)}; "
+                         "repeat the run's flags to resume it, or start a new run.")
+    if ckpt["iter"] >= args.max_iters:
+        raise SystemExit(f"--resume {args.resume} is already at iteration {ckpt['iter']}: "
+                         "raise --max-iters above it to train further.")
     return ckpt
 
 
-def sample_main(args: Args) -> dict:
-    """--sample: print num_samples continuations of --prompt from the checkpoint's model."""
-    ckpt = load_checkpoint(args.checkpoint)
+def resume_command(path: str) -> str:
+    """This run's own command line with --resume path (replacing an earlier --resume)."""
+    kept, argv = [], iter(sys.argv[1:])
+    for a in argv:
+        if a == "--resume":
+            next(argv, None)
+        elif not a.startswith("--resume="):
+            kept.append(a)
+    return shlex.join(["python", sys.argv[0], *kept, "--resume", path])
+
+
+def stop_agreed(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
+    """Whether to stop now; under DDP the ranks leave together when any of them got Ctrl-C."""
+    if not distributed:
+        return stop.requested
+    flag = torch.tensor(float(stop.requested), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() > 0
+
+
+def evaluate_checkpoint(args: Args) -> dict:
+    """--eval-checkpoint: the model rebuilt from the checkpoint's own flags prints num_samples
+    continuations of --prompt, then its exact val loss when --data-dir holds a dataset."""
+    ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -533,59 +706,52 @@ def sample_main(args: Args) -> dict:
     encode, decode = make_codec(ckpt["meta"])
     idx = torch.tensor([encode(args.prompt)] * args.num_samples, device=device)
     out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-    samples = [decode(row.tolist()) for row in out]
-    for s in samples:
+    metrics = {"samples": [decode(row.tolist()) for row in out]}
+    for s in metrics["samples"]:
         print(s, "\n" + "-" * 40)
-    return {"samples": samples}
+    where = f"{args.eval_checkpoint} (iteration {ckpt['iter']})"
+    if not os.path.exists(os.path.join(args.data_dir, "val.bin")):
+        print(f"{where}: no val loss, --data-dir {args.data_dir} has no dataset")
+        return metrics
+    data, meta = load_dataset(args.data_dir)
+    if meta["vocab_size"] != ckpt["meta"]["vocab_size"]:
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has vocab {ckpt['meta']['vocab_size']}, "
+                         f"but --data-dir {args.data_dir} has {meta['vocab_size']}: give the run's own --data-dir.")
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    metrics.update(estimate_loss(model, data, saved, ctx, device, exact_val=True))
+    print(f"{where}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f} (whole split)")
+    return metrics
 
-
-# ----------------------------------------------------------------------------- training
 
 def main(args: Args) -> dict:
-    """Train (or, with --sample, generate) and return the final metrics: val/loss (exact),
-    train/loss, iter, wall_time (s, the training loop with its evaluations), and ms_per_iter and
-    tokens_per_s of the training steps alone."""
+    """Train (or, with --eval-checkpoint, sample and evaluate) and return the final metrics:
+    val/loss (exact), train/loss, iter, wall_time (s, the training loop with its evaluations), and
+    ms_per_iter and tokens_per_s of the training steps alone."""
+    check_args(args)
     validate(args)
-    if args.sample:
-        return sample_main(args)
-    ckpt = load_checkpoint(args.checkpoint) if args.resume else None
-    if ckpt is not None:
-        saved = ckpt["args"]
-        diff = [f"--{k.replace('_', '-')} {saved[k]} (given {getattr(args, k)})" for k in MODEL_FIELDS
-                if saved.get(k) != getattr(args, k)]
-        if diff:
-            raise SystemExit(f"--checkpoint {args.checkpoint} was trained with a different model: "
-                             f"{', '.join(diff)}; repeat the run's flags to resume it, or start a new run.")
-        if ckpt["iter"] >= args.max_iters:
-            raise SystemExit(f"--checkpoint {args.checkpoint} is already at iteration {ckpt['iter']}: "
-                             f"raise --max-iters above it to train further.")
-
-    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    use_cuda = args.cuda and torch.cuda.is_available()
-    if distributed:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if args.eval_checkpoint:
+        return evaluate_checkpoint(args)
+    ckpt = resume_checkpoint(args) if args.resume else None
+    distributed, rank, world_size, device = setup_distributed(args)
+    use_cuda, is_main = device.type == "cuda", rank == 0
     if use_cuda:
-        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        torch.set_num_threads(args.num_threads)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    is_main = rank == 0
+    if ckpt is not None:  # a resumed run writes beside its checkpoint
+        run_dir = os.path.dirname(args.resume) or "."
+    else:
+        task = os.path.basename(os.path.normpath(args.data_dir))
+        run_dir = make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else ""
+    ckpt_path = os.path.join(run_dir, "ckpt.pt")
     # bf16 autocast on CUDA; CPU runs stay in float32 (bf16 matmuls are slow on most CPUs).
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
 
     data, meta = load_dataset(args.data_dir)
     if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
-        raise SystemExit(f"--checkpoint {args.checkpoint} has vocab {ckpt['meta']['vocab_size']}, but "
+        raise SystemExit(f"--resume {args.resume} has vocab {ckpt['meta']['vocab_size']}, but "
                          f"--data-dir {args.data_dir} has {meta['vocab_size']}: resume on the run's own data.")
-    for split, tokens in data.items():
-        if len(tokens) <= args.block_size + 1:
-            raise SystemExit(f"{split}.bin in {args.data_dir} has {len(tokens)} tokens, too few for "
-                             f"--block-size {args.block_size}: lower it or prepare more text.")
+    check_fits(args, data, meta["vocab_size"], world_size, device)
+    batch = args.batch_size // world_size  # this rank's share of each micro-step
 
     torch.manual_seed(args.seed + rank)  # dropout; the weights are broadcast from rank 0 by DDP
     data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
@@ -597,63 +763,66 @@ def main(args: Args) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         start_iter = ckpt["iter"]
         if world_size == len(ckpt["rng_states"]):  # the same ranks continue their own streams
-            data_state, torch_state, cuda_state = ckpt["rng_states"][rank]
-            data_rng.set_state(data_state)
-            torch.set_rng_state(torch_state)
-            if use_cuda and cuda_state is not None:
-                torch.cuda.set_rng_state(cuda_state, device)
+            state = ckpt["rng_states"][rank]
+            data_rng.set_state(state["data"])
+            torch.set_rng_state(state["torch"])
+            if use_cuda and state["cuda"] is not None:
+                torch.cuda.set_rng_state(state["cuda"], device)
     raw_model = model
     if args.compile:
         model = torch.compile(model)
     if distributed:
         model = DDP(model, device_ids=[device.index] if use_cuda else None)
 
-    run_dir = (os.path.dirname(os.path.abspath(args.checkpoint)) if ckpt is not None
-               else os.path.join("runs", f"{args.exp_name}__{args.seed}__{int(time.time())}"))
     n_params = sum(p.numel() for p in raw_model.parameters())
-    tokens_per_iter = world_size * args.grad_accum * args.batch_size * args.block_size
+    tokens_per_iter = args.grad_accum * args.batch_size * args.block_size
     if is_main:
-        if args.save_model or args.track:
-            os.makedirs(run_dir, exist_ok=True)
         print(f"{args.data_dir}: train {len(data['train']):,} / val {len(data['val']):,} tokens, vocab "
               f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; "
-              f"{tokens_per_iter:,} tokens per iteration" + (f"; resuming at iter {start_iter}" if ckpt else ""))
-    wandb = None
-    if args.track and is_main:
-        import wandb  # imported here so that a plain run does not pay for it
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=os.path.basename(run_dir),
-                   config=dataclasses.asdict(args), dir=run_dir)
+              f"{tokens_per_iter:,} tokens per iteration; run folder {run_dir}"
+              + (f"; resuming at iter {start_iter}" if ckpt else ""))
+    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
 
     def checkpoint(it: int) -> None:
         """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
-        mine = (data_rng.get_state(), torch.get_rng_state(), torch.cuda.get_rng_state(device) if use_cuda else None)
+        mine = {"data": data_rng.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if use_cuda else None}
         states = [mine]
         if distributed:
             states = [None] * world_size
             dist.all_gather_object(states, mine)
-        if is_main and args.save_model:
-            save_checkpoint(os.path.join(run_dir, "ckpt.pt"), raw_model, optimizer, args, meta, it, states)
+        if is_main:
+            save_checkpoint(ckpt_path, {"algo": ALGO, "model": raw_model.state_dict(), "iter": it,
+                                        "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args),
+                                        "meta": meta, "rng_states": states})
 
     metrics: dict = {}
     start_time = log_time = time.time()
     loss_sum, loss_count, eval_seconds = 0.0, 0, 0.0
     it = start_iter
+    stop = StopFlag()
     while True:
         if it % args.eval_interval == 0 or it == args.max_iters:
             eval_start = time.time()
             if is_main:
                 metrics.update(estimate_loss(raw_model, data, args, ctx, device, exact_val=it == args.max_iters))
                 print(f"step {it}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f}")
+                check_finite("the val loss", metrics["val/loss"], it, "lower --learning-rate")
                 if wandb:
                     wandb.log({"val/loss": metrics["val/loss"], "train/loss": metrics["train/loss"],
                                "iter": it}, step=it)
-            if it > start_iter:
+            if it > start_iter and args.save_model:
                 checkpoint(it)
             eval_time = time.time() - eval_start
             log_time += eval_time  # ms/iter counts training steps only
             eval_seconds += eval_time
         if it == args.max_iters:
             break
+        if stop_agreed(stop, distributed, device):  # Ctrl-C: keep everything needed to go on
+            checkpoint(it)
+            if is_main:
+                print(f"interrupted at iteration {it}: saved {ckpt_path}\nto resume it: {resume_command(ckpt_path)}")
+            sys.exit(130)
         lr = learning_rate(it, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -662,7 +831,7 @@ def main(args: Args) -> dict:
             if distributed:  # all-reduce the gradients only once, after the last micro-step
                 model.require_backward_grad_sync = micro == args.grad_accum - 1
             # Sampled here, not prefetched: the checkpoint's RNG state then points at the next batch.
-            x, y = get_batch(data["train"], args.batch_size, args.block_size, data_rng)
+            x, y = get_batch(data["train"], batch, args.block_size, data_rng)
             with ctx:
                 _, loss = model(x.to(device), y.to(device))
             (loss / args.grad_accum).backward()
@@ -672,7 +841,8 @@ def main(args: Args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         it += 1
-        loss_sum, loss_count = loss_sum + step_loss, loss_count + 1  # .item() only when printing: no GPU sync
+        check_finite("the training loss", step_loss.item(), it, "lower --learning-rate (or raise --warmup-iters).")
+        loss_sum, loss_count = loss_sum + step_loss, loss_count + 1
         if is_main and (it % args.log_interval == 0 or it == args.max_iters):
             now = time.time()
             ms = 1000 * (now - log_time) / loss_count
@@ -695,9 +865,8 @@ def main(args: Args) -> dict:
         print(f"final: val loss {metrics['val/loss']:.4f}, train loss {metrics['train/loss']:.4f} after "
               f"{it} iters; {wall_time:.1f} s, of which {eval_seconds:.1f} s evaluating and saving "
               f"({metrics['ms_per_iter']:.1f} ms/iter, {metrics['tokens_per_s']:,.0f} tokens/s)")
-        if args.save_model:
-            print(f"saved {os.path.join(run_dir, 'ckpt.pt')}; sample with: python algos/gpt.py --sample "
-                  f"--checkpoint {os.path.join(run_dir, 'ckpt.pt')}")
+        print(f"saved {ckpt_path}; sample from it with: python {sys.argv[0]} --eval-checkpoint {ckpt_path}"
+              if args.save_model else f"(the model was not saved: drop --no-save-model to keep it in {run_dir}/)")
         if wandb:
             wandb.log({k: v for k, v in metrics.items()}, step=it)
             wandb.finish()
@@ -707,4 +876,5 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
     main(tyro.cli(Args))

@@ -5,6 +5,9 @@ import json
 import math
 import os
 import re
+import shlex
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, ROOT, SHARED_DATA, load_script, run
+from conftest import ALGOS, ROOT, SHARED_DATA, load_script, run, script_env
 
 gpt = load_script("gpt")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "shakespeare_char_tiny"
@@ -167,7 +170,7 @@ def main_tiny(tmp_path, monkeypatch, **kw) -> dict:
 
 
 def only_ckpt(tmp_path, exp_name) -> str:
-    [path] = tmp_path.glob(f"runs/{exp_name}__*/ckpt.pt")
+    [path] = tmp_path.glob(f"runs/*__{exp_name}__*/ckpt.pt")
     return str(path)
 
 
@@ -179,12 +182,12 @@ def test_resume_continues_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     whole_log = capsys.readouterr().out
     main_tiny(tmp_path, monkeypatch, exp_name="half", max_iters=6, **common)
     capsys.readouterr()
-    resumed = main_tiny(tmp_path, monkeypatch, exp_name="half", max_iters=12, resume=True,
-                        checkpoint=only_ckpt(tmp_path, "half"), **common)
+    resumed = main_tiny(tmp_path, monkeypatch, exp_name="half", max_iters=12, resume=only_ckpt(tmp_path, "half"),
+                        **common)
     resumed_log = capsys.readouterr().out
     losses = lambda log: re.findall(r"iter (\d+): loss ([\d.]+)", log)
     assert losses(resumed_log) == losses(whole_log)[6:] and len(losses(resumed_log)) == 6
-    a, b = (torch.load(only_ckpt(tmp_path, name), weights_only=True) for name in ("whole", "half"))
+    a, b = (gpt.load_checkpoint(only_ckpt(tmp_path, name), "--resume") for name in ("whole", "half"))
     assert a["iter"] == b["iter"] == 12 and resumed["iter"] == 12
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
@@ -192,13 +195,15 @@ def test_resume_continues_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_sample_mode_continues_the_prompt(tmp_path, monkeypatch, capsys):
-    main_tiny(tmp_path, monkeypatch, max_iters=20, eval_interval=20)
-    out = gpt.main(gpt.Args(sample=True, checkpoint=only_ckpt(tmp_path, "gpt"), prompt="First", num_samples=2,
-                            max_new_tokens=40, top_p=0.9))
-    assert len(out["samples"]) == 2
+def test_eval_checkpoint_continues_the_prompt_and_repeats_the_final_val_loss(tmp_path, monkeypatch, capsys):
+    trained = main_tiny(tmp_path, monkeypatch, max_iters=20, eval_interval=20)
+    out = gpt.main(gpt.Args(eval_checkpoint=only_ckpt(tmp_path, "gpt"), prompt="First", num_samples=2,
+                            max_new_tokens=40, top_p=0.9))  # no dataset in tmp_path: samples only
+    assert len(out["samples"]) == 2 and "val/loss" not in out
     assert all(s.startswith("First") and len(s) == 45 for s in out["samples"])
     assert "First" in capsys.readouterr().out
+    out = gpt.main(gpt.Args(eval_checkpoint=only_ckpt(tmp_path, "gpt"), data_dir=TINY["data_dir"], max_new_tokens=5))
+    assert out["val/loss"] == trained["val/loss"] and out["train/loss"] == trained["train/loss"]
 
 
 def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
@@ -206,7 +211,13 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         (dict(n_embd=30, n_head=4), "--n-embd 30 is not divisible by --n-head 4"),
         (dict(n_head=6, n_kv_head=4, n_embd=48), "--n-head 6 is not a multiple of --n-kv-head 4"),
         (dict(data_dir=str(tmp_path / "nothing")), "prepare it with `python data/shakespeare_char/prepare.py`"),
-        (dict(sample=True), "--sample needs --checkpoint"),
+        (dict(n_head=0), "--n-head 0 is not allowed: it must be at least 1."),
+        (dict(rope_base=0.0), "--rope-base 0.0 is not allowed: it must be above 1."),
+        (dict(weight_decay=math.nan), "--weight-decay nan is not allowed"),
+        (dict(block_size=100_000), "has 14400 tokens, too few for --block-size 100000"),
+        (dict(block_size=1000, batch_size=10**6), "GiB of activations, more than the"),
+        (dict(resume="nowhere.pt"), "--resume nowhere.pt: cannot read it"),
+        (dict(eval_checkpoint=str(FIXTURE / "train.bin")), "is damaged or is not a checkpoint"),
     ]
     for kw, message in cases:
         with pytest.raises(SystemExit, match=re.escape(message)):
@@ -218,9 +229,43 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         tiny_model()(torch.zeros(1, 4, dtype=torch.long), start=14)
     main_tiny(tmp_path, monkeypatch, max_iters=2, eval_interval=2)
     with pytest.raises(SystemExit, match=re.escape("was trained with a different model: --n-layer 2 (given 3)")):
-        main_tiny(tmp_path, monkeypatch, n_layer=3, max_iters=4, resume=True, checkpoint=only_ckpt(tmp_path, "gpt"))
+        main_tiny(tmp_path, monkeypatch, n_layer=3, max_iters=4, resume=only_ckpt(tmp_path, "gpt"))
     with pytest.raises(SystemExit, match="is already at iteration 2: raise --max-iters"):
-        main_tiny(tmp_path, monkeypatch, max_iters=2, resume=True, checkpoint=only_ckpt(tmp_path, "gpt"))
+        main_tiny(tmp_path, monkeypatch, max_iters=2, resume=only_ckpt(tmp_path, "gpt"))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # validate() reads it before any distributed call
+    with pytest.raises(SystemExit, match=re.escape("--batch-size 3 does not divide among the 2 ranks")):
+        main_tiny(tmp_path, monkeypatch, batch_size=3)
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit, match=r"^iteration \d+: the training loss is (nan|inf); lower --learning-rate"):
+        main_tiny(tmp_path, monkeypatch, learning_rate=1e6, max_iters=200, eval_interval=200)
+    assert "final:" not in capsys.readouterr().out
+
+
+def test_ctrl_c_saves_and_the_printed_command_resumes_bit_exactly(tmp_path):
+    """SIGINT mid-run: exit 130 with "to resume it: ..."; that command, run as printed, ends with
+    the weights of a run that was never interrupted (dropout on, so the RNG states count)."""
+    flags = ["--data-dir", TINY["data_dir"], "--n-layer", "2", "--n-embd", "32", "--block-size", "16",
+             "--batch-size", "4", "--eval-iters", "2", "--log-interval", "1", "--dropout", "0.1",
+             "--max-iters", "300", "--eval-interval", "100", "--exp-name"]
+    proc = subprocess.Popen([sys.executable, str(ALGOS / "gpt.py"), *flags, "cut"], cwd=tmp_path, env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter 20:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert re.search(r"^interrupted at iteration \d+: saved runs/\S+/ckpt.pt$", out, re.M), out
+    [command] = [line[len("to resume it: "):] for line in out.splitlines() if line.startswith("to resume it: ")]
+    words = shlex.split(command)
+    assert words[0] == "python" and words[-2] == "--resume"
+    assert run([sys.executable, *words[1:]], cwd=tmp_path, timeout=300).returncode == 0
+    assert run([sys.executable, str(ALGOS / "gpt.py"), *flags, "whole"], cwd=tmp_path, timeout=300).returncode == 0
+    a, b = (gpt.load_checkpoint(only_ckpt(tmp_path, name), "--resume") for name in ("whole", "cut"))
+    assert a["iter"] == b["iter"] == 300
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_missing_data_says_how_to_prepare_it(tmp_path):
@@ -261,7 +306,7 @@ def test_gpt2_bpe_prepare_roundtrip(tmp_path, monkeypatch):
     assert "".join(parts) == text
     # gpt.py trains on the BPE tokens and samples through tiktoken.
     main_tiny(tmp_path, monkeypatch, data_dir=str(tmp_path), block_size=8, max_iters=3, eval_interval=3)
-    out = gpt.main(gpt.Args(sample=True, checkpoint=only_ckpt(tmp_path, "gpt"), prompt="ROMEO:", max_new_tokens=5))
+    out = gpt.main(gpt.Args(eval_checkpoint=only_ckpt(tmp_path, "gpt"), prompt="ROMEO:", max_new_tokens=5))
     assert out["samples"][0].startswith("ROMEO:") and len(enc.encode(out["samples"][0])) >= 6
 
 
