@@ -252,3 +252,47 @@ def test_learns_cartpole_quickly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     metrics = dqn.main(cartpole(seed=1, total_timesteps=20_000, eval_episodes=20))
     assert metrics["eval/mean_return"] >= 300, metrics
+
+
+def test_main_bootstraps_from_the_target_network_synchronised_only_at_its_steps(tmp_path, monkeypatch):
+    """In a real main() run: every TD target reads a separate target network whose weights are
+    exactly those of the last synchronisation, and synchronisations happen every
+    --target-network-frequency steps after --learning-starts, no more, no less."""
+    monkeypatch.chdir(tmp_path)
+    synced, targets = [], []
+    real_sync, real_target = dqn.soft_update, dqn.td_target
+
+    def soft_update(target_network, q_network, tau):
+        real_sync(target_network, q_network, tau)
+        synced.append([p.detach().clone() for p in target_network.parameters()])
+
+    def td_target(q_network, target_network, *rest):
+        assert target_network is not q_network, "the TD target bootstraps from the online network"
+        weights = [p.detach() for p in target_network.parameters()]
+        expected = synced[-1] if synced else initial
+        assert all(torch.equal(w, e) for w, e in zip(weights, expected)), "the target moved between syncs"
+        targets.append(len(synced))
+        return real_target(q_network, target_network, *rest)
+
+    initial = None
+    real_network = dqn.QNetwork
+
+    def first_network(*a):  # the online network is built first, the target second (a copy of it)
+        nonlocal initial
+        net = real_network(*a)
+        if initial is None:
+            initial = [p.detach().clone() for p in net.parameters()]
+        return net
+
+    monkeypatch.setattr(dqn, "soft_update", soft_update)
+    monkeypatch.setattr(dqn, "td_target", td_target)
+    monkeypatch.setattr(dqn, "QNetwork", first_network)
+    args = cartpole(total_timesteps=4_000, learning_starts=1_000, target_network_frequency=600,
+                    train_frequency=8, eval_episodes=2, log_interval=100_000)
+    dqn.main(args)
+    iterations = range(1, args.total_timesteps // args.num_envs + 1)
+    expected_syncs = sum(1 for i in iterations if i * args.num_envs > args.learning_starts
+                         and i % (args.target_network_frequency // args.num_envs) == 0)
+    assert len(synced) == expected_syncs == 5
+    assert len(targets) == sum(1 for i in iterations if i * args.num_envs > args.learning_starts and i % 2 == 0)
+    assert targets[0] == 0 and targets[-1] == expected_syncs, "targets before and after syncs were both seen"
