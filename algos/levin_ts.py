@@ -31,33 +31,29 @@ PHS* (Orseau & Lelis 2021) adds a learned heuristic h(n) >= 0 to the policy:
 
     PHS* cost      phi(n) = (g + h) / pi(n)^(1 + h/g)  ->  log(g + h) - (1 + h/g) log pi(n)
 
-The search's h is the network's estimate of the moves left times --h-weight w = 0.25 (my choice):
-the estimate learns the lengths of the solutions found, which are longer than the shortest, and
-an h too large near the root (h/g big) puts a large power on pi and makes the search greedy.
-Chosen on 200 Boxoban medium levels (not the held-out ones), one network (h detached, below) fit
-to a PHS* run's solutions, 5,000 expansions a level: w = 0 (LevinTS) 78 solved, 0.125: 88,
-0.25: 87, 0.5: 80, 1: 67; expansions in all, failures included, 758k / 695k / 693k / 702k /
-756k. 0.125 and 0.25 are a tie; 0.25 solved more within 1,000 expansions (45 vs 35).
+The search's h is the network's estimate of the moves left times --h-weight w (0.25): the
+estimate learns the lengths of the solutions found, which are longer than the shortest, and an
+h too large near the root (h/g big) puts a large power on pi and makes the search greedy.
 
 Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head
 (4 moves) and a heuristic head. Search runs many levels at once: each round pops the best node
 of every level in the batch and evaluates all the states that need the network in one call
 (LevinTS: each state when first expanded; PHS*: when first reached, since h enters the cost),
-so the network sees batches, not single states. With an A3C-trained
-policy the 2018 paper's LevinTS solved all 1,000 Boxoban unfiltered test levels with about
-6,600 expansions a level; the uniform policy solved 88.
+so the network sees batches, not single states. With an A3C-trained policy the 2018 paper's
+LevinTS solved all 1,000 Boxoban unfiltered test levels with about 6,600 expansions a level;
+the uniform policy solved 88.
 
 Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an
 expansion budget; train on the solutions found with the Levin loss, a cross-entropy on the
 solution's actions weighted by the expansions the search spent (minimizing the bound
 N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on the
 distance to go along the solution; double the budget when a sweep solves nothing new; repeat
-until another sweep as long as the last would end past --train-minutes. Three changes of mine:
-the budget doubles as soon as a sweep solves at most --double-below (15%) of the levels it tries
-(on thousands of levels "nothing new" never comes, and the hard levels would never be searched
-deeper), every training state is seen turned or mirrored at random (one of the square's 8
-symmetries, the moves turned with it), and h's regression does not train the layers it shares
-with the policy (see PolicyHeuristicNet.forward).
+until another sweep as long as the last would end past --train-minutes. Three departures from
+the paper's loop: the budget doubles as soon as a sweep solves at most --double-below of the
+levels it tries (on thousands of levels "nothing new" never comes, and the hard levels would
+never be searched deeper); every training state is seen turned or mirrored at random (one of
+the square's 8 symmetries, the moves turned with it); and h's regression does not train the
+layers it shares with the policy (see PolicyHeuristicNet.forward).
 
 Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when
 the cell beyond it is free (no wall, no box); solved when every box is on a goal. Levels are
@@ -68,9 +64,10 @@ plays backwards (the player pulls boxes) until it has pulled --difficulty times,
 level is solvable.
 
 Distributed: under torchrun the levels of each sweep and of the evaluation are split across
-ranks (rank r searches levels r, r + world_size, ...); the solutions are all-gathered, every
-rank trains on all of them with its own minibatches, and DistributedDataParallel averages the
-gradients. Rank 0 alone prints, logs and saves.
+ranks (rank r searches levels r, r + world_size, ..., --batch-levels / world_size at once); the
+solutions are all-gathered, every rank trains on all of them with its own --batch-size /
+world_size samples a step, and DistributedDataParallel averages the gradients. Rank 0 alone
+prints, logs and saves.
 
 References
     Orseau, Lelis, Lattimore, Weber 2018, "Single-Agent Policy Tree Search With Guarantees",
@@ -89,21 +86,26 @@ Usage (sh data/get_boxoban.sh fetches the levels; offline, ../shared/data/boxoba
     python algos/levin_ts.py --train-minutes 2                   # a quick run on generated levels
     torchrun --standalone --nproc_per_node=2 algos/levin_ts.py --train-minutes 2
     python algos/levin_ts.py --track --train-minutes 2           # log to Weights & Biases
-    python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt           # continue training
-    python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt --max-sweeps 0   # evaluate only
+    python algos/levin_ts.py <the run's flags> --resume runs/<run_name>/levin_ts.pt        # continue training
+    python algos/levin_ts.py <its level flags> --eval-checkpoint runs/<run_name>/levin_ts.pt  # search only
 """
 
 import dataclasses
 import functools
+import hashlib
 import heapq
+import io
 import math
 import os
-import pickle
+import shlex
+import signal
+import sys
 import time
+import typing
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple, Optional
+from typing import Annotated, Callable, Literal, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -114,19 +116,39 @@ import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field, written beside it in Args: lo <= value <= hi
+    (lo < value with lo_open). check_args tests every field against its Range."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        low_ok = value > self.lo if self.lo_open else value >= self.lo
+        return low_ok and value <= self.hi and math.isfinite(value)
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+
 @dataclass
 class Args:
     """Levin tree search / PHS* with a learned policy on Sokoban (Boxoban)."""
 
     exp_name: str = "levin_ts"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0)] = 1
     """seed of the experiment (levels, initial weights; each rank draws its own minibatches)"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available"""
-    num_threads: int = 1
+    num_threads: Annotated[int, Range(1)] = 1
     """torch CPU threads; the small CNN runs fastest with one"""
     track: bool = False
     """log to Weights & Biases"""
@@ -135,9 +157,11 @@ class Args:
     wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
     save_model: bool = True
-    """write runs/<run_name>/levin_ts.pt (atomically) after every sweep"""
+    """write runs/<run_name>/levin_ts.pt (atomically) after every sweep; Ctrl-C saves it in any case"""
     resume: Optional[str] = None
-    """continue training from this checkpoint (same levels); with --max-sweeps 0 it only evaluates"""
+    """continue training from this checkpoint (give the flags of its run); the run writes to it"""
+    eval_checkpoint: Optional[str] = None
+    """search the held-out levels with this checkpoint's network, no training"""
 
     search: Literal["lts", "phs"] = "lts"
     """LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)"""
@@ -145,55 +169,58 @@ class Args:
     """training levels: a Boxoban .txt file or a folder of them; none = generated levels"""
     test_levels_path: Optional[str] = None
     """held-out levels for the final evaluation; none = the last --test-levels of the training set"""
-    test_levels: int = 200
+    test_levels: Annotated[int, Range(1)] = 200
     """held-out levels (taken from the end of the training set, or generated)"""
-    train_levels: int = 2000
+    train_levels: Annotated[int, Range(1)] = 2000
     """training levels to use (the first ones; generated when there is no --levels-path)"""
-    add_generated: int = 0
+    add_generated: Annotated[int, Range(0)] = 0
     """with --levels-path: first train on this many generated levels, difficulty rising from 1 to --difficulty"""
-    difficulty: int = 10
+    difficulty: Annotated[int, Range(1)] = 10
     """generator: box pulls of the reverse play from the solved position (more = harder)"""
-    num_boxes: int = 4
+    num_boxes: Annotated[int, Range(1)] = 4
     """generator: boxes (and goals) per level"""
-    size: int = 10
+    size: Annotated[int, Range(5)] = 10
     """generator: side of the square room, border walls included"""
 
-    budget: int = 2000
+    budget: Annotated[int, Range(1)] = 2000
     """expansions per level in the first sweep (doubled when a sweep solves too little, see --double-below)"""
-    max_budget: int = 64000
+    max_budget: Annotated[int, Range(1)] = 64000
     """the budget stops doubling here"""
-    eval_budget: int = 20000
+    eval_budget: Annotated[int, Range(1)] = 20000
     """expansions per level in the final evaluation"""
-    train_minutes: float = 60.0
+    train_minutes: Annotated[float, Range(0, lo_open=True)] = 60.0
     """wall-clock budget for the bootstrap loop's searches and gradient steps (over all resumes); a
     sweep starts only if one as long as the last would end within it"""
-    max_sweeps: int = 1000
+    max_sweeps: Annotated[int, Range(1)] = 1000
     """stop after this many sweeps (over all resumes)"""
-    sweep_levels: int = 250
+    sweep_levels: Annotated[int, Range(1)] = 250
     """unsolved training levels attempted per sweep at the first budget, taken in order (all ranks
     together); fewer as the budget doubles, so that a sweep's worst case stays --sweep-levels x --budget"""
-    batch_levels: int = 128
-    """levels searched at once per rank (the network's batch: one state per level, ~3 for PHS*)"""
-    double_below: float = 0.15
+    batch_levels: Annotated[int, Range(1)] = 128
+    """levels searched at once (all ranks together; the network's batch: one state per level, ~3 for PHS*)"""
+    double_below: Annotated[float, Range(0, 1)] = 0.15
     """double the budget when a sweep solves at most this fraction of the levels it tries
-    (0: only when it solves none, the paper's rule)"""
-    train_steps: int = 200
+    (0: only when it solves none, the paper's rule; 1: after every sweep)"""
+    train_steps: Annotated[int, Range(1)] = 200
     """gradient steps after each sweep"""
-    batch_size: int = 256
-    """solution states per gradient step (per rank)"""
-    learning_rate: float = 1e-3
+    batch_size: Annotated[int, Range(1)] = 256
+    """solution states per gradient step (all ranks together)"""
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
     """Adam step size"""
-    channels: int = 32
+    channels: Annotated[int, Range(1)] = 32
     """convolution channels of the network"""
-    hidden: int = 128
+    hidden: Annotated[int, Range(1)] = 128
     """width of each head's dense layer"""
-    h_weight: float = 0.25
+    h_weight: Annotated[float, Range(0)] = 0.25
     """PHS* only: the search uses w * h(s) (h learns the moves left along the solutions found, which
     are longer than the shortest; at full weight the search is too greedy, see the docstring)"""
     compare_uniform: bool = False
     """also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)"""
 
 
+# =============================================================================================
+# ALGORITHM: Sokoban and its levels, the network, LevinTS and PHS* search, the Levin loss, training. Read this first.
+# =============================================================================================
 # ----------------------------------------------------------------------------- Sokoban
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
 MOVE_NAMES = "udlr"
@@ -309,7 +336,18 @@ def load_levels(path: str) -> list[Level]:
     if not p.exists() or not files:
         raise ValueError(f"{path}: no such file, or a folder without .txt files; get the Boxoban "
                          "levels with: sh data/get_boxoban.sh")
-    return [lv for f in files for lv in parse_levels(f.read_text(), str(f))]
+    levels = []
+    for f in files:
+        try:
+            found = parse_levels(f.read_text(encoding="utf-8"), str(f))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f}: byte {e.start} is not UTF-8 text; give a Boxoban level file.") from None
+        except OSError as e:
+            raise ValueError(f"{f}: cannot read it ({e.strerror}).") from None
+        if not found:
+            raise ValueError(f"{f}: no levels in it; a level is a `; name` line and the rows of the room.")
+        levels += found
+    return levels
 
 
 def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4, difficulty: int = 10,
@@ -349,6 +387,37 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
                          State(player, tuple(sorted(boxes))))
 
 
+
+def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
+    """(training levels, held-out levels), from files or from the generator; bad files end the
+    run with one sentence naming the file and line."""
+    try:
+        if args.levels_path is None:
+            rng = np.random.default_rng(args.seed)
+            gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
+                                  for k in range(n)]
+            return gen(args.train_levels, "train"), gen(args.test_levels, "test")
+        train = load_levels(args.levels_path)
+        if args.test_levels_path is not None:
+            test = load_levels(args.test_levels_path)[:args.test_levels]
+        else:
+            if len(train) <= args.test_levels:
+                raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
+                                 f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
+            train, test = train[:-args.test_levels], train[-args.test_levels:]
+        train = train[:args.train_levels]
+        # --add-generated: a curriculum before the loaded levels, difficulty rising from 1 to --difficulty.
+        rng, n = np.random.default_rng(args.seed), args.add_generated
+        train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
+                 for k in range(n)] + train
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    shapes = {(lv.height, lv.width) for lv in train + test}
+    if len(shapes) > 1:
+        raise SystemExit(f"the levels have different sizes {sorted(shapes)}; the search batches levels "
+                         "of one size, so give levels of one size (--size sets the generated ones').")
+    return train, test
+
 def encode(levels: list[Level], states: list[State]) -> np.ndarray:
     """One-hot planes [N, 4, H, W]: wall, goal, box, player."""
     h, w = levels[0].height, levels[0].width
@@ -363,15 +432,11 @@ def encode(levels: list[Level], states: list[State]) -> np.ndarray:
 # ----------------------------------------------------------------------------- network
 class PolicyHeuristicNet(nn.Module):
     """Five 3x3 convolutions over the planes, so that the features at a cell see the 11 x 11 square
-    around it: from the player's cell, most of a 10 x 10 room. (Three, as before, saw 7 x 7: trained
-    the same way on the same solutions, five solved 463 of 500 held-out levels within 5,000
-    expansions where three solved 433; see the README.) The features at the player's cell (what
-    the next move depends on most) and their mean over the room feed two heads,
-    each a dense layer and an output: the move logits (the policy pi(.|s)) and the heuristic h(s),
-    an estimate of the moves left. Reading the player's cell makes the policy the same function
-    of the player's surroundings wherever the player stands: trained on 200 generated levels, a
-    version with three convolutions and one dense layer shared by the heads solved 48/48 held-out
-    ones where a flatten-and-dense head solved 36 (uniform policy: 38)."""
+    around it: from the player's cell, most of a 10 x 10 room. The features at the player's cell
+    (what the next move depends on most) and their mean over the room feed two heads, each a
+    dense layer and an output: the move logits (the policy pi(.|s)) and the heuristic h(s), an
+    estimate of the moves left. Reading the player's cell makes the policy the same function of
+    the player's surroundings wherever the player stands."""
 
     def __init__(self, channels: int = 32, hidden: int = 128):
         super().__init__()
@@ -388,9 +453,8 @@ class PolicyHeuristicNet(nn.Module):
         player = x[:, 3].flatten(1).argmax(1)
         at_player = z[torch.arange(len(z), device=z.device), :, player]
         f = torch.cat([at_player, z.mean(2)], 1)
-        # h reads the features but does not train them: trained through them, its regression on
-        # tens of moves took them over and the policy got worse (held-out cross-entropy 0.48 vs
-        # 0.31 when detached, fit to the same solutions; the README has the searches).
+        # h reads the features but does not train them: its regression on distances of tens of
+        # moves would take the shared layers over, at the policy's expense.
         return self.policy(f), self.heuristic(f.detach()).squeeze(1)
 
 
@@ -422,10 +486,33 @@ def phs_cost(depth: int, h: float, log_pi: float) -> float:
     return 0.0 if depth == 0 else math.log(depth + h) - (1.0 + h / depth) * log_pi
 
 
+@dataclass(slots=True)
+class Reached:
+    """What the search knows of a state it has reached: the lowest cost it was reached at (the
+    state cut), and its evaluation log pi(.|s) (None until the network has seen it) and h(s)."""
+    cost: float
+    policy: Optional[list]
+    h: float
+
+
+class Child(NamedTuple):
+    """A move that changes the state: the action, the state it leads to, and log pi of the child."""
+    action: int
+    state: State
+    log_pi: float
+
+
+class Expansion(NamedTuple):
+    """One entry of batched_search's `trace`: which level, the state expanded, its cost."""
+    level: int
+    state: State
+    cost: float
+
+
 class Tree:
     """The search tree of one level: nodes in parallel lists, the frontier as a heap of
-    (cost, node id) (ids grow, so equal costs pop in insertion order), and per reached state
-    [best cost so far, log pi(.|s), h(s)] for the state cut and to evaluate each state once."""
+    (cost, node id) (ids grow, so equal costs pop in insertion order), and a Reached per state,
+    for the state cut and to evaluate each state once."""
 
     def __init__(self, level: Level, algo: str):
         self.level, self.algo = level, algo
@@ -437,11 +524,11 @@ class Tree:
         if made already (LevinTS evaluates a state when first expanded, PHS* when first reached)."""
         known = self.seen.get(state)
         if known is not None:
-            policy, h = known[1], known[2]  # pi(.|s) and h(s) depend on the state only
+            policy, h = known.policy, known.h  # pi(.|s) and h(s) depend on the state only
         cost = levin_cost(depth, log_pi) if self.algo == "lts" else phs_cost(depth, h, log_pi)
-        if known is not None and known[0] <= cost:
+        if known is not None and known.cost <= cost:
             return  # state cut: reached before at a lower or equal cost
-        self.seen[state] = [cost, policy, h]
+        self.seen[state] = Reached(cost, policy, h)
         heapq.heappush(self.heap, (cost, len(self.states)))
         for lst, v in zip((self.states, self.parents, self.actions, self.depths, self.log_pis),
                           (state, parent, action, depth, log_pi)):
@@ -451,20 +538,20 @@ class Tree:
         """The cheapest frontier node whose state has no cheaper copy since; None when empty."""
         while self.heap:
             cost, node = heapq.heappop(self.heap)
-            if cost <= self.seen[self.states[node]][0]:
+            if cost <= self.seen[self.states[node]].cost:
                 return node
         return None
 
-    def children(self, node: int) -> list:
-        """(action, state, log pi(child)) of the moves that change the state, with the policy
-        renormalized over them so that the children's probabilities sum to pi(node)."""
-        state, policy = self.states[node], self.seen[self.states[node]][1]
+    def children(self, node: int) -> list[Child]:
+        """The moves that change the state, with the policy renormalized over them so that the
+        children's probabilities sum to pi(node)."""
+        state, policy = self.states[node], self.seen[self.states[node]].policy
         moves = [(a, s) for a in range(len(MOVES)) if (s := self.level.step(state, a)) is not None]
         if not moves:
             return []
         m = max(policy[a] for a, _ in moves)
         log_z = m + math.log(sum(math.exp(policy[a] - m) for a, _ in moves))
-        return [(a, s, self.log_pis[node] + policy[a] - log_z) for a, s in moves]
+        return [Child(a, s, self.log_pis[node] + policy[a] - log_z) for a, s in moves]
 
     def result(self, node: Optional[int]) -> dict:
         out = dict(solved=node is not None, expansions=self.expansions, nodes=len(self.states))
@@ -479,15 +566,15 @@ class Tree:
 
 
 def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = "lts",
-                   batch_levels: int = 64, trace: Optional[list] = None) -> list[dict]:
+                   batch_levels: int = 64, trace: Optional[list] = None, stop=None) -> Optional[list[dict]]:
     """Best-first search on many levels at once. Each round expands the cheapest node of every
     level in the batch, and calls the network once on the states that need it, from all levels:
     the expanded states not evaluated yet (their policy gives the children's pi) and, for PHS*,
     the new children (their h is part of their cost). A level stops when its goal node is
     expanded, its frontier is empty, or after `budget` expansions; a queued level then takes its
     place. Per level: solved, expansions, nodes and, when solved, actions, length and
-    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost) for
-    every expansion in order."""
+    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives an Expansion for every expansion in
+    order. None when `stop` (a StopFlag) is requested before the search ends."""
     results: list = [None] * len(levels)
     queue, trees = deque(range(len(levels))), {}
 
@@ -498,6 +585,8 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
         return {item: ph for item, ph in zip(items, zip(policies, hs))}
 
     while queue or trees:
+        if stop is not None and stop.requested:
+            return None
         while queue and len(trees) < batch_levels:
             i = queue.popleft()
             trees[i] = Tree(levels[i], algo)
@@ -509,19 +598,20 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
             if node is not None:
                 tree.expansions += 1
                 if trace is not None:
-                    trace.append((i, state, tree.seen[state][0]))
+                    trace.append(Expansion(i, state, tree.seen[state].cost))
             if node is None or tree.level.solved(state) or tree.expansions >= budget:
                 results[i] = tree.result(node if node is not None and tree.level.solved(state) else None)
                 del trees[i]
             else:
                 expanded.append((i, node))
-        missing = [(i, trees[i].states[n]) for i, n in expanded if trees[i].seen[trees[i].states[n]][1] is None]
+        missing = [(i, trees[i].states[n]) for i, n in expanded if trees[i].seen[trees[i].states[n]].policy is None]
         for (i, s), (policy, h) in evaluations(missing).items():
-            trees[i].seen[s][1:] = [policy, h]
-        children = [(i, n, a, s, log_pi) for i, n in expanded for a, s, log_pi in trees[i].children(n)]
-        new = evaluations([(i, s) for i, _, _, s, _ in children if s not in trees[i].seen]) if algo == "phs" else {}
-        for i, n, a, s, log_pi in children:  # in the order generated: ties pop in insertion order
-            trees[i].add(n, a, s, trees[i].depths[n] + 1, log_pi, *new.get((i, s), (None, 0.0)))
+            reached = trees[i].seen[s]
+            reached.policy, reached.h = policy, h
+        children = [(i, n, c) for i, n in expanded for c in trees[i].children(n)]
+        new = evaluations([(i, c.state) for i, _, c in children if c.state not in trees[i].seen]) if algo == "phs" else {}
+        for i, n, c in children:  # in the order generated: ties pop in insertion order
+            trees[i].add(n, c.action, c.state, trees[i].depths[n] + 1, c.log_pi, *new.get((i, c.state), (None, 0.0)))
     return results
 
 
@@ -549,13 +639,22 @@ def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> di
 
 
 # ----------------------------------------------------------------------------- training
-def solution_samples(level: Level, actions: list, expansions: int) -> list:
-    """(level, state, action, distance to go, legal-move mask, expansions) along a solution,
-    replayed from the start (the memory keeps only the moves)."""
+class Sample(NamedTuple):
+    """One state of a solution, as a training example."""
+    level: Level
+    state: State
+    action: int  # the solution's move here
+    to_go: int  # moves left to the goal along the solution (h's target)
+    legal: list  # legal[a]: move a changes the state
+    expansions: int  # the expansions the search spent on the level (the Levin loss's weight)
+
+
+def solution_samples(level: Level, actions: list, expansions: int) -> list[Sample]:
+    """The states along a solution, replayed from the start (the memory keeps only the moves)."""
     samples, s = [], level.start
     for t, a in enumerate(actions):
-        samples.append((level, s, a, len(actions) - t, [level.step(s, b) is not None for b in range(len(MOVES))],
-                        expansions))
+        legal = [level.step(s, b) is not None for b in range(len(MOVES))]
+        samples.append(Sample(level, s, a, len(actions) - t, legal, expansions))
         s = level.step(s, a)
     return samples
 
@@ -606,14 +705,15 @@ def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor,
     return -(weights * log_p.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
 
 
-def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Generator, batch_size: int,
+def train_step(model: nn.Module, optimizer, samples: list[Sample], rng: np.random.Generator, batch_size: int,
                mean_expansions: float, algo: str, device: torch.device) -> tuple[float, float]:
+    """One Adam step on `batch_size` samples drawn with replacement; returns (policy loss, h loss)."""
     batch = [samples[k] for k in rng.integers(0, len(samples), batch_size)]
-    obs = torch.from_numpy(encode([b[0] for b in batch], [b[1] for b in batch])).to(device)
-    actions = torch.tensor([b[2] for b in batch], device=device)
-    to_go = torch.tensor([float(b[3]) for b in batch], device=device)
-    legal = torch.tensor([b[4] for b in batch], device=device)
-    weights = torch.tensor([b[5] / mean_expansions for b in batch], device=device)
+    obs = torch.from_numpy(encode([b.level for b in batch], [b.state for b in batch])).to(device)
+    actions = torch.tensor([b.action for b in batch], device=device)
+    to_go = torch.tensor([float(b.to_go) for b in batch], device=device)
+    legal = torch.tensor([b.legal for b in batch], device=device)
+    weights = torch.tensor([b.expansions / mean_expansions for b in batch], device=device)
     # Sokoban's rules do not change when the board is turned or mirrored, if the moves turn with
     # it: each sample is seen under a random symmetry, 8 times the data for free.
     square = obs.shape[-1] == obs.shape[-2]
@@ -629,11 +729,201 @@ def train_step(model: nn.Module, optimizer, samples: list, rng: np.random.Genera
     return policy_loss.item(), h_loss.item()
 
 
+@dataclass
+class TrainState:
+    """What the bootstrap loop carries from one sweep to the next, and a checkpoint keeps."""
+    budget: int  # expansions per level in the next sweep
+    sweep: int = 0  # sweeps done
+    trained_s: float = 0.0  # seconds of searching and training so far
+    cursor: int = 0  # the next sweep takes the unsolved levels from this index on
+    last_s: float = 0.0  # the last sweep's seconds
+    memory: dict = dataclasses.field(default_factory=dict)  # level index -> (expansions, moves) of its solution
+
+
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(type(args), include_extras=True)
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        for rule in getattr(hints[field.name], "__metadata__", ()):
+            if not isinstance(rule, Range):
+                continue
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not rule.holds(v):
+                    flag = "--" + field.name.replace("_", "-")
+                    raise SystemExit(f"{flag} {v} is not allowed: it must be {rule}.")
+
+
+def validate(args: Args) -> None:
+    """Combinations of flags that each pass their Range but cannot run together."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for name in ("batch_size", "batch_levels"):
+        if getattr(args, name) % world_size:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the "
+                             f"{world_size} ranks; each rank takes an equal share of it.")
+    if args.resume is not None and args.eval_checkpoint is not None:
+        raise SystemExit("give --resume (continue training) or --eval-checkpoint (search only), not both.")
+    if args.max_budget < args.budget:
+        raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
+    generating = args.levels_path is None or args.add_generated > 0
+    if generating and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
+        raise SystemExit(f"--num-boxes {args.num_boxes} does not fit a {args.size}x{args.size} room; lower it.")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
+    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
+    for n in range(1, 1000):
+        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+
+
+ALGO = "levin_ts"  # checkpoints name the script that wrote them
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
+
+
 def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
+    temporary file that replaces `path` only when complete."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+    header, _, data = raw.partition(b"\n")
+    if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
+        raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
+                         "(its sha256 does not match): use another checkpoint or train again.")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("algo") != ALGO:
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
+                         f"give it to algos/{state.get('algo')}.py instead.")
+    return state
+
+
+class StopFlag:
+    """Ctrl-C asks the run to stop at the next search round (so the work can be saved
+    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
+    second Ctrl-C, a few seconds later, quits at once without saving."""
+
+    def __init__(self):
+        self.requested_at = None
+        signal.signal(signal.SIGINT, self._handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def _handler(self, signum, frame):
+        if self.requested_at is None:
+            self.requested_at = time.time()
+            print("Ctrl-C: stopping at the next search round and saving (press again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
+    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    return distributed, rank, world_size, device
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+def check_finite(name: str, value: float, sweep: int, hint: str) -> None:
+    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
+    if not math.isfinite(value):
+        raise SystemExit(f"sweep {sweep}: {name} is {value}; {hint}")
+
+
+def open_checkpoint(args: Args) -> tuple[Optional[dict], Optional[str]]:
+    """The checkpoint of --resume or --eval-checkpoint (None, None without one), and the folder
+    it lies in, where a resumed run writes. Refuses one of another search algorithm."""
+    path = args.resume or args.eval_checkpoint
+    if path is None:
+        return None, None
+    flag = "--resume" if args.resume else "--eval-checkpoint"
+    ckpt = load_checkpoint(path, flag)
+    if ckpt["search"] != args.search:
+        raise SystemExit(f"{flag} {path} was trained with --search {ckpt['search']}, not {args.search}: "
+                         f"add --search {ckpt['search']} (a network is searched by the algorithm it learned for).")
+    folder = os.path.dirname(path) or "."
+    if args.resume and not os.access(folder, os.W_OK):
+        raise SystemExit(f"--resume {path}: a resumed run writes beside its checkpoint, and {folder} is not writable.")
+    return ckpt, folder
+
+
+def restore(ckpt: dict, args: Args, net: nn.Module, optimizer, train_levels: list[Level]) -> TrainState:
+    """Load a checkpoint's network, optimizer and loop state (the learning rate stays --learning-rate's)."""
+    flag, path = ("--resume", args.resume) if args.resume else ("--eval-checkpoint", args.eval_checkpoint)
+    if args.resume and ckpt["train_names"] != [lv.name for lv in train_levels]:
+        raise SystemExit(f"--resume {path} was trained on other levels; give the same --levels-path "
+                         "and --train-levels (or generator flags and --seed) as that run.")
+    try:
+        net.load_state_dict(ckpt["net"])
+    except RuntimeError:
+        raise SystemExit(f"{flag} {path} holds a network of another shape; give the --channels and "
+                         "--hidden of that run.") from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = args.learning_rate
+    return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
+
+
+def command_with(flag: str, path: str) -> str:
+    """This run's command line with `flag path` in place of any --resume or --eval-checkpoint."""
+    argv, reload = sys.argv[1:], ("--resume", "--eval-checkpoint")
+    drop = {k for k, a in enumerate(argv) if a in reload} | {k + 1 for k, a in enumerate(argv) if a in reload}
+    keep = [a for k, a in enumerate(argv) if k not in drop and not a.startswith(tuple(f + "=" for f in reload))]
+    return shlex.join(["python", sys.argv[0], *keep, flag, path])
 
 
 def gather(obj, distributed: bool, world_size: int) -> list:
@@ -645,199 +935,148 @@ def gather(obj, distributed: bool, world_size: int) -> list:
     return out
 
 
-def search_split(levels, evaluate, budget, args, rank, world_size, distributed) -> tuple[list, float]:
-    """Each rank searches levels rank, rank + world_size, ...; returns all results in level
-    order on every rank, and the slowest rank's seconds."""
+def search_split(levels, evaluate, budget, args, rank, world_size, distributed, stop) -> tuple[Optional[list], float]:
+    """Each rank searches levels rank, rank + world_size, ..., --batch-levels / world_size at once;
+    returns all results in level order on every rank and the slowest rank's seconds, or (None, 0)
+    on every rank when Ctrl-C stopped any rank's search."""
     start = time.time()
-    mine = batched_search(levels[rank::world_size], evaluate, budget, args.search, args.batch_levels)
+    mine = batched_search(levels[rank::world_size], evaluate, budget, args.search,
+                          args.batch_levels // world_size, stop=stop)
     parts = gather((mine, time.time() - start), distributed, world_size)
+    if any(part is None for part, _ in parts):
+        return None, 0.0
     results = [None] * len(levels)
     for r, (part, _) in enumerate(parts):
         results[r::world_size] = part
     return results, max(s for _, s in parts)
 
 
-def validate(args: Args) -> None:
-    for name in ("budget", "eval_budget", "batch_levels", "train_steps", "batch_size", "sweep_levels",
-                 "test_levels", "train_levels", "num_boxes", "difficulty"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
-    if not (math.isfinite(args.h_weight) and args.h_weight >= 0):
-        raise SystemExit(f"--h-weight {args.h_weight} must be >= 0 (0: PHS* without the heuristic).")
-    if not 0 <= args.double_below < 1:
-        raise SystemExit(f"--double-below {args.double_below} must be in [0, 1): a fraction of the levels tried.")
-    if args.max_budget < args.budget:
-        raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
-    if args.size < 5:
-        raise SystemExit(f"--size {args.size} is too small for the generator's rooms; use 10 (Boxoban's).")
-    if args.levels_path is None and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
-        raise SystemExit(f"--num-boxes {args.num_boxes} does not fit a {args.size}x{args.size} room; lower it.")
-
-
-def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
-    """(training levels, held-out levels), from files or from the generator."""
-    try:
-        if args.levels_path is None:
-            rng = np.random.default_rng(args.seed)
-            gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
-                                  for k in range(n)]
-            return gen(args.train_levels, "train"), gen(args.test_levels, "test")
-        train = load_levels(args.levels_path)
-        if args.test_levels_path is not None:
-            test = load_levels(args.test_levels_path)[:args.test_levels]
-        else:
-            if len(train) <= args.test_levels:
-                raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
-                                 f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
-            train, test = train[:-args.test_levels], train[-args.test_levels:]
-        train = train[:args.train_levels]
-        # --add-generated: a curriculum before the loaded levels, difficulty rising from 1 to --difficulty.
-        rng, n = np.random.default_rng(args.seed), args.add_generated
-        train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
-                 for k in range(n)] + train
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-    shapes = {(lv.height, lv.width) for lv in train + test}
-    if len(shapes) > 1:
-        raise SystemExit(f"the levels have different sizes {sorted(shapes)}; the search batches levels "
-                         "of one size, so give levels of one size (--size sets the generated ones').")
-    return train, test
-
-
 def main(args: Args) -> dict:
-    """Bootstrap-train the policy (and heuristic), then evaluate on the held-out levels.
-    Returns eval/solved, eval/levels, eval/mean_expansions (over solved levels), eval/median_expansions,
-    eval/max_expansions, eval/mean_length, eval/total_expansions, eval/solved_within_B (for the B of
-    WITHIN below --eval-budget), eval/bound_violations (LevinTS), charts/expansions_per_s
-    (evaluation), train/solved, train/levels, train/seconds, sweep, charts/budget, wall_time, and with
-    --compare-uniform the same eval keys under uniform/ for the uniform policy."""
+    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with
+    --eval-checkpoint, only search). Returns eval/solved, eval/levels, eval/mean_expansions (over
+    solved levels), eval/median_expansions, eval/max_expansions, eval/mean_length,
+    eval/total_expansions, eval/solved_within_B (for the B of WITHIN below --eval-budget),
+    eval/bound_violations (LevinTS), charts/expansions_per_s (evaluation), train/solved,
+    train/levels, train/seconds, sweep, charts/budget, wall_time, and with --compare-uniform the
+    same eval keys under uniform/ for the uniform policy."""
+    check_args(args)
     validate(args)
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    use_cuda = args.cuda and torch.cuda.is_available()
-    if distributed:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(args.num_threads)
+    distributed, rank, world_size, device = setup_distributed(args)
     is_main = rank == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    stop = StopFlag()  # from here on Ctrl-C stops the run at the next search round, and keeps its work
+    ckpt, run_dir = open_checkpoint(args)
+    if run_dir is None and is_main:
+        run_dir = make_run_dir(f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    ckpt_path = args.resume or os.path.join(run_dir or "", "levin_ts.pt")
 
     train_levels, test_levels = get_levels(args)
     net = PolicyHeuristicNet(args.channels, args.hidden).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    memory: dict[int, tuple] = {}  # training level index -> (expansions, moves) of its solution
-    budget, sweep, trained_s, cursor, last_s = args.budget, 0, 0.0, 0, 0.0
-    run_name = f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if args.resume is not None:
-        try:
-            ckpt = torch.load(args.resume, map_location="cpu", weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-            raise SystemExit(f"--resume {args.resume} is not a readable checkpoint ({type(e).__name__}).") from None
-        needed = {"net", "optimizer", "budget", "sweep", "trained_s", "memory", "cursor", "train_names"}
-        if not isinstance(ckpt, dict) or not needed <= set(ckpt):
-            raise SystemExit(f"--resume {args.resume} is not a levin_ts.py checkpoint (it lacks "
-                             f"{sorted(needed - set(ckpt) if isinstance(ckpt, dict) else needed)}).")
-        if ckpt["train_names"] != [lv.name for lv in train_levels]:
-            raise SystemExit(f"--resume {args.resume} was trained on other levels; give the same --levels-path "
-                             "and --train-levels (or generator flags and --seed) as that run.")
-        try:
-            net.load_state_dict(ckpt["net"])
-        except RuntimeError:
-            raise SystemExit(f"--resume {args.resume} holds a network of another shape (other --channels or "
-                             "--hidden, or an older version of this file); give the flags of that run.") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        budget, sweep, trained_s, memory = ckpt["budget"], ckpt["sweep"], ckpt["trained_s"], ckpt["memory"]
-        cursor, last_s = ckpt["cursor"], ckpt.get("last_s", 0.0)  # last_s: the last sweep's seconds
-        run_name = os.path.basename(os.path.dirname(os.path.abspath(args.resume)))
+    st = restore(ckpt, args, net, optimizer, train_levels) if ckpt else TrainState(budget=args.budget)
     # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
     model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
-    run_dir = os.path.join("runs", run_name)
-    wandb = None
-    if args.track and is_main:
-        import wandb  # imported here so that a plain run does not pay for it
-        os.makedirs(run_dir, exist_ok=True)
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
+    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
     if is_main:
         print(f"{args.search}: {len(train_levels)} training and {len(test_levels)} held-out levels "
-              f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}")
+              f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}"
+              + ("" if args.eval_checkpoint else f", checkpoint {ckpt_path}"))
+
+    def save() -> None:
+        save_checkpoint(ckpt_path, dict(
+            algo=ALGO, search=args.search, net=net.state_dict(), optimizer=optimizer.state_dict(),
+            train_names=[lv.name for lv in train_levels], args=dataclasses.asdict(args), **dataclasses.asdict(st)))
+
+    def interrupted(where: str) -> None:
+        """After Ctrl-C: rank 0 saves the run as of its last whole sweep and says how to resume it."""
+        if is_main and args.eval_checkpoint is None:
+            save()
+            print(f"interrupted {where}: saved {ckpt_path}")
+            print(f"to resume it: {command_with('--resume', ckpt_path)}")
+        elif is_main:
+            print("interrupted during the search; nothing to save.", file=sys.stderr)
+        sys.exit(130)
+
     evaluate = network_evaluator(net, device, args.h_weight)
     # Solved levels are not searched again, so their training samples are built once.
-    samples = [x for i, (n_exp, moves) in memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
-    start, row = time.time(), {}
+    samples = [x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
+    start, row, wrote = time.time(), {}, False
     # A sweep starts only if one as long as the last still ends within --train-minutes.
-    while sweep < args.max_sweeps and trained_s + last_s < args.train_minutes * 60:
-        t0, before = time.time(), trained_s
+    while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
+           and st.trained_s + st.last_s < args.train_minutes * 60):
+        t0, before = time.time(), st.trained_s
         # The next unsolved levels after the cursor, cycling through the list in order (so the
         # generated levels of --add-generated, easiest first, come first). Fewer at a larger budget:
         # a sweep then costs at most what the first did, and the clock is checked as often.
-        n, count = len(train_levels), max(world_size, args.sweep_levels * args.budget // budget)
-        chosen = [i for i in ((cursor + k) % n for k in range(n)) if i not in memory][:count]
+        n, count = len(train_levels), max(world_size, args.sweep_levels * args.budget // st.budget)
+        chosen = [i for i in ((st.cursor + k) % n for k in range(n)) if i not in st.memory][:count]
         if not chosen:
             break
-        cursor = (chosen[-1] + 1) % n
         net.eval()
-        results, search_s = search_split([train_levels[i] for i in chosen], evaluate, budget, args,
-                                         rank, world_size, distributed)
+        results, search_s = search_split([train_levels[i] for i in chosen], evaluate, st.budget, args,
+                                         rank, world_size, distributed, stop)
+        if results is None:  # Ctrl-C: this sweep is dropped, and the resumed run starts it again
+            interrupted(f"at sweep {st.sweep}")
+        st.cursor = (chosen[-1] + 1) % n
         new = [(i, r) for i, r in zip(chosen, results) if r["solved"]]
         for i, r in new:
-            memory[i] = (r["expansions"], r["actions"])
+            st.memory[i] = (r["expansions"], r["actions"])
             samples += solution_samples(train_levels[i], r["actions"], r["expansions"])
         expansions = sum(r["expansions"] for r in results)
         net.train()
         # This rank's minibatches: seeded by (seed, rank, sweep), so the sweep index saved in the
         # checkpoint is all the random state a resumed run needs.
-        rng = np.random.default_rng([args.seed, rank, sweep])
+        rng = np.random.default_rng([args.seed, rank, st.sweep])
         losses = [(0.0, 0.0)]
         if samples:
-            mean_exp = float(np.mean([n for n, _ in memory.values()]))
-            losses = [train_step(model, optimizer, samples, rng, args.batch_size, mean_exp, args.search, device)
-                      for _ in range(args.train_steps)]
-        sweep += 1
-        trained_s += time.time() - t0
+            mean_exp = float(np.mean([n for n, _ in st.memory.values()]))
+            losses = [train_step(model, optimizer, samples, rng, args.batch_size // world_size, mean_exp,
+                                 args.search, device) for _ in range(args.train_steps)]
+        st.sweep += 1
+        st.trained_s += time.time() - t0
         if distributed:  # rank 0's clock decides for all, or ranks could disagree on the last sweep
-            clock = torch.tensor([trained_s], dtype=torch.float64, device=device)
+            clock = torch.tensor([st.trained_s], dtype=torch.float64, device=device)
             dist.broadcast(clock, 0)
-            trained_s = clock.item()
-        last_s = trained_s - before
-        row = {"sweep": sweep, "charts/budget": budget, "charts/solved_sweep": len(new),
-               "charts/attempted_sweep": len(chosen), "charts/solved_total": len(memory),
+            st.trained_s = clock.item()
+        st.last_s = st.trained_s - before
+        row = {"sweep": st.sweep, "charts/budget": st.budget, "charts/solved_sweep": len(new),
+               "charts/attempted_sweep": len(chosen), "charts/solved_total": len(st.memory),
                "charts/expansions_per_s": expansions / max(search_s, 1e-9),
-               "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": trained_s}
+               "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": st.trained_s}
+        check_finite("the policy loss", row["losses/policy_loss"], st.sweep, "lower --learning-rate.")
         if args.search == "phs":
             row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
+            check_finite("the heuristic loss", row["losses/heuristic_loss"], st.sweep, "lower --learning-rate.")
         # Too little new at this budget: search deeper. The paper doubles when a sweep solves
         # nothing new, which on thousands of levels never happens while the hard ones stay unsolved.
         if len(new) <= args.double_below * len(chosen):
-            budget = min(2 * budget, args.max_budget)
+            st.budget = min(2 * st.budget, args.max_budget)
         if is_main:
-            print(f"sweep {sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
-                  f"total {len(memory):>5}/{len(train_levels)}  expansions/s {row['charts/expansions_per_s']:,.0f}  "
+            print(f"sweep {st.sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
+                  f"total {len(st.memory):>5}/{len(train_levels)}  expansions/s {row['charts/expansions_per_s']:,.0f}  "
                   f"policy loss {row['losses/policy_loss']:.3f}  "
                   + (f"h loss {row['losses/heuristic_loss']:.2f}  " if args.search == "phs" else "")
-                  + f"{trained_s:.0f} s")
+                  + f"{st.trained_s:.0f} s")
             if wandb:
-                wandb.log(row, step=sweep)
+                wandb.log(row, step=st.sweep)
             if args.save_model:
-                save_checkpoint(os.path.join(run_dir, "levin_ts.pt"), dict(
-                    net=net.state_dict(), optimizer=optimizer.state_dict(), budget=budget, sweep=sweep,
-                    trained_s=trained_s, memory=memory, train_names=[lv.name for lv in train_levels],
-                    cursor=cursor, last_s=last_s, args=dataclasses.asdict(args)))
+                save()
+                wrote = True
 
     net.eval()
-    results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed)
+    results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed, stop)
+    if results is None:
+        interrupted(f"during the evaluation after sweep {st.sweep}")
     metrics = summarize(results, args.search, seconds, args.eval_budget)
-    metrics.update({"train/solved": len(memory), "train/levels": len(train_levels), "train/seconds": trained_s,
-                    "sweep": sweep, "charts/budget": budget, "wall_time": time.time() - start,
+    metrics.update({"train/solved": len(st.memory), "train/levels": len(train_levels), "train/seconds": st.trained_s,
+                    "sweep": st.sweep, "charts/budget": st.budget, "wall_time": time.time() - start,
                     **{k: v for k, v in row.items() if k.startswith("losses/")}})
     if args.compare_uniform:
         uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
-                                        dataclasses.replace(args, search="lts"), rank, world_size, distributed)
+                                        dataclasses.replace(args, search="lts"), rank, world_size, distributed, stop)
+        if uniform is None:
+            interrupted(f"during the evaluation after sweep {st.sweep}")
         metrics.update({k.replace("eval/", "uniform/"): v for k, v in
                         summarize(uniform, "lts", seconds, args.eval_budget).items() if k.startswith("eval/")})
     if is_main:
@@ -849,7 +1088,7 @@ def main(args: Args) -> dict:
               f"{metrics['eval/total_expansions']:,} expansions in all (failures included), "
               f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
               f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
-              f"after {sweep} sweeps, {trained_s:.0f} s of training")
+              f"after {st.sweep} sweeps, {st.trained_s:.0f} s of training")
         within = [b for b in WITHIN if b < args.eval_budget]
         if within:
             print(f"solved within {' / '.join(f'{b:,}' for b in within)} expansions: "
@@ -864,12 +1103,17 @@ def main(args: Args) -> dict:
         if wandb:  # with a picture of a solved level and the moves found
             picture = {} if solved is None else {
                 "eval/solved_level": wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
-            wandb.log({**metrics, **picture}, step=sweep + 1)
+            wandb.log({**metrics, **picture}, step=st.sweep + 1)
             wandb.finish()
+        if wrote:
+            print(f"saved {ckpt_path}; to search with it again: {command_with('--eval-checkpoint', ckpt_path)}")
+        elif args.eval_checkpoint is None and not args.save_model:
+            print(f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
     main(tyro.cli(Args))

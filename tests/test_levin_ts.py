@@ -1,8 +1,11 @@
 """levin_ts.py: push rules, the loader and its errors, the generator's solvability, the LevinTS
-expansion order and Theorem 3, PHS*, checkpoints and resume, and a short learning test."""
+expansion order and Theorem 3, PHS*, checkpoints, resume and Ctrl-C, and a short learning test."""
 
 import math
 import re
+import shlex
+import signal
+import subprocess
 import sys
 from collections import deque
 
@@ -28,6 +31,12 @@ ROOM = """; 7
 #  $ .#
 #######
 """
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """Every run makes its runs/<name>/ folder at once: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def one(text):
@@ -105,13 +114,28 @@ def test_bad_levels_path_is_one_sentence(tmp_path):
     proc = run([sys.executable, str(ALGOS / "levin_ts.py"), "--levels-path", str(tmp_path / "bad.txt")], cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert re.search(r"bad\.txt:3: unknown character 'x'", proc.stderr)
-    with pytest.raises(SystemExit, match="--budget 0 must be at least 1"):
+    with pytest.raises(SystemExit, match="^--budget 0 is not allowed: it must be at least 1.$"):
         lts.main(tiny_args(budget=0))
-    with pytest.raises(SystemExit, match="--difficulty 0 must be at least 1"):  # the generator would loop
+    with pytest.raises(SystemExit, match="^--difficulty 0 is not allowed"):  # the generator would loop
         lts.main(tiny_args(difficulty=0))
+    for minutes in (0.0, -5.0, float("nan")):  # would train nothing and evaluate an untrained network
+        with pytest.raises(SystemExit, match=f"^--train-minutes {minutes} is not allowed: it must be above 0."):
+            lts.main(tiny_args(train_minutes=minutes))
     torch.save({"net": {}}, tmp_path / "other.pt")
-    with pytest.raises(SystemExit, match="is not a levin_ts.py checkpoint"):
-        lts.main(tiny_args(resume=str(tmp_path / "other.pt")))
+    (tmp_path / "notes.txt").write_text("e" * 200)  # torch.load read it as a zip and failed with KeyError: 101
+    for path in (tmp_path / "other.pt", tmp_path / "notes.txt"):
+        for flag in ("resume", "eval_checkpoint"):
+            with pytest.raises(SystemExit, match="is damaged or is not a checkpoint of these scripts"):
+                lts.main(tiny_args(**{flag: str(path)}))
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "good.txt").write_text(CORRIDOR * 3)
+    for levels, test_levels in (("good", "empty"), ("empty", "good")):  # not "solved 0/0"
+        with pytest.raises(SystemExit, match=r"empty\.txt: no levels in it"):
+            lts.main(tiny_args(levels_path=str(tmp_path / f"{levels}.txt"),
+                               test_levels_path=str(tmp_path / f"{test_levels}.txt")))
+    (tmp_path / "latin1.txt").write_bytes(CORRIDOR.replace("; 0", "; caf\xe9").encode("latin-1"))
+    with pytest.raises(SystemExit, match=r"latin1\.txt: byte 5 is not UTF-8 text"):
+        lts.main(tiny_args(levels_path=str(tmp_path / "latin1.txt"), test_levels=1))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
@@ -283,12 +307,12 @@ def test_h_weight_scales_the_heuristic_the_search_sees(monkeypatch):
     pi_w, h_w = lts.network_evaluator(net, torch.device("cpu"), 0.5)(obs)
     assert pi_w == pi_1 and min(h_1) > 0 and h_w == pytest.approx([0.5 * h for h in h_1])
     for bad in (-1.0, float("nan")):
-        with pytest.raises(SystemExit, match=f"--h-weight {bad} must be >= 0"):
+        with pytest.raises(SystemExit, match=f"--h-weight {bad} is not allowed: it must be at least 0"):
             lts.main(tiny_args(search="phs", h_weight=bad))
     # ... and main hands --h-weight to the search's evaluator.
     seen = []
     monkeypatch.setattr(lts, "network_evaluator", lambda net, device, w=1.0: seen.append(w) or evaluate(net, device, w))
-    lts.main(tiny_args(search="phs", h_weight=0.75, max_sweeps=0, test_levels=2))  # not the default
+    lts.main(tiny_args(search="phs", h_weight=0.75, max_sweeps=1, test_levels=2))  # not the default
     assert seen == [0.75]
 
 
@@ -315,20 +339,50 @@ def test_levin_loss_is_masked_weighted_cross_entropy():
 
 
 # ---------------------------------------------------------------- training, checkpoints, learning
-def test_checkpoint_resume_continues_the_same_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_checkpoint_resume_continues_the_same_run(tmp_path):
     tiny_args = lambda **kw: globals()["tiny_args"](train_levels=30, test_levels=8, eval_budget=300, **kw)
     straight = lts.main(tiny_args(max_sweeps=2, save_model=True, exp_name="straight"))
     first = lts.main(tiny_args(max_sweeps=1, save_model=True, exp_name="first"))
     [path] = list((tmp_path / "runs").glob("*first*/levin_ts.pt"))
-    ckpt = torch.load(path, weights_only=True)  # plain data: no pickled classes
-    assert {"net", "optimizer", "budget", "sweep", "memory", "cursor", "train_names"} <= ckpt.keys()
+    ckpt = lts.load_checkpoint(str(path), "--resume")  # plain data: no pickled classes
+    assert {"net", "optimizer", "budget", "sweep", "memory", "cursor", "train_names", "search"} <= ckpt.keys()
     assert ckpt["sweep"] == 1 and first["sweep"] == 1
     resumed = lts.main(tiny_args(max_sweeps=2, save_model=True, resume=str(path)))
     assert resumed["sweep"] == 2
-    for key in ("eval/solved", "eval/total_expansions", "train/solved", "charts/budget"):
+    for key in ("eval/solved", "eval/total_expansions", "train/solved", "charts/budget", "losses/policy_loss"):
         assert resumed[key] == straight[key], key
-    assert not list((tmp_path / "runs").glob("*/*.tmp"))
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # the resumed run wrote to its checkpoint, nowhere else
+    assert lts.load_checkpoint(str(path), "--resume")["sweep"] == 2
+    assert not list((tmp_path / "runs").glob("*/*.tmp*"))
+    # --eval-checkpoint searches the held-out levels with it, and trains nothing.
+    searched = lts.main(tiny_args(max_sweeps=5, eval_checkpoint=str(path)))
+    for key in ("eval/solved", "eval/total_expansions", "train/solved", "sweep"):
+        assert searched[key] == straight[key], key
+    assert lts.load_checkpoint(str(path), "--resume")["sweep"] == 2
+    for flag in ("resume", "eval_checkpoint"):  # a LevinTS network is not searched by PHS*
+        with pytest.raises(SystemExit, match="was trained with --search lts, not phs: add --search lts"):
+            lts.main(tiny_args(search="phs", **{flag: str(path)}))
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_the_run(tmp_path):
+    """SIGINT mid-run: exit 130 without a traceback, a checkpoint, and a command that resumes it."""
+    args = ["--train-levels", "3000", "--test-levels", "4", "--num-boxes", "2", "--difficulty", "3", "--budget", "100",
+            "--eval-budget", "100", "--sweep-levels", "20", "--train-steps", "3", "--batch-size", "16",
+            "--batch-levels", "16", "--no-save-model"]
+    proc = subprocess.Popen([sys.executable, str(ALGOS / "levin_ts.py"), *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while "sweep   2" not in proc.stdout.readline():  # interrupted while training
+        assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    saved = re.search(r"interrupted at sweep (\d+): saved (\S+)", out)
+    command = re.search(r"^to resume it: python (.+)$", out, re.M)
+    assert saved and command, out
+    ckpt = lts.load_checkpoint(str(tmp_path / saved[2]), "--resume")
+    assert ckpt["sweep"] == int(saved[1]) >= 2
+    resumed = run([sys.executable, *shlex.split(command[1]), "--max-sweeps", str(int(saved[1]) + 1)], cwd=tmp_path)
+    assert resumed.returncode == 0 and f"after {int(saved[1]) + 1} sweeps" in resumed.stdout, resumed.stderr
 
 
 def test_budget_doubles_when_a_sweep_solves_too_little():
