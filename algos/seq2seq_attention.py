@@ -40,15 +40,21 @@ A PNG of the attention weights of a few test sentences goes to runs/<run_name>/a
 Data: by default a built-in date task: dates between 1950 and 2049 written in 13 human formats
 ("3 March 1998", "03/03/98", "Tue Mar 03 1998", "the 3rd of March 1998" ...) to translate into
 ISO "1998-03-03". The held-out dates never occur in training. Numeric dates are day first;
-two-digit years are 19xx from 50 up. Or --data-path: a parallel corpus as tab-separated
-"source<TAB>target" lines (further columns are ignored): one file, split here, or a folder
-with train.tsv, val.tsv and test.tsv; data/parallel/README.md says how to get Tatoeba or
-Multi30k. Tokens are characters, words (runs of letters/digits and single punctuation marks)
-or tiktoken subwords, with a vocabulary of the tokens seen in training.
+two-digit years are 19xx from 50 up. Or --data-path: a parallel corpus of UTF-8
+"source<TAB>target" lines, exactly two fields each (a first line source<TAB>target or
+src<TAB>tgt, in any case, is a header and is skipped; one of two language codes such as
+en<TAB>fr is refused, as it might be a pair): one file, split here, or a folder with
+train.tsv, val.tsv and test.tsv; data/parallel/README.md says how to get Tatoeba or Multi30k.
+Tokens are characters, words (runs of letters/digits and single punctuation marks) or tiktoken
+subwords, with a vocabulary of the tokens seen in training.
 
 Distributed: under torchrun each rank takes its own rows of every global batch (--batch-size
-counts all ranks); DistributedDataParallel averages the gradients. Rank 0 alone evaluates,
-prints, logs and saves. On CUDA the forward pass runs in bfloat16 autocast.
+counts all ranks together); DistributedDataParallel averages the gradients. Rank 0 alone
+evaluates, prints, logs and saves. On CUDA the forward pass runs in bfloat16 autocast.
+
+Ctrl-C stops training at the end of a step, saves runs/<run_name>/seq2seq_attention.pt with the
+optimizer, the data order and the random states, and prints the command that resumes it; the
+resumed run continues exactly as the uninterrupted one would (with the same flags and ranks).
 
 References
     Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
@@ -66,22 +72,30 @@ Usage
     python algos/seq2seq_attention.py --attention general --teacher-forcing 0.8
     torchrun --standalone --nproc_per_node=2 algos/seq2seq_attention.py
     python algos/seq2seq_attention.py --track                      # log to Weights & Biases
+    python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt
+    python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt   # train on
     python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
         --num-iterations 20000 --embed-dim 256 --hidden-size 256
 """
 
 import dataclasses
 import datetime
+import hashlib
+import io
 import math
 import os
 import random
 import re
+import shlex
+import signal
+import sys
 import time
+import typing
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -91,19 +105,41 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field, written beside it in Args: lo <= value <= hi
+    (lo < value with lo_open, value < hi with hi_open). check_args tests every field against it."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        low_ok = value > self.lo if self.lo_open else value >= self.lo
+        high_ok = value < self.hi if self.hi_open else value <= self.hi
+        return low_ok and high_ok and math.isfinite(value)
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
 @dataclass
 class Args:
     """Encoder-decoder with attention on the date task or a tab-separated parallel corpus."""
 
     exp_name: str = "seq2seq_attention"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0, 2**31)] = 1
     """seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available"""
-    num_threads: int = 1
+    num_threads: Annotated[int, Range(1)] = 1
     """torch CPU threads; small recurrent networks run fastest with one"""
     track: bool = False
     """log to Weights & Biases"""
@@ -112,7 +148,11 @@ class Args:
     wandb_entity: Optional[str] = None
     """the wandb entity (team)"""
     save_model: bool = False
-    """save the model and its vocabularies to runs/<run_name>/seq2seq_attention.pt"""
+    """save the model, with all that --resume needs, to runs/<run_name>/seq2seq_attention.pt"""
+    resume: Optional[str] = None
+    """a checkpoint to train on from, up to --num-iterations, writing beside it; its data and model flags are used"""
+    eval_checkpoint: Optional[str] = None
+    """a checkpoint to evaluate on its test set, greedy and with --beam-size; no training"""
 
     data_path: Optional[str] = None
     """a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task"""
@@ -120,40 +160,48 @@ class Args:
     """how text becomes tokens: characters, words and punctuation, or tiktoken subwords"""
     tiktoken_encoding: str = "gpt2"
     """tiktoken encoding for --tokenizer tiktoken (set TIKTOKEN_CACHE_DIR to work offline)"""
-    heldout_fraction: float = 0.05
+    heldout_fraction: Annotated[float, Range(0, 0.5, lo_open=True, hi_open=True)] = 0.05
     """with a single --data-path file: the fraction of pairs held out for validation, and again for test"""
-    num_train: int = 20_000
+    num_train: Annotated[int, Range(1)] = 20_000
     """date task: training pairs (from the training dates)"""
-    num_heldout: int = 1_000
+    num_heldout: Annotated[int, Range(1)] = 1_000
     """date task: validation pairs and test pairs, each (from dates never seen in training)"""
 
     attention: Literal["bahdanau", "dot", "general"] = "bahdanau"
     """score function: additive v^T tanh(W s + U h) (Bahdanau), or Luong's s^T h / s^T W_a h"""
-    embed_dim: int = 32
+    embed_dim: Annotated[int, Range(1)] = 32
     """token embedding size"""
-    hidden_size: int = 64
+    hidden_size: Annotated[int, Range(1)] = 64
     """GRU size of each encoder direction; the decoder's state is twice this"""
-    dropout: float = 0.1
+    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.1
     """dropout on embeddings and before the output layer"""
-    teacher_forcing: float = 1.0
+    teacher_forcing: Annotated[float, Range(0, 1)] = 1.0
     """probability that a decoder step in training reads the true previous token (else its own guess)"""
 
-    num_iterations: int = 1_000
-    """optimizer steps"""
-    batch_size: int = 64
-    """sentence pairs per step, all ranks together"""
-    learning_rate: float = 3e-3
+    num_iterations: Annotated[int, Range(1)] = 1_000
+    """optimizer steps, each over a batch of all ranks together (counted over all resumes)"""
+    batch_size: Annotated[int, Range(1)] = 64
+    """sentence pairs per step (all ranks together)"""
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 3e-3
     """Adam step size at the start; it decays along a cosine to a tenth"""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Range(0, lo_open=True)] = 1.0
     """clip the global gradient norm to this (recurrent nets have rare exploding steps)"""
-    eval_interval: int = 250
+    eval_interval: Annotated[int, Range(1)] = 250
     """validation loss and greedy exact match every this many iterations"""
-    beam_size: int = 5
-    """beam width of the final beam-search evaluation"""
-    length_penalty: float = 0.6
+    beam_size: Annotated[int, Range(1)] = 5
+    """beam width of the final beam-search evaluation (1 is greedy)"""
+    length_penalty: Annotated[float, Range(0)] = 0.6
     """alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability"""
 
 
+ALGO = "seq2seq_attention"  # checkpoints name the script that wrote them
+CHECKPOINT = "seq2seq_attention.pt"  # the file name under runs/<run_name>/
+
+
+# =============================================================================================
+# ALGORITHM: the data and tokens, the encoder, attention and decoder, the loss, greedy and beam
+# decoding, BLEU, evaluation. Read this first.
+# =============================================================================================
 # --- Data: the date task, a TSV corpus, tokenisers and vocabularies ----------------------------
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -211,16 +259,37 @@ def date_task(num_train: int, num_heldout: int) -> dict[str, list[tuple[str, str
             "val": [pair(day) for day in val_days], "test": [pair(day) for day in test_days]}
 
 
+COLUMN_NAME = re.compile(r"(?i:source|target|src|tgt)")  # a first line of two is a header: skipped
+LANGUAGE_CODE = re.compile(r"[a-z]{2}(?:[-_][A-Za-z]{2,4})?")  # en, pt-BR: a header or a pair? refused
+
+
 def read_tsv(path: str) -> list[tuple[str, str]]:
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            columns = line.rstrip("\n").split("\t")
-            if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
-                raise SystemExit(f"{path} line {number} is not 'source<TAB>target': fix or delete that line.")
-            pairs.append((columns[0].strip(), columns[1].strip()))
+    """The (source, target) pairs of a UTF-8 file of source<TAB>target lines. Blank lines and a
+    first line of column names are skipped; a first line of two language codes is refused."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise SystemExit(f"{path} line {line} is not UTF-8 text: save the file as UTF-8.") from None
+    pairs, first = [], True
+    for number, line in enumerate(io.StringIO(text, newline=None), 1):  # newlines as open() reads them
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.rstrip("\n").split("\t")]
+        if len(fields) != 2 or not all(fields):
+            raise SystemExit(f"{path} line {number} has {len(fields)} tab-separated fields, "
+                             f"{sum(map(bool, fields))} of them non-empty, not 'source<TAB>target': "
+                             "fix or delete that line.")
+        if first and all(LANGUAGE_CODE.fullmatch(field) for field in fields):
+            raise SystemExit(f"{path} line {number} ({fields[0]}<TAB>{fields[1]}) may be a header of language "
+                             "codes or a pair: delete it if it is a header, else move it below the first pair.")
+        if not (first and all(COLUMN_NAME.fullmatch(field) for field in fields)):
+            pairs.append((fields[0], fields[1]))
+        first = False
     return pairs
 
 
@@ -244,8 +313,8 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
     random.Random(DATA_SEED).shuffle(pairs)
     n_held = int(len(pairs) * heldout_fraction)
     if n_held < 1 or len(pairs) - 2 * n_held < 1:
-        raise SystemExit(f"--data-path {path} has {len(pairs)} pairs: too few to hold out "
-                         f"{heldout_fraction} for validation and for test; add pairs or change --heldout-fraction.")
+        raise SystemExit(f"--data-path {path} has {len(pairs)} pairs: too few to hold out {heldout_fraction} "
+                         "for validation and for test; add pairs or change --heldout-fraction.")
     return {"test": pairs[:n_held], "val": pairs[n_held:2 * n_held], "train": pairs[2 * n_held:]}
 
 
@@ -266,8 +335,9 @@ class Tokenizer:
             try:
                 self.enc = tiktoken.get_encoding(encoding)
             except Exception as e:
-                raise SystemExit(f"tiktoken could not load {encoding!r} ({type(e).__name__}): it downloads its "
-                                 "vocabulary once; offline, point TIKTOKEN_CACHE_DIR at a cache that holds it.") from None
+                raise SystemExit(f"tiktoken could not load {encoding!r} ({type(e).__name__}): it downloads "
+                                 "its vocabulary once; offline, point TIKTOKEN_CACHE_DIR at a cache that holds "
+                                 "it.") from None
 
     def split(self, text: str) -> list[str]:
         if self.kind == "char":
@@ -313,6 +383,30 @@ def to_tensors(seqs: list[list[int]], add_eos: bool) -> tuple[torch.Tensor, torc
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
     return ids, lengths
+
+
+class Split(NamedTuple):
+    """One split of the corpus as padded ids: the sources, and the targets ending in </s>."""
+    src: torch.Tensor      # (N, S) source ids, PAD after the sentence
+    src_len: torch.Tensor  # (N,) source lengths
+    tgt: torch.Tensor      # (N, T) target ids y_1 .. y_n </s>, then PAD
+    tgt_len: torch.Tensor  # (N,) target lengths with </s>
+
+
+class Batch(NamedTuple):
+    """Rows of a Split, cut to their longest sentences, on the device; the decoder reads tgt_in
+    (the target shifted right behind <s>) and is scored against tgt_out."""
+    src: torch.Tensor
+    src_len: torch.Tensor  # stays on the CPU, where packing wants it
+    tgt_in: torch.Tensor   # <s> y_1 .. y_n
+    tgt_out: torch.Tensor  # y_1 .. y_n </s>
+
+
+def batch_of(split: Split, index: torch.Tensor, device: torch.device) -> Batch:
+    src, src_len, tgt, tgt_len = (x[index] for x in split)
+    src, tgt = src[:, :int(src_len.max())], tgt[:, :int(tgt_len.max())]
+    tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
+    return Batch(src.to(device), src_len, tgt_in.to(device), tgt.to(device))
 
 
 # --- Model -------------------------------------------------------------------------------------
@@ -362,6 +456,23 @@ class Attention(nn.Module):
         return context, weights
 
 
+class Encoded(NamedTuple):
+    """The encoded source, as the decoder starts from it and attends over it."""
+    state: torch.Tensor   # s_0 = tanh(W [final forward state; final backward state])
+    feed: torch.Tensor    # h~_0 = 0, the first input-feeding vector (Luong)
+    keys: torch.Tensor    # the part of the scores that depends on h_j alone (Attention.keys)
+    values: torch.Tensor  # h_j, averaged into the context
+    mask: torch.Tensor    # True at real source positions, False at padding
+
+
+class Step(NamedTuple):
+    """One decoder step's output."""
+    logits: torch.Tensor   # scores of y_t over the target vocabulary
+    state: torch.Tensor    # s_t
+    feed: torch.Tensor     # h~_t, the attentional vector (input feeding of the next step)
+    weights: torch.Tensor  # a_t over the source positions
+
+
 class Decoder(nn.Module):
     """One step of the attentional GRU decoder, Bahdanau's order or Luong's (module docstring)."""
 
@@ -375,8 +486,7 @@ class Decoder(nn.Module):
         self.out = nn.Linear(dim, vocab_size)
         self.drop = nn.Dropout(dropout)
 
-    def step(self, y_prev, state, feed, keys, values, mask):
-        """-> logits of y_t, the new state s_t, the attentional vector h~_t, the weights a_t."""
+    def step(self, y_prev, state, feed, keys, values, mask) -> Step:
         e = self.drop(self.embed(y_prev))
         if self.kind == "bahdanau":
             context, weights = self.attention(state, keys, values, mask)  # s_{t-1} queries
@@ -386,22 +496,22 @@ class Decoder(nn.Module):
             state = self.cell(torch.cat([e, feed], -1), state)  # input feeding (Luong sec. 3.3)
             context, weights = self.attention(state, keys, values, mask)  # s_t queries
             h_tilde = torch.tanh(self.combine(torch.cat([context, state], -1)))  # Luong eq. 5
-        return self.out(self.drop(h_tilde)), state, h_tilde, weights
+        return Step(self.out(self.drop(h_tilde)), state, h_tilde, weights)
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int, hidden: int, kind: str, dropout: float):
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int, hidden: int, kind: str,
+                 dropout: float):
         super().__init__()
         self.encoder = Encoder(src_vocab, embed_dim, hidden, dropout)
         self.decoder = Decoder(tgt_vocab, embed_dim, 2 * hidden, kind, dropout)
         self.init_state = nn.Linear(2 * hidden, 2 * hidden)
 
-    def encode(self, src, src_len):
-        """-> the decoder's first state and feed, and the attention's keys, values and mask."""
+    def encode(self, src, src_len) -> Encoded:
         h, final = self.encoder(src, src_len)
         mask = torch.arange(src.size(1), device=src.device) < src_len.to(src.device).unsqueeze(1)
         state = torch.tanh(self.init_state(final))
-        return state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask
+        return Encoded(state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask)
 
     def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0):
         """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher
@@ -460,8 +570,7 @@ def beam_search(model: Seq2Seq, src, src_len, beam_size: int, max_len: int, alph
     plain log-probability order, so K = 1 is exactly greedy decoding.
     """
     B, K = src.size(0), beam_size
-    state, feed, keys, values, mask = model.encode(src, src_len)
-    state, feed, keys, values, mask = (x.repeat_interleave(K, dim=0) for x in (state, feed, keys, values, mask))
+    state, feed, keys, values, mask = (x.repeat_interleave(K, dim=0) for x in model.encode(src, src_len))
     device = src.device
     scores = torch.zeros(B, K, device=device)
     scores[:, 1:] = float("-inf")  # the K copies start identical: let only one of them expand
@@ -541,12 +650,12 @@ def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) ->
 
 
 # --- Evaluation and the heat map ---------------------------------------------------------------
-def translate(model, src_ids, src_len, decode: str, args: Args, max_len: int, device, batch: int = 250):
-    """Ids of the decoded test set, sentence by sentence, greedy or beam."""
+def translate(model, split: Split, decode: str, args: Args, max_len: int, device, batch: int = 250):
+    """Ids of the decoded sources of a split, sentence by sentence, greedy or beam."""
     out = []
-    for i in range(0, len(src_ids), batch):
-        lengths = src_len[i:i + batch]
-        src = src_ids[i:i + batch, :int(lengths.max())].to(device)
+    for i in range(0, len(split.src), batch):
+        lengths = split.src_len[i:i + batch]
+        src = split.src[i:i + batch, :int(lengths.max())].to(device)
         if decode == "greedy":
             ids = greedy_decode(model, src, lengths, max_len)[0]
         else:
@@ -560,6 +669,21 @@ def score(hyp_ids, references: list[str], tgt_vocab: Vocab, tokenizer: Tokenizer
     references = [tokenizer.join(tokenizer.split(r)) for r in references]  # the hypotheses' form
     exact = sum(h == r for h, r in zip(hyps, references)) / len(references)
     return {"exact_match": exact, "bleu": corpus_bleu(hyps, references), "hypotheses": hyps}
+
+
+def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_len: int, device, label: str) -> dict:
+    """Exact match and BLEU of greedy decoding and of beam search on the test split; prints them
+    and three translations."""
+    model.eval()
+    refs = [t for _, t in pairs]
+    greedy = score(translate(model, split, "greedy", args, max_len, device), refs, tgt_vocab, tokenizer)
+    beam = score(translate(model, split, "beam", args, max_len, device), refs, tgt_vocab, tokenizer)
+    print(f"test ({len(refs)} pairs) {label}: greedy exact match {greedy['exact_match']:.4f} BLEU "
+          f"{greedy['bleu']:.2f} | beam {args.beam_size} exact match {beam['exact_match']:.4f} BLEU {beam['bleu']:.2f}")
+    for (source, target), hyp in list(zip(pairs, greedy["hypotheses"]))[:3]:
+        print(f"  {source!r} -> {hyp!r} (reference {target!r})")
+    return {"eval/exact_match": greedy["exact_match"], "eval/bleu": greedy["bleu"],
+            "eval/exact_match_beam": beam["exact_match"], "eval/bleu_beam": beam["bleu"]}
 
 
 def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> None:
@@ -577,44 +701,123 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
         ax = fig.add_subplot(1, len(pairs), k + 1)
         ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=7, rotation=90)
-        ax.set_yticks(range(len(out_tokens)), [tokenizer.join([t]) for t in out_tokens[:-1]] + ["</s>"], fontsize=7)
+        ax.set_yticks(range(len(out_tokens)), [tokenizer.join([t]) for t in out_tokens[:-1]] + ["</s>"],
+                      fontsize=7)
         ax.set_title(f"{source}\n-> {tokenizer.join(out_tokens[:-1])}", fontsize=8)
         ax.set_xlabel("source")
     fig.axes[0].set_ylabel("output")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)
 
 
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(type(args), include_extras=True)
+    for field in dataclasses.fields(args):
+        value = getattr(args, field.name)
+        for rule in getattr(hints[field.name], "__metadata__", ()):
+            if not isinstance(rule, Range):
+                continue
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not rule.holds(v):
+                    flag = "--" + field.name.replace("_", "-")
+                    raise SystemExit(f"{flag} {v} is not allowed: it must be {rule}.")
+
+
 def validate(args: Args) -> None:
-    """Reject flag combinations that cannot work, with one sentence naming the fix."""
-    checks = [
-        (args.num_iterations >= 1, f"--num-iterations {args.num_iterations} must be at least 1."),
-        (args.batch_size >= 1, f"--batch-size {args.batch_size} must be at least 1."),
-        (0.0 <= args.teacher_forcing <= 1.0, f"--teacher-forcing {args.teacher_forcing} must lie in [0, 1]."),
-        (0.0 <= args.dropout < 1.0, f"--dropout {args.dropout} must lie in [0, 1)."),
-        (args.beam_size >= 1, f"--beam-size {args.beam_size} must be at least 1 (1 is greedy)."),
-        (args.eval_interval >= 1, f"--eval-interval {args.eval_interval} must be at least 1."),
-        (0.0 < args.heldout_fraction < 0.5, f"--heldout-fraction {args.heldout_fraction} must lie in (0, 0.5)."),
-        (args.num_train >= 1 and args.num_heldout >= 1, "--num-train and --num-heldout must be at least 1."),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(message)
-
-
-def main(args: Args) -> dict:
-    """Train, then evaluate on the test set. Returns eval/exact_match and eval/bleu (greedy),
-    eval/exact_match_beam and eval/bleu_beam (beam search), val/loss, train/loss, iter,
-    wall_time and ms_per_iter."""
-    validate(args)
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    """Refuse flag combinations that cannot work, with one sentence naming the fix."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} is not a multiple of the {world_size} ranks: "
                          "pick a batch size that divides evenly.")
+    if args.eval_checkpoint and (args.resume or args.save_model or args.track):
+        raise SystemExit("--eval-checkpoint only evaluates: drop --resume, --save-model and --track.")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
+    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
+    for n in range(1, 1000):
+        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+
+
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
+    temporary file that replaces `path` only when complete."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+    header, _, data = raw.partition(b"\n")
+    if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
+        raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
+                         "(its sha256 does not match): use another checkpoint or train again.")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("algo") != ALGO:
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
+                         f"give it to algos/{state.get('algo')}.py instead.")
+    return state
+
+
+class StopFlag:
+    """Ctrl-C asks the loop to stop at the end of the current step (so the work can be saved
+    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
+    second Ctrl-C, a few seconds later, quits at once without saving."""
+
+    def __init__(self):
+        self.requested_at = None
+        signal.signal(signal.SIGINT, self._handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def _handler(self, signum, frame):
+        if self.requested_at is None:
+            self.requested_at = time.time()
+            print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
+    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -623,138 +826,233 @@ def main(args: Args) -> dict:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(args.num_threads)
+    return distributed, rank, world_size, device
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+def check_finite(name: str, value: float, step: int, hint: str) -> None:
+    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
+    if not math.isfinite(value):
+        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
+
+
+# The flags that fix a checkpoint's data, vocabularies and shapes: --resume and --eval-checkpoint take its own.
+RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "heldout_fraction", "num_train", "num_heldout",
+              "attention", "embed_dim", "hidden_size")
+
+
+def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
+    """args with the checkpoint's RUN_FIELDS; one given otherwise on the command line is refused."""
+    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (it has {ckpt['args'][k]})" for k in RUN_FIELDS
+             if getattr(args, k) not in (ckpt["args"][k], getattr(Args(), k))]
+    if clash:
+        raise SystemExit(f"{flag} {path} was trained with other data or another model: {', '.join(clash)}; "
+                         "drop those flags, and its own are used.")
+    if flag == "--resume" and ckpt["iteration"] >= args.num_iterations:
+        raise SystemExit(f"--resume {path} is already at iteration {ckpt['iteration']}: raise --num-iterations "
+                         "above it to train further.")
+    return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS})
+
+
+def stop_agreed(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
+    """Whether to stop before this step: under DDP all ranks stop at the same step if any was asked to."""
+    if not distributed:
+        return stop.requested
+    flag = torch.tensor([float(stop.requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def main(args: Args) -> dict:
+    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns
+    eval/exact_match and eval/bleu (greedy), eval/exact_match_beam and eval/bleu_beam (beam search),
+    val/loss, train/loss, iter, wall_time and ms_per_iter."""
+    check_args(args)
+    validate(args)
+    distributed, rank, world_size, device = setup_distributed(args)
     is_main = rank == 0
-    random.seed(args.seed + rank)
-    np.random.seed(args.seed + rank)
-    torch.manual_seed(args.seed + rank)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
+    ckpt = load_checkpoint(path, flag) if path else None
+    if ckpt:
+        args = checkpoint_args(args, ckpt, flag, path)
+    run_dir = ""
+    if args.resume:  # a resumed run writes beside its checkpoint
+        run_dir = os.path.dirname(args.resume) or "."
+        if not os.access(run_dir, os.W_OK):
+            raise SystemExit(f"--resume {path}: cannot write in {run_dir}; copy it to a folder you can write to.")
+    elif is_main and not args.eval_checkpoint:
+        task = os.path.splitext(os.path.basename(os.path.normpath(args.data_path)))[0] if args.data_path else "dates"
+        run_dir = make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}")
 
     # Data: every rank builds the same vocabularies and tensors.
-    data = tsv_corpus(args.data_path, args.heldout_fraction) if args.data_path else date_task(args.num_train, args.num_heldout)
+    data = (tsv_corpus(args.data_path, args.heldout_fraction) if args.data_path
+            else date_task(args.num_train, args.num_heldout))
     tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding)
-    split = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
-             for name, pairs in data.items()}
-    src_vocab = Vocab([tok for sent in split["train"][0] for tok in sent])
-    tgt_vocab = Vocab([tok for sent in split["train"][1] for tok in sent])
-    tensors = {name: (*to_tensors([src_vocab.encode(s) for s in srcs], add_eos=False),
-                      *to_tensors([tgt_vocab.encode(t) for t in tgts], add_eos=True))
-               for name, (srcs, tgts) in split.items()}
-    max_len = 2 * tensors["train"][2].size(1)  # decoding stops at twice the longest training target
-
-    run_name = f"{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
-    wandb = None
+    tokens = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
+              for name, pairs in data.items()}
+    src_vocab = Vocab([tok for sent in tokens["train"][0] for tok in sent])
+    tgt_vocab = Vocab([tok for sent in tokens["train"][1] for tok in sent])
+    if ckpt and (src_vocab.itos, tgt_vocab.itos) != (ckpt["src_vocab"], ckpt["tgt_vocab"]):
+        raise SystemExit(f"{flag} {path}: its data ({args.data_path or 'the date task'}) now gives other "
+                         "vocabularies than it was trained with; give it the data it was trained on.")
+    tensors = {name: Split(*to_tensors([src_vocab.encode(s) for s in srcs], add_eos=False),
+                           *to_tensors([tgt_vocab.encode(t) for t in tgts], add_eos=True))
+               for name, (srcs, tgts) in tokens.items()}
+    max_len = 2 * tensors["train"].tgt.size(1)  # decoding stops at twice the longest training target
     if is_main:
-        print(f"{'date task' if not args.data_path else args.data_path}: "
-              + ", ".join(f"{k} {len(v)}" for k, v in data.items())
+        print(f"{args.data_path or 'date task'}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items())
               + f" pairs; vocab {len(src_vocab.itos)} -> {len(tgt_vocab.itos)} ({args.tokenizer}); "
               f"{world_size} rank(s) on {device}; attention {args.attention}")
-        if args.track:
-            import wandb  # imported here so that a plain run does not pay for it
-            os.makedirs(run_dir, exist_ok=True)
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                       config=dataclasses.asdict(args), dir=run_dir)
 
+    torch.manual_seed(args.seed + rank)  # dropout and teacher forcing; DDP broadcasts rank 0's initial weights
+    torch.backends.cudnn.deterministic = args.torch_deterministic
     model = Seq2Seq(len(src_vocab.itos), len(tgt_vocab.itos), args.embed_dim, args.hidden_size, args.attention,
                     args.dropout).to(device)
-    ddp_model = DDP(model) if distributed else model  # DDP broadcasts rank 0's initial weights
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+    if args.eval_checkpoint:
+        metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
+                           f"after {ckpt['iteration']} iterations ({path})") if is_main else {}
+        if distributed:
+            dist.destroy_process_group()
+        return metrics
+    ddp_model = DDP(model) if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    run_name = os.path.basename(os.path.abspath(run_dir)) if is_main else ""
+    wandb = start_wandb(args, run_name, run_dir) if args.track and is_main else None
 
     def lr_at(it: int) -> float:  # cosine from the full step size down to a tenth
         return args.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * it / args.num_iterations)))
 
-    def batch_of(name: str, index: torch.Tensor):
-        src, src_len, tgt, tgt_len = (x[index] for x in tensors[name])
-        src, tgt = src[:, :int(src_len.max())], tgt[:, :int(tgt_len.max())]
-        tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
-        return src.to(device), src_len, tgt_in.to(device), tgt.to(device)
-
     @torch.no_grad()
     def validation() -> dict:
         model.eval()
-        n = len(tensors["val"][0])
+        n = len(tensors["val"].src)
         losses, n_tokens = [], 0
         for i in range(0, n, 250):
-            src, src_len, tgt_in, tgt_out = batch_of("val", torch.arange(i, min(i + 250, n)))
+            batch = batch_of(tensors["val"], torch.arange(i, min(i + 250, n)), device)
             with autocast:
-                logits = model(src, src_len, tgt_in)
-            real = int((tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
-            losses.append(sequence_loss(logits, tgt_out).item() * real)
+                logits = model(batch.src, batch.src_len, batch.tgt_in)
+            real = int((batch.tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
+            losses.append(sequence_loss(logits, batch.tgt_out).item() * real)
             n_tokens += real
-        hyps = translate(model, tensors["val"][0], tensors["val"][1], "greedy", args, max_len, device)
+        hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
         refs = [t for _, t in data["val"]]
-        return {"val/loss": sum(losses) / n_tokens, "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
+        return {"val/loss": sum(losses) / n_tokens,
+                "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
+
+    def save(path: str) -> None:
+        """Every rank calls it; rank 0 writes the model, the optimizer, the data order and every
+        rank's random state (dropout and teacher forcing), all that an exact resume needs."""
+        mine = {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        states = [mine]
+        if distributed:
+            states = [None] * world_size
+            dist.all_gather_object(states, mine)
+        if is_main:
+            save_checkpoint(path, {"algo": ALGO, "args": dataclasses.asdict(args), "model": model.state_dict(),
+                                   "src_vocab": src_vocab.itos, "tgt_vocab": tgt_vocab.itos,
+                                   "optimizer": optimizer.state_dict(), "iteration": it, "order": order,
+                                   "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
 
     # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
     order_gen = torch.Generator().manual_seed(args.seed)
-    n_train, per_rank = len(tensors["train"][0]), args.batch_size // world_size
+    n_train, per_rank = len(tensors["train"].src), args.batch_size // world_size
     if n_train < args.batch_size:  # else some rank's share of a batch would be empty
         raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
                          "lower --batch-size or add training pairs.")
-    order, cursor = torch.randperm(n_train, generator=order_gen), 0
-    metrics, train_loss, eval_seconds, start = {}, float("nan"), 0.0, time.time()
-    for it in range(1, args.num_iterations + 1):
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        it, order, cursor = ckpt["iteration"], ckpt["order"], ckpt["cursor"]
+        order_gen.set_state(ckpt["order_rng"])
+        if len(ckpt["rng"]) == world_size:  # the same ranks continue their own random streams
+            torch.set_rng_state(ckpt["rng"][rank]["torch"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
+    else:
+        it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
+    start_iter, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
+    stop = StopFlag()
+    while it < args.num_iterations and not stop_agreed(stop, distributed, device):
         if cursor + args.batch_size > n_train:  # a new epoch
             order, cursor = torch.randperm(n_train, generator=order_gen), 0
         rows = order[cursor:cursor + args.batch_size][rank * per_rank:(rank + 1) * per_rank]
         cursor += args.batch_size
-        src, src_len, tgt_in, tgt_out = batch_of("train", rows)
+        batch = batch_of(tensors["train"], rows, device)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(it - 1)
+            group["lr"] = lr_at(it)
         with autocast:
-            logits = ddp_model(src, src_len, tgt_in, args.teacher_forcing)
-        loss = sequence_loss(logits, tgt_out)
+            logits = ddp_model(batch.src, batch.src_len, batch.tgt_in, args.teacher_forcing)
+        loss = sequence_loss(logits, batch.tgt_out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of the ranks here
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
-        train_loss = loss.item()
+        train_loss, it = loss.item(), it + 1
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
             metrics = {"train/loss": train_loss, "train/lr": lr_at(it - 1), **validation(), "iter": it}
             eval_seconds += time.time() - eval_start  # ms_per_iter counts training steps alone
             now = time.time()
-            metrics |= {"wall_time": now - start, "ms_per_iter": 1000 * (now - start - eval_seconds) / it}
+            ms_per_iter = 1000 * (now - start - eval_seconds) / (it - start_iter)
+            metrics |= {"wall_time": now - start, "ms_per_iter": ms_per_iter}
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  {metrics['ms_per_iter']:.1f} ms/iter")
+            check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
             if wandb:
                 wandb.log(metrics, step=it)
     wall_time = time.time() - start
+    checkpoint = os.path.join(run_dir, CHECKPOINT) if is_main else ""
 
+    if it < args.num_iterations:  # stopped by Ctrl-C: keep the work and say how to go on
+        save(checkpoint)
+        if is_main:
+            argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
+            argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
+            print(f"interrupted at iteration {it}: saved {checkpoint}")
+            print("to resume it: " + shlex.join(["python", sys.argv[0], *argv, "--resume", checkpoint]))
+            if wandb:
+                wandb.finish()
+        sys.exit(130)
     if is_main:
-        model.eval()
-        refs = [t for _, t in data["test"]]
-        test_src, test_len = tensors["test"][0], tensors["test"][1]
-        greedy = score(translate(model, test_src, test_len, "greedy", args, max_len, device), refs, tgt_vocab, tokenizer)
-        beam = score(translate(model, test_src, test_len, "beam", args, max_len, device), refs, tgt_vocab, tokenizer)
-        metrics.update({"eval/exact_match": greedy["exact_match"], "eval/bleu": greedy["bleu"],
-                        "eval/exact_match_beam": beam["exact_match"], "eval/bleu_beam": beam["bleu"],
-                        "wall_time": wall_time})
-        print(f"test ({len(refs)} pairs) after {args.num_iterations} iterations in {wall_time:.1f} s: "
-              f"greedy exact match {greedy['exact_match']:.4f} BLEU {greedy['bleu']:.2f} | "
-              f"beam {args.beam_size} exact match {beam['exact_match']:.4f} BLEU {beam['bleu']:.2f}")
-        for (source, target), hyp in list(zip(data["test"], greedy["hypotheses"]))[:3]:
-            print(f"  {source!r} -> {hyp!r} (reference {target!r})")
+        metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
+                            f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
         figure = os.path.join(run_dir, "attention.png")
         attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
-        print(f"attention heat map: {figure}")
-        if args.save_model:
-            path = os.path.join(run_dir, "seq2seq_attention.pt")
-            torch.save({"model": model.state_dict(), "src_vocab": src_vocab.itos, "tgt_vocab": tgt_vocab.itos,
-                        "args": dataclasses.asdict(args)}, path + ".tmp")
-            os.replace(path + ".tmp", path)  # atomic: never a half-written checkpoint
-            print(f"saved {path}")
+        print(f"wrote {figure} (attention weights of four test sentences)")
         if wandb:
-            wandb.log({k: metrics[k] for k in ("eval/exact_match", "eval/bleu", "eval/exact_match_beam",
-                                               "eval/bleu_beam", "wall_time")}
-                      | {"eval/attention": wandb.Image(figure)}, step=args.num_iterations)
+            wandb.log({k: v for k, v in metrics.items() if k.startswith("eval/")}
+                      | {"wall_time": wall_time, "eval/attention": wandb.Image(figure)}, step=it)
             wandb.finish()
+    if args.save_model:
+        save(checkpoint)
+    if is_main:
+        print(f"saved {checkpoint}" if args.save_model else
+              f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    try:
+        main(tyro.cli(Args))
+    except KeyboardInterrupt:  # before the training loop, where there is nothing to save yet
+        print("stopped by Ctrl-C before training began; nothing was saved.", file=sys.stderr)
+        sys.exit(130)

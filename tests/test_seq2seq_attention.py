@@ -5,6 +5,7 @@ import datetime
 import gzip
 import importlib.util
 import itertools
+import math
 import random
 import re
 import string
@@ -140,8 +141,11 @@ SENTENCES = [
 ]
 
 
+SACREBLEU_MISSING = "sacreBLEU is a test dependency: pip install -r requirements.txt"
+
+
 def test_13a_tokenizer_matches_sacrebleu():
-    sacrebleu = pytest.importorskip("sacrebleu", reason="sacreBLEU is a test dependency: pip install -r requirements.txt")
+    sacrebleu = pytest.importorskip("sacrebleu", reason=SACREBLEU_MISSING)
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
     reference = Tokenizer13a()
     rng = random.Random(0)
@@ -154,7 +158,7 @@ def test_13a_tokenizer_matches_sacrebleu():
 
 
 def test_bleu_equals_sacrebleu():
-    sacrebleu = pytest.importorskip("sacrebleu", reason="sacreBLEU is a test dependency: pip install -r requirements.txt")
+    sacrebleu = pytest.importorskip("sacrebleu", reason=SACREBLEU_MISSING)
     hyps, refs = [h for h, _ in SENTENCES], [r for _, r in SENTENCES]
     cases = [(hyps, refs), (hyps[:1], refs[:1]), (hyps[1:3], refs[1:3]), (["a b c d e"], ["a b x d e"]),
              (["the the the the"], ["the cat"]), (["a b"], ["c d"]), (["x y z"], ["x y z w"])]
@@ -213,7 +217,8 @@ def test_tokenizers_round_trip():
     # A perfect word-level translation scores exact match 1 and BLEU 100, whatever its punctuation
     # (score() compares with the reference split and joined alike; 13a alone would not split « ¿ „ …).
     refs = [r for _, r in SENTENCES] + ["Don't go -- it's 5 p.m. now...", "Wait!! What?!", "Tom's (Mary's) cat/dog.",
-                                        "Tom est là.", "¿Cómo estás?", "Il a dit «non».", "Er sagte „ja“.", "Wait…"]
+                                        "Tom est là.", "¿Cómo estás?", "Il a dit «non».", "Er sagte „ja“.",
+                                        "Wait…"]
     vocab = s2s.Vocab([t for r in refs for t in word.split(r)])
     perfect = [vocab.encode(word.split(r)) + [s2s.EOS] for r in refs]
     scores = s2s.score(perfect, refs, vocab, word)
@@ -243,7 +248,7 @@ def write_corpus(path, n: int, seed: int = 0):
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
             digits = [rng.randrange(10) for _ in range(rng.randint(1, 5))]
-            f.write(" ".join(en[d] for d in digits) + "\t" + " ".join(fr[d] for d in reversed(digits)) + "\tCC-BY\n")
+            f.write(" ".join(en[d] for d in digits) + "\t" + " ".join(fr[d] for d in reversed(digits)) + "\n")
 
 
 def test_tsv_corpus_split_and_folder(tmp_path):
@@ -261,6 +266,36 @@ def test_tsv_corpus_split_and_folder(tmp_path):
         s2s.tsv_corpus(str(tmp_path / "bad.tsv"), 0.1)
     with pytest.raises(SystemExit, match="without"):
         s2s.tsv_corpus(str(tmp_path), 0.1)
+
+
+def test_tsv_headers_extra_columns_and_encodings(tmp_path):
+    """A first line of column names is skipped, not counted as a pair; a first line of what may be
+    language codes is refused (it may be a pair); a third column, an empty field and a non-UTF-8
+    byte are refused with the file and the line."""
+    pairs = [("one two", "deux un"), ("three", "trois")]
+    body = "".join(f"{a}\t{b}\n" for a, b in pairs)
+    for header in ("source\ttarget", "SRC\tTGT", "Source\tTarget"):
+        (tmp_path / "h.tsv").write_text(f"\n{header}\n{body}", encoding="utf-8")
+        assert s2s.read_tsv(str(tmp_path / "h.tsv")) == pairs, header
+    for header in ("en\tfr", "de\ten", "en-US\tpt_BR", "is\tes"):
+        (tmp_path / "h.tsv").write_text(f"{header}\n{body}", encoding="utf-8")
+        with pytest.raises(SystemExit, match="h.tsv line 1 .* may be a header of language codes or a pair"):
+            s2s.read_tsv(str(tmp_path / "h.tsv"))
+    (tmp_path / "h.tsv").write_text("three\ttrois\nen\tfr\nsource\ttarget\n", encoding="utf-8")  # later: pairs
+    assert s2s.read_tsv(str(tmp_path / "h.tsv")) == [("three", "trois"), ("en", "fr"), ("source", "target")]
+    for first in ("Go\tVa", "one\tun", "source\tsource code"):  # not column names, not two 2-letter codes
+        (tmp_path / "h.tsv").write_text(f"{first}\n", encoding="utf-8")
+        assert s2s.read_tsv(str(tmp_path / "h.tsv")) == [tuple(first.split("\t"))]
+    for text, line in (("one\tun\ntwo\tdeux\tCC-BY #2\n", 2), ("one\tun\n\ntwo\t \n", 3)):
+        (tmp_path / "bad.tsv").write_text(text, encoding="utf-8")
+        with pytest.raises(SystemExit, match=f"bad.tsv line {line} has .* not 'source<TAB>target'"):
+            s2s.read_tsv(str(tmp_path / "bad.tsv"))
+    (tmp_path / "latin1.tsv").write_bytes("one\tun\ncafé\tcoffee\n".encode("latin-1"))
+    with pytest.raises(SystemExit, match="latin1.tsv line 2 is not UTF-8"):
+        s2s.read_tsv(str(tmp_path / "latin1.tsv"))
+    (tmp_path / "only_header.tsv").write_text("source\ttarget\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="has 0 pairs"):
+        s2s.tsv_corpus(str(tmp_path / "only_header.tsv"), 0.1)
 
 
 def test_prepare_script_writes_tsv(tmp_path):
@@ -289,10 +324,15 @@ def test_prepare_script_writes_tsv(tmp_path):
 
 def test_bad_flags_fail_with_one_sentence(tmp_path):
     proc = run([sys.executable, str(ALGOS / "seq2seq_attention.py"), "--teacher-forcing", "1.5"], cwd=tmp_path)
-    assert proc.returncode != 0 and "--teacher-forcing 1.5 must lie in [0, 1]" in proc.stderr
+    assert proc.returncode != 0 and "--teacher-forcing 1.5 is not allowed: it must be in [0, 1]" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run([sys.executable, str(ALGOS / "seq2seq_attention.py"), "--data-path", "nowhere.tsv"], cwd=tmp_path)
     assert proc.returncode != 0 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+    for flag, value, rule in (("length_penalty", math.nan, "at least 0"), ("dropout", 1.0, "in [0, 1)"),
+                              ("heldout_fraction", 0.5, "in (0, 0.5)"), ("grad_clip", 0.0, "above 0")):
+        with pytest.raises(SystemExit, match=re.escape(f"--{flag.replace('_', '-')} {value} is not allowed: "
+                                                       f"it must be {rule}.")):
+            s2s.check_args(s2s.Args(**{flag: value}))
 
 
 # ----------------------------------------------------------------------------- learning
@@ -315,7 +355,49 @@ def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch):
                                 beam_size=3, save_model=True))
     assert metrics["eval/bleu"] > 60, metrics
     [checkpoint] = tmp_path.glob("runs/*/seq2seq_attention.pt")
-    assert "model" in torch.load(checkpoint, weights_only=True)
+    assert s2s.load_checkpoint(str(checkpoint), "--eval-checkpoint")["iteration"] == 200
+    # --eval-checkpoint takes the data and model flags from the checkpoint and scores it alike.
+    evaluated = s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), beam_size=3))
+    assert evaluated == {k: v for k, v in metrics.items() if k.startswith("eval/")}
+    with pytest.raises(SystemExit, match="--hidden-size 32 [(]it has 64[)]"):
+        s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), hidden_size=32))
+
+
+def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
+    """A run stopped (as by Ctrl-C) at iteration 30 and resumed ends with the weights, optimizer
+    state and metrics of the run that was never stopped: dropout and teacher forcing included."""
+    monkeypatch.chdir(tmp_path)
+    args = dict(num_iterations=50, eval_interval=20, num_train=600, num_heldout=30, embed_dim=8, hidden_size=16,
+                batch_size=32, teacher_forcing=0.7, beam_size=2, save_model=True)
+    straight = s2s.main(s2s.Args(exp_name="straight", **args))
+
+    class StopAt30:  # stands in for Ctrl-C during iteration 30
+        requested = property(lambda self: self.calls.append(1) or len(self.calls) > 30)
+
+        def __init__(self):
+            self.calls = []
+
+    monkeypatch.setattr(s2s, "StopFlag", StopAt30)
+    with pytest.raises(SystemExit) as stopped:
+        s2s.main(s2s.Args(exp_name="stopped", **args))
+    assert stopped.value.code == 130
+    printed = capsys.readouterr().out
+    [checkpoint] = tmp_path.glob("runs/*stopped*/seq2seq_attention.pt")
+    assert f"interrupted at iteration 30: saved {checkpoint.relative_to(tmp_path)}" in printed
+    assert printed.strip().splitlines()[-1].endswith(f"--resume {checkpoint.relative_to(tmp_path)}")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    resumed = s2s.main(s2s.Args(resume=str(checkpoint.relative_to(tmp_path)), **args))
+    assert {k: v for k, v in resumed.items() if k not in ("wall_time", "ms_per_iter")} == \
+        {k: v for k, v in straight.items() if k not in ("wall_time", "ms_per_iter")}
+    [a] = [s2s.load_checkpoint(str(p), "--resume") for p in tmp_path.glob("runs/*straight*/seq2seq_attention.pt")]
+    b = s2s.load_checkpoint(str(checkpoint), "--resume")  # rewritten by the resumed run at its end
+    assert a["iteration"] == b["iteration"] == 50
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, b["optimizer"]["state"][i][n]) for i, state in a["optimizer"]["state"].items()
+               for n, x in state.items())
+    with pytest.raises(SystemExit, match="already at iteration 50: raise --num-iterations"):
+        s2s.main(s2s.Args(resume=str(checkpoint), **args))
 
 
 # ----------------------------------------------------------------------------- benchmarks
