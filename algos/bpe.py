@@ -155,8 +155,7 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
 
 def train_naive(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
     """The definition, minbpe's loop: count N(a, b) over every chunk, merge the most frequent pair
-    (ties: the smallest (a, b)) everywhere, repeat; O(corpus) per merge. Same interface, and the
-    same merges, as train_incremental, which the tests check against it."""
+    everywhere, repeat; O(corpus) per merge. The reference that train_incremental must equal."""
     words = [list(chunk.encode("utf-8")) for chunk in counts]
     freqs = list(counts.values())
     n_bytes = sum(len(w) * f for w, f in zip(words, freqs))
@@ -179,9 +178,10 @@ def train_naive(counts: dict, num_merges: int, log=None, log_interval: int = 256
 
 
 def train_incremental(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
-    """The merges, in order (merge i makes token 256 + i), for chunk counts n(c); ties go to the
-    smallest (a, b), as the heap orders (-N, (a, b)). Stops early if no pair is left.
-    log(merges_done, merges_per_s, bytes_per_token) is called every log_interval merges."""
+    """train_naive's merges without its rescans: only the chunks holding the merged pair change N,
+    and a heap of (-N, (a, b)) gives the next pair (the highest N, then the smallest (a, b)).
+    Merge i makes token 256 + i; stops early if no pair is left. log(merges_done, merges_per_s,
+    bytes_per_token) is called every log_interval merges."""
     words = [list(chunk.encode("utf-8")) for chunk in counts]
     freqs = list(counts.values())
     pair_counts, where = {}, {}  # N(a, b); pair -> indices of the chunks that hold it (a superset)
@@ -421,7 +421,11 @@ def validate(args: Args) -> None:
                          f"bytes + {len(specials)} special token(s).")
     if any(not s for s in specials) or len(set(specials)) < len(specials):
         raise SystemExit(f"--special-tokens {specials} must be distinct non-empty strings.")
-    if args.eval_checkpoint is None and not os.path.exists(args.input):
+    source = args.eval_checkpoint
+    if source is not None and source not in TIKTOKEN_NAMES and not os.path.isfile(source):
+        raise SystemExit(f"--eval-checkpoint {source}: no such file; give a tokenizer.bpe, a .tiktoken file, "
+                         f"or one of {', '.join(TIKTOKEN_NAMES)}.")
+    if source is None and not os.path.exists(args.input):
         raise SystemExit(f"--input {args.input}: no such file or folder; download tinyshakespeare with "
                          "the curl line in this file's docstring, or point --input at your own text.")
 
@@ -462,7 +466,7 @@ def read_texts(path: str) -> list[str]:
     else:
         files = []
         for root, dirs, names in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip hidden folders (.git)
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]  # .git, bytecode
             files += [os.path.join(root, name) for name in names if not name.startswith(".")]
         files.sort()
     if not files:
@@ -552,9 +556,6 @@ def write_tiktoken(tok: Tokenizer, path: str) -> None:
 def load_any(source: str, args: Args) -> Tokenizer:
     """--eval-checkpoint: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
     flag = f"--eval-checkpoint {source}"
-    if source not in TIKTOKEN_NAMES and not os.path.isfile(source):
-        raise SystemExit(f"{flag}: no such file; give a tokenizer.bpe, a .tiktoken file, or "
-                         f"one of {', '.join(TIKTOKEN_NAMES)}.")
     try:
         if source in TIKTOKEN_NAMES or source.endswith(".tiktoken"):
             return from_tiktoken(source, PATTERNS[args.pattern], args.special_tokens)

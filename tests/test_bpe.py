@@ -391,10 +391,11 @@ def test_benchmark_against_naive_and_tiktoken():
 
 
 def test_a_folder_is_read_whole_without_hidden_folders(tmp_path):
-    """--input DIR and DIR/ read the same files, sorted, and never .git's binary files."""
+    """--input DIR and DIR/ read the same files, sorted, and never .git's or __pycache__'s binary files."""
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "index").write_bytes(b"\xff\xfe not text")
-    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "sub" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\xa7\r\r\n not text")
     (tmp_path / "sub" / "b.txt").write_text("second")
     (tmp_path / "a.txt").write_text("first")
     assert bpe.read_texts(str(tmp_path)) == bpe.read_texts(str(tmp_path) + "/") == ["first", "second"]
