@@ -43,7 +43,7 @@ Usage
     curl -o data/shakespeare_char/input.txt \\
         https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
     python algos/bpe.py                                   # vocab 1,024 on that text
-    python algos/bpe.py --trainer naive                   # the same merges by the naive loop (minutes)
+    python algos/bpe.py --trainer naive                   # the same merges by the naive loop, slower
     python algos/bpe.py --vocab-size 512 --show "To be, or not to be"    # a quick run
     python algos/bpe.py --vocab-size 8192 --pattern gpt2 --input my_texts/    # a folder
     python algos/bpe.py --eval-checkpoint runs/<run_name>/tokenizer.bpe --show "Hello world"
@@ -116,7 +116,7 @@ class Args:
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     """special tokens, given the ids after the merges (never produced by BPE itself)"""
     trainer: Literal["incremental", "naive"] = "incremental"
-    """incremental (seconds), or naive: recount every pair after every merge (minutes; the same merges)"""
+    """incremental, or naive: recount every pair after every merge (20-60x slower; the same merges)"""
     eval_checkpoint: Optional[str] = None
     """no training: evaluate a saved tokenizer.bpe, a .tiktoken file (read with --pattern and
     --special-tokens), or gpt2, r50k_base, cl100k_base (through tiktoken)"""
