@@ -175,7 +175,7 @@ class Args:
 PRESETS = {
     # Half the generic budget: greedy 475+ in 4-5 of 5 seeds by then (see the README's table).
     "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=250_000),
-    # S&B 13.1: constant input, so no hidden layer (one pair of logits); gamma 1 as in the book; stochastic eval.
+    # S&B 13.1: a constant input needs no hidden layer; gamma 1 as in the book; the best policy is stochastic.
     "ShortCorridor-v0": dataclasses.replace(
         Args(), env_id="ShortCorridor-v0", total_timesteps=100_000, learning_rate=1e-2,
         value_learning_rate=3e-2, gamma=1.0, hidden_sizes=(), greedy_eval=False, eval_episodes=2000),
@@ -230,8 +230,8 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
     except (gym.error.Error, ModuleNotFoundError) as e:
-        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
-                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+        raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
         raise SystemExit(f"this REINFORCE takes a flat Box observation, but {env_id} has {space}.")
@@ -243,7 +243,8 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
 
 
 def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float) -> nn.Sequential:
-    """tanh MLP; a small last layer starts the policy near uniform (and v near 0)."""
+    """tanh MLP (hidden layers keep PyTorch's default init); the last layer is orthogonal with gain
+    out_std, so a small one starts the policy near uniform (and v near 0)."""
     layers, width = [], in_dim
     for h in hidden_sizes:
         layers += [nn.Linear(width, h), nn.Tanh()]
@@ -381,8 +382,8 @@ def check_args(args: Args) -> None:
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
-                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo}"
+                    bounds += f" and at most {r.hi}" if r.hi < math.inf else ""
                     raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
@@ -506,8 +507,8 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
 def policy_broke(step: int, error: ValueError) -> SystemExit:
     """torch.distributions refuses nan logits or a zero standard deviation (a step size far too
     large): one sentence instead of its traceback."""
-    return SystemExit(f"step {step}: the policy's outputs are no longer valid ({str(error).split(' of ')[0]}); "
-                      "lower --learning-rate.")
+    return SystemExit(f"step {step}: the policy broke ({str(error).split(' (')[0]}: nan logits or a zero "
+                      "standard deviation); lower --learning-rate.")
 
 
 def final_evaluation(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, corridor: bool,
@@ -681,9 +682,9 @@ def main(args: Args) -> dict:
     if is_main:
         check_finite("the policy loss", losses["losses/policy_loss"], global_step,
                      "lower --learning-rate or --value-learning-rate.")
+        where = f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"
         metrics.update(final_evaluation(agent, args.env_id, args.eval_episodes, args.seed + 100_000,
-                                        args.greedy_eval, corridor, device, global_step,
-                                        f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"))
+                                        args.greedy_eval, corridor, device, global_step, where))
         if wandb:
             wandb.log({**metrics, "global_step": global_step}, step=global_step)
             wandb.finish()
