@@ -74,7 +74,7 @@ Usage
     python algos/seq2seq_attention.py --track                      # log to Weights & Biases
     python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt
-    python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt   # train on
+    python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000
     python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
         --num-iterations 20000 --embed-dim 256 --hidden-size 256
 """
@@ -150,9 +150,9 @@ class Args:
     save_model: bool = False
     """save the model, with all that --resume needs, to runs/<run_name>/seq2seq_attention.pt"""
     resume: Optional[str] = None
-    """a checkpoint to train on from, up to --num-iterations, writing beside it; its data and model flags are used"""
+    """continue training this checkpoint up to --num-iterations, writing beside it (with its data and model flags)"""
     eval_checkpoint: Optional[str] = None
-    """a checkpoint to evaluate on its test set, greedy and with --beam-size; no training"""
+    """evaluate this checkpoint on its test set, greedy and with --beam-size; no training"""
 
     data_path: Optional[str] = None
     """a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task"""
@@ -931,8 +931,7 @@ def main(args: Args) -> dict:
     ddp_model = DDP(model) if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    run_name = os.path.basename(os.path.abspath(run_dir)) if is_main else ""
-    wandb = start_wandb(args, run_name, run_dir) if args.track and is_main else None
+    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
 
     def lr_at(it: int) -> float:  # cosine from the full step size down to a tenth
         return args.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * it / args.num_iterations)))
