@@ -20,8 +20,8 @@ left; walls and edges block; reward +1 on reaching the goal, which ends the epis
     DynaMaze-v0      Example 8.1, Figure 8.2: steps per episode for n = 0, 5, 50 planning steps
     BlockingMaze-v0  Example 8.2, Figure 8.4: the short way round is blocked after 1000 steps
     ShortcutMaze-v0  Example 8.3, Figure 8.5: a shorter way opens after 3000 steps
-Each env id fills its figure's settings from ENV_DEFAULTS, so picking a figure is picking its
-maze; any flag given on the command line wins. Any other gymnasium env with Discrete
+Each of them has a preset with its figure's settings (PRESETS), so picking a figure is picking
+its maze; any flag given on the command line wins. Any other gymnasium env with Discrete
 observation and action spaces works too (FrozenLake-v1, Taxi-v4, CliffWalking-v1). The model
 remembers one outcome per (S, A), so on a stochastic env (FrozenLake's slippery ice) it is an
 approximation. On Taxi the table starts optimistic (--q-init 20, above any return; S&B
@@ -33,16 +33,15 @@ Figs 8.4 and 8.5) the length of each run. Every curve is the mean of --num-runs 
 Distributed: under torchrun the --num-runs runs are split across ranks (rank r does runs r,
 r + world_size, ...), and their summed curves are all-reduced, so two ranks give exactly the
 curves of one process (run i is seeded with seed + i wherever it runs). Rank 0 alone prints,
-logs, plots and saves.
-CUDA: the tables are Python lists and numpy arrays in host memory, always. Each update touches
-one entry, which a GPU would only slow down, so --cuda is accepted for a uniform command line
-and changes nothing; the all-reduce uses gloo on the CPU.
+logs, plots and saves. It runs on the CPU only: each update touches one table entry.
 
 References
     Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., Sections 8.2-8.3
         (Dyna-Q box p.164; Figures 8.2, 8.4, 8.5; Dyna-Q+ and its footnote p.168).
     Sutton 1990, "Integrated architectures for learning, planning, and reacting based on
         approximating dynamic programming", ICML.
+    Zhang, github.com/ShangtongZhang/reinforcement-learning-an-introduction: a widely used
+        reproduction of the book's figures, whose n, alpha, kappa and 20 runs Figs 8.4/8.5 use.
 
 Usage
     python algos/dyna_q.py                                # Figure 8.2 (DynaMaze-v0, 30 runs)
@@ -51,19 +50,24 @@ Usage
     python algos/dyna_q.py --env-id ShortcutMaze-v0       # Figure 8.5
     python algos/dyna_q.py --env-id DynaMaze-v0 --agents dyna-q dyna-q+ --planning-steps 5
     python algos/dyna_q.py --env-id Taxi-v4               # any discrete gymnasium env
+    python algos/dyna_q.py --env-id Taxi-v4 --help        # the numbers Taxi-v4 runs with
     torchrun --standalone --nproc_per_node=2 algos/dyna_q.py    # runs split over 2 ranks
     python algos/dyna_q.py --track                        # log curves and figure to W&B
     python algos/dyna_q.py --save-model                   # Q tables to runs/<run_name>/
-The figure is written to runs/<run_name>/dyna_q.png.
+The figure is written to runs/<run_name>/dyna_q.png. Ctrl-C stops after the current run and
+reports (table, figure, Q tables with --save-model) the runs that finished.
 """
 
 import dataclasses
 import math
 import os
 import random
+import signal
+import sys
 import time
+import typing
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Annotated, Literal, NamedTuple, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -73,18 +77,25 @@ import tyro
 from matplotlib.figure import Figure
 
 
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+
+
 @dataclass
 class Args:
-    """Dyna-Q / Dyna-Q+. Fields left at None default to ENV_DEFAULTS[env_id] (printed at start)."""
+    """Dyna-Q / Dyna-Q+. These defaults serve an env without a preset; --env-id picks its preset
+    (PRESETS in the file) first, so --help and the config printed at start show the numbers used."""
 
     exp_name: str = "dyna_q"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0)] = 1
     """seed of the experiment (run i uses seed + i on whichever rank runs it)"""
-    torch_deterministic: bool = True
-    """accepted for a uniform command line; no torch op runs here, seeded runs repeat exactly"""
-    cuda: bool = True
-    """accepted for a uniform command line; the tables always live in host memory"""
     track: bool = False
     """log to Weights & Biases"""
     wandb_project_name: str = "algos"
@@ -93,92 +104,58 @@ class Args:
     """the wandb entity (team)"""
     save_model: bool = False
     """save every run's final Q table to runs/<run_name>/q_tables.npz"""
-    eval_episodes: int = 10
+    eval_episodes: Annotated[int, Range(1)] = 10
     """greedy episodes per run at the end, in the run's own env"""
 
     env_id: str = "DynaMaze-v0"
     """DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (Fig 8.4), ShortcutMaze-v0 (Fig 8.5), or any discrete gymnasium id"""
-
-    # None below means: take the value from ENV_DEFAULTS[env_id], else from GENERIC_DEFAULTS.
-    agents: Optional[tuple[Literal["dyna-q", "dyna-q+"], ...]] = None
+    agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)
     """the agents to compare; each runs once per value of --planning-steps"""
-    planning_steps: Optional[tuple[int, ...]] = None
+    planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)
     """n, the planning updates per real step (0 is plain one-step Q-learning)"""
-    num_runs: Optional[int] = None
-    """independent runs averaged into each curve, all ranks together"""
-    num_episodes: Optional[int] = None
-    """episodes per run; the curve is steps per episode (give this or --total-steps)"""
-    total_steps: Optional[int] = None
-    """time steps per run; the curve is cumulative reward (give this or --num-episodes)"""
-    alpha: Optional[float] = None
+    num_runs: Annotated[int, Range(1)] = 10
+    """independent runs averaged into each curve (all ranks together)"""
+    num_episodes: Annotated[Optional[int], Range(1)] = 300
+    """episodes per run, for a steps-per-episode curve (giving it on the command line unsets --total-steps)"""
+    total_steps: Annotated[Optional[int], Range(1)] = None
+    """time steps per run, for a cumulative-reward curve (giving it on the command line unsets --num-episodes)"""
+    alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
     """step size"""
-    epsilon: Optional[float] = None
+    epsilon: Annotated[float, Range(0, 1)] = 0.1
     """probability of a random action"""
-    gamma: Optional[float] = None
+    gamma: Annotated[float, Range(0, 1)] = 0.95
     """discount factor"""
-    kappa: Optional[float] = None
+    kappa: Annotated[float, Range(0)] = 1e-3
     """Dyna-Q+ bonus weight: planning reward R + kappa sqrt(tau)"""
-    q_init: Optional[float] = None
+    q_init: Annotated[float, Range()] = 0.0
     """initial Q(s, a); above every return it is optimistic (S&B 2.6): untried actions look best"""
 
 
-# Per-environment settings. Any flag given on the command line wins over this table, and
-# giving --num-episodes or --total-steps replaces the table's budget as a whole.
-GENERIC_DEFAULTS = dict(
-    agents=("dyna-q",), planning_steps=(0, 5, 50), num_runs=10, num_episodes=300, total_steps=None,
-    alpha=0.1, epsilon=0.1, gamma=0.95, kappa=1e-3, q_init=0.0,
-)
-ENV_DEFAULTS = {
+# The settings of each figure, whole Args values; any flag given on the command line still wins.
+PRESETS = {
     # Figure 8.2: the book's settings, 30 repetitions.
-    "DynaMaze-v0": dict(planning_steps=(0, 5, 50), num_runs=30, num_episodes=50, alpha=0.1,
-                        epsilon=0.1, gamma=0.95),
-    # Figures 8.4 and 8.5. The book gives neither n, alpha, kappa nor the number of runs; these
-    # are those of Zhang's widely used reproduction (github.com/ShangtongZhang/
-    # reinforcement-learning-an-introduction), with 20 runs for both.
-    "BlockingMaze-v0": dict(agents=("dyna-q", "dyna-q+"), planning_steps=(10,), num_runs=20,
-                            num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
-    "ShortcutMaze-v0": dict(agents=("dyna-q", "dyna-q+"), planning_steps=(50,), num_runs=20,
-                            num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
-    # Taxi's rewards are -1 a step and +20 at the drop-off, so no return exceeds 19. With Q = 0
-    # at the start, a table knows nothing of the states it never visited, and after 500 episodes
-    # the greedy policy still wandered from some starts (7.48 against the optimal 7.93). Starting
-    # every Q at 20, above any return, makes each untried action look best until it is tried
-    # (optimistic initial values, S&B Section 2.6): the agent covers the state space, and n=50
-    # planning washes the optimism out of the tried actions within a few hundred episodes.
-    # With little planning (n=0, 5) the optimism is still there at the end: that is the lesson.
-    "Taxi-v4": dict(planning_steps=(0, 5, 50), num_runs=10, num_episodes=300, alpha=0.5, gamma=0.99,
-                    q_init=20.0),
+    "DynaMaze-v0": dataclasses.replace(Args(), env_id="DynaMaze-v0", num_runs=30, num_episodes=50),
+    # Figure 8.4: the book gives no n, alpha, kappa or run count; these are Zhang's (References).
+    "BlockingMaze-v0": dataclasses.replace(
+        Args(), env_id="BlockingMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(10,), num_runs=20,
+        num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
+    # Figure 8.5: the same, and Zhang's numbers again.
+    "ShortcutMaze-v0": dataclasses.replace(
+        Args(), env_id="ShortcutMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(50,), num_runs=20,
+        num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
+    # Rewards -1 a step, +20 at the drop-off, so no return exceeds 19: Q0 = 20 makes every action tried.
+    "Taxi-v4": dataclasses.replace(Args(), env_id="Taxi-v4", alpha=0.5, gamma=0.99, q_init=20.0),
 }
 
 
-def resolve_defaults(args: Args) -> tuple[Args, list[str]]:
-    """Fill every field left at None from the table; return the args and the filled names."""
-    table = {**GENERIC_DEFAULTS, **ENV_DEFAULTS.get(args.env_id, {})}
-    if args.num_episodes is not None or args.total_steps is not None:  # the user set the budget
-        del table["num_episodes"], table["total_steps"]
-    filled = {k: v for k, v in table.items() if getattr(args, k) is None}
-    return dataclasses.replace(args, **filled), sorted(filled)
+def preset(env_id: str) -> Args:
+    """The defaults a user gets with --env-id env_id."""
+    return PRESETS.get(env_id, dataclasses.replace(Args(), env_id=env_id))
 
 
-def validate(args: Args) -> None:
-    """Reject flag combinations that cannot work, with one sentence naming the fix."""
-    if args.num_episodes is not None and args.total_steps is not None:
-        raise SystemExit("--num-episodes and --total-steps were both given: give one, episodes for "
-                         "a steps-per-episode curve or time steps for a cumulative-reward curve.")
-    budget = args.num_episodes if args.num_episodes is not None else args.total_steps
-    if budget < 1:
-        raise SystemExit(f"the run length {budget} must be at least 1 episode or time step.")
-    if args.num_runs < 1 or args.eval_episodes < 1:
-        raise SystemExit("--num-runs and --eval-episodes must be at least 1.")
-    if not args.planning_steps or min(args.planning_steps) < 0:
-        raise SystemExit(f"--planning-steps {args.planning_steps} needs one or more values >= 0.")
-    if len(set(args.planning_steps)) < len(args.planning_steps) or len(set(args.agents)) < len(args.agents):
-        raise SystemExit("--agents and --planning-steps must not repeat a value (each gives a curve).")
-    if not (0 < args.alpha <= 1 and 0 <= args.epsilon <= 1 and 0 <= args.gamma <= 1 and args.kappa >= 0):
-        raise SystemExit(f"need 0 < --alpha <= 1, 0 <= --epsilon <= 1, 0 <= --gamma <= 1 and "
-                         f"--kappa >= 0; got {args.alpha}, {args.epsilon}, {args.gamma}, {args.kappa}.")
-
-
+# =============================================================================================
+# ALGORITHM: the mazes, env factory, Dyna-Q and Dyna-Q+ agents, one run, greedy evaluation. Read this first.
+# =============================================================================================
 class Maze(gym.Env):
     """A grid of Sutton & Barto's Examples 8.1-8.3. The state is row * width + col. A move into
     a wall or off the grid leaves the agent where it is. Reward +1 on entering the goal, which
@@ -249,6 +226,17 @@ def greedy(q_s: list, rng: random.Random) -> int:
     return rng.choice([a for a, q in enumerate(q_s) if q == best])
 
 
+class Transition(NamedTuple):
+    """One step S, A -> R, S', real or simulated: what the model keeps of each (S, A) tried, and
+    what planning replays."""
+
+    s: int
+    a: int
+    r: float
+    s2: int
+    terminated: bool
+
+
 class DynaQ:
     """Tabular Dyna-Q, one method per step of the box on p.164."""
 
@@ -256,7 +244,7 @@ class DynaQ:
                  epsilon: float, rng: random.Random, q_init: float = 0.0):
         self.n_actions, self.alpha, self.gamma, self.epsilon, self.rng = n_actions, alpha, gamma, epsilon, rng
         self.q = [[q_init] * n_actions for _ in range(n_states)]  # (a) initialise Q(s, a)
-        self.model = {}     # S -> {A: (R, S', terminated)}, the last outcome of each tried action
+        self.model = {}     # S -> {A: Transition}, the last outcome of each action tried in S
         self.tried = {}     # S -> the actions taken in S so far
         self.observed = []  # the states observed so far, in order
         self.time_step = 0  # real time steps, across episodes
@@ -280,14 +268,13 @@ class DynaQ:
             self.observed.append(s)
         if a not in self.model[s]:
             self.tried[s].append(a)
-        self.model[s][a] = (r, s2, terminated)
+        self.model[s][a] = Transition(s, a, r, s2, terminated)
 
-    def sample_model(self) -> tuple:
+    def sample_model(self) -> Transition:
         """(f) S <- random previously observed state; A <- random action previously taken in S;
         R, S' <- Model(S, A)."""
         s = self.rng.choice(self.observed)
-        a = self.rng.choice(self.tried[s])
-        return (s, a, *self.model[s][a])
+        return self.model[s][self.rng.choice(self.tried[s])]
 
     def plan(self, n: int) -> None:
         """(f) n Q-learning updates on simulated experience."""
@@ -309,12 +296,17 @@ class DynaQPlus(DynaQ):
         super().learn_model(s, a, r, s2, terminated)
         self.last_tried[(s, a)] = self.time_step
 
-    def sample_model(self) -> tuple:
+    def sample_model(self) -> Transition:
         s = self.rng.choice(self.observed)
         a = self.rng.randrange(self.n_actions)  # any action, tried or not
-        r, s2, terminated = self.model[s].get(a, (0.0, s, False))
-        tau = self.time_step - self.last_tried.get((s, a), 0)
-        return s, a, r + self.kappa * math.sqrt(tau), s2, terminated
+        return self.model[s].get(a) or Transition(s, a, 0.0, s, False)
+
+    def plan(self, n: int) -> None:
+        """(f) with the bonus added to the model's reward."""
+        for _ in range(n):
+            s, a, r, s2, terminated = self.sample_model()
+            tau = self.time_step - self.last_tried.get((s, a), 0)
+            self.update(s, a, r + self.kappa * math.sqrt(tau), s2, terminated)
 
 
 def run_once(env: gym.Env, agent: DynaQ, n: int, args: Args, seed: int) -> list:
@@ -356,6 +348,126 @@ def evaluate(env: gym.Env, q: list, episodes: int, rng: random.Random, max_steps
     return results
 
 
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def parse_args() -> Args:
+    """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
+    other flag overrides, so --help and the printed config show the numbers used. A budget given on
+    the command line (--num-episodes or --total-steps) replaces the preset's budget as a whole."""
+    env_id = Args.env_id
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):
+        if a == "--env-id" and i + 1 < len(argv):
+            env_id = argv[i + 1]
+        elif a.startswith("--env-id="):
+            env_id = a.split("=", 1)[1]
+    default = preset(env_id)
+    flags = {a.split("=", 1)[0] for a in argv}
+    if "--num-episodes" in flags and "--total-steps" not in flags:
+        default = dataclasses.replace(default, total_steps=None)
+    elif "--total-steps" in flags and "--num-episodes" not in flags:
+        default = dataclasses.replace(default, num_episodes=None)
+    return tyro.cli(Args, default=default)
+
+
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = [f"{'above' if r.lo_open else 'at least'} {r.lo:g}"] if r.lo > -math.inf else []
+                    bounds += [f"at most {r.hi:g}"] if r.hi < math.inf else []
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be "
+                                     f"{' and '.join(bounds) or 'a finite number'}.")
+
+
+def validate(args: Args) -> None:
+    """Combinations of flags that would otherwise run silently wrong, one sentence each."""
+    if (args.num_episodes is None) == (args.total_steps is None):
+        raise SystemExit("give exactly one of --num-episodes (a steps-per-episode curve) and "
+                         "--total-steps (a cumulative-reward curve), not both or neither.")
+    if not args.agents or not args.planning_steps:
+        raise SystemExit("--agents and --planning-steps need at least one value each.")
+    if len(set(args.planning_steps)) < len(args.planning_steps) or len(set(args.agents)) < len(args.agents):
+        raise SystemExit("--agents and --planning-steps must not repeat a value (each gives a curve).")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
+    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
+    for n in range(1, 1000):
+        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+
+
+class StopFlag:
+    """Ctrl-C asks the loop to stop after the current run (so the finished runs can be reported)
+    instead of raising KeyboardInterrupt wherever the program happens to be. A second Ctrl-C,
+    a few seconds later, quits at once without saving."""
+
+    def __init__(self):
+        self.requested_at = None
+        signal.signal(signal.SIGINT, self._handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def _handler(self, signum, frame):
+        if self.requested_at is None:
+            self.requested_at = time.time()
+            print("Ctrl-C: stopping after the current run and reporting the finished runs "
+                  "(press again to quit without saving).", file=sys.stderr, flush=True)
+        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def setup_distributed() -> tuple[bool, int, int]:
+    """Under torchrun (RANK, WORLD_SIZE set): one gloo process group, since the curves are host
+    arrays. Returns (distributed, rank, world_size); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    if distributed:
+        dist.init_process_group("gloo")
+    return distributed, rank, world_size
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+class EvalSums(NamedTuple):
+    """One agent's greedy episodes, as sums (a row of a numpy array) so that the ranks can add
+    theirs with one all-reduce before anything is divided."""
+
+    returns: float
+    squared_returns: float
+    lengths: float
+    episodes: float
+
+
 def summary_rows(length: int, by_episode: bool) -> list:
     """The x values of the printed table: the first 10 episodes and every fifth of the run,
     or every twelfth of the time steps (which hits the mazes' change points)."""
@@ -366,14 +478,15 @@ def summary_rows(length: int, by_episode: bool) -> list:
     return sorted(x for x in xs if x >= 1)  # short runs would otherwise round to a row 0
 
 
-def plot(path: str, curves: np.ndarray, labels: list, args: Args, change_at: Optional[int]) -> None:
+def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bool,
+         change_at: Optional[int]) -> None:
     """The figure as a PNG, written atomically."""
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
     xs = np.arange(1, curves.shape[1] + 1)
     for curve, label in zip(curves, labels):
         ax.plot(xs, curve, label=label)
-    if args.num_episodes:
+    if by_episode:
         ax.set(xlabel="Episodes", ylabel="Steps per episode")
         if curves.shape[1] > 1:  # like Fig 8.2, leave the first episode (a random walk) off the scale
             ax.set_ylim(0, 1.05 * curves[:, 1:].max())
@@ -381,12 +494,30 @@ def plot(path: str, curves: np.ndarray, labels: list, args: Args, change_at: Opt
         ax.set(xlabel="Time steps", ylabel="Cumulative reward")
         if change_at is not None and change_at < curves.shape[1]:
             ax.axvline(change_at, color="grey", linestyle=":", label="walls change")
-    ax.set_title(f"{args.env_id}, mean of {args.num_runs} runs")
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     tmp = path + ".tmp"
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)
+
+
+def log_to_wandb(wandb, metrics: dict, curves: np.ndarray, labels: list, curve_key: str,
+                 by_episode: bool, figure: str, title: str) -> None:
+    """The curves (one row per episode or time step, at most about 1000), a line chart of them,
+    the figure and the final metrics."""
+    length = curves.shape[1]
+    x_key = "episode" if by_episode else "time_step"
+    wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
+    stride = max(1, length // 1000)
+    xs = list(range(stride, length + 1, stride))
+    for x in xs:
+        wandb.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
+    chart = wandb.plot.line_series(xs=xs, ys=[curve[stride - 1::stride].tolist() for curve in curves],
+                                   keys=labels, title=title, xname=x_key)
+    wandb.log({f"charts/{curve_key.split('/')[1]}": chart, "charts/figure": wandb.Image(figure),
+               **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
+    wandb.finish()
 
 
 def main(args: Args) -> dict:
@@ -395,74 +526,78 @@ def main(args: Args) -> dict:
     per curve label (e.g. "Dyna-Q n=5"): eval/steps_per_episode/<label> (a list, one mean per
     episode) or eval/cumulative_reward/<label> (a list, one mean per time step), and
     eval/mean_return/<label>, eval/std_return/<label>, eval/mean_length/<label> of the greedy
-    episodes."""
-    args, filled = resolve_defaults(args)
+    episodes. Ctrl-C reports the runs that finished and exits with status 130."""
+    check_args(args)
     validate(args)
-
-    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    if distributed:
-        dist.init_process_group("gloo")  # the curves are host arrays, even with --cuda
+    stop = StopFlag()  # from here on, Ctrl-C stops after the current run instead of raising
+    distributed, rank, world_size = setup_distributed()
     is_main = rank == 0
 
-    probe = make_env(args.env_id)
+    probe = make_env(args.env_id)  # refuses an env that is not tabular before anything is written
     n_states, n_actions = int(probe.observation_space.n), int(probe.action_space.n)
     change_at = getattr(probe.unwrapped, "change_at", None)
     probe.close()
+    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = make_run_dir(run_name) if is_main else ""
+    wandb = start_wandb(args, run_name, run_dir) if is_main and args.track else None
     by_episode = args.num_episodes is not None
     length = args.num_episodes if by_episode else args.total_steps
     curve_key = "eval/steps_per_episode" if by_episode else "eval/cumulative_reward"
     agents = [(kind, n) for kind in args.agents for n in args.planning_steps]
     labels = [f"{'Dyna-Q+' if kind == 'dyna-q+' else 'Dyna-Q'} n={n}" for kind, n in agents]
     my_runs = range(rank, args.num_runs, world_size)  # this rank's share of the runs
-
-    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
     if is_main:
         print(f"{args.env_id}: {n_states} states x {n_actions} actions; {args.num_runs} runs over "
-              f"{world_size} rank(s); tables in host memory")
-        print("settings (* = per-env default table): " + ", ".join(
-            f"{k}={getattr(args, k)}{'*' if k in filled else ''}" for k in GENERIC_DEFAULTS))
+              f"{world_size} rank(s)")
+        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
 
-    # Sums over this rank's runs; the all-reduce below adds the other ranks' sums.
+    # Sums over this rank's finished runs; the all-reduce below adds the other ranks' sums.
     curves = np.zeros((len(agents), length))
-    evals = np.zeros((len(agents), 4))  # sum of returns, of squared returns, of lengths; episodes
+    evals = np.zeros((len(agents), len(EvalSums._fields)))
     q_tables = np.zeros((len(agents), args.num_runs, n_states, n_actions) if args.save_model else 0)
-    counts = np.array([len(my_runs), 0.0])  # runs, real time steps
-    start_time = time.time()
-    for i, ((kind, n), label) in enumerate(zip(agents, labels)):
-        agent_start = time.time()
-        for run in my_runs:
+    finished = np.zeros(args.num_runs)  # 1 for each run that every agent completed
+    time_steps = np.zeros(1)            # real time steps, all agents and runs
+    start_time = last_print = time.time()
+    for done, run in enumerate(my_runs, 1):
+        if stop.requested:
+            break
+        for i, (kind, n) in enumerate(agents):
             env, rng = make_env(args.env_id), random.Random(args.seed + run)
             hyper = dict(alpha=args.alpha, gamma=args.gamma, epsilon=args.epsilon, rng=rng, q_init=args.q_init)
             agent = (DynaQPlus(n_states, n_actions, kappa=args.kappa, **hyper) if kind == "dyna-q+"
                      else DynaQ(n_states, n_actions, **hyper))
             curves[i] += run_once(env, agent, n, args, seed=args.seed + run)
             for ret, steps in evaluate(env, agent.q, args.eval_episodes, rng):
-                evals[i] += (ret, ret * ret, steps, 1)
-            counts[1] += agent.time_step
+                evals[i] += EvalSums(returns=ret, squared_returns=ret * ret, lengths=steps, episodes=1)
+            time_steps += agent.time_step
             if args.save_model:
                 q_tables[i, run] = agent.q
             env.close()
-        if is_main:
-            print(f"{label}: {len(my_runs)} run(s) on this rank in {time.time() - agent_start:.1f} s")
+        finished[run] = 1
+        if is_main and (time.time() - last_print >= 1.0 or done == len(my_runs)):
+            print(f"{done}/{len(my_runs)} run(s) on this rank in {time.time() - start_time:.1f} s")
+            last_print = time.time()
     if distributed:
-        for array in (curves, evals, q_tables, counts):
+        for array in (curves, evals, q_tables, finished, time_steps):
             dist.all_reduce(torch.from_numpy(array))  # sums in place: the tensor shares the memory
-    num_runs, global_step = int(counts[0]), int(counts[1])
+    num_runs, global_step = int(finished.sum()), int(time_steps[0])
+    if num_runs == 0:
+        if is_main:
+            print("interrupted before the first run finished: there is nothing to report or save.")
+        sys.exit(130)
     curves /= num_runs
     wall_time = time.time() - start_time
 
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), "eval/runs": num_runs,
-               "eval/episodes": int(evals[0, 3])}
-    for label, curve, (s, s2, steps, k) in zip(labels, curves, evals):
+               "eval/episodes": int(EvalSums(*evals[0]).episodes)}
+    for label, curve, sums in zip(labels, curves, evals):
+        e = EvalSums(*sums)
         metrics[f"{curve_key}/{label}"] = curve.tolist()
-        metrics[f"eval/mean_return/{label}"] = s / k
-        metrics[f"eval/std_return/{label}"] = math.sqrt(max(s2 / k - (s / k) ** 2, 0.0))
-        metrics[f"eval/mean_length/{label}"] = steps / k
+        metrics[f"eval/mean_return/{label}"] = e.returns / e.episodes
+        metrics[f"eval/std_return/{label}"] = math.sqrt(
+            max(e.squared_returns / e.episodes - (e.returns / e.episodes) ** 2, 0.0))
+        metrics[f"eval/mean_length/{label}"] = e.lengths / e.episodes
     if is_main:
         x_name = "episode" if by_episode else "time step"
         print(f"\n{'steps per episode' if by_episode else 'cumulative reward'}, mean of {num_runs} runs")
@@ -476,35 +611,31 @@ def main(args: Args) -> dict:
                   f"{metrics[f'eval/mean_length/{label}']:.1f} steps over {metrics['eval/episodes']} episodes")
         print(f"{num_runs} runs x {len(agents)} agent(s): {global_step} time steps in {wall_time:.1f} s "
               f"({metrics['charts/SPS']} SPS)")
-        os.makedirs(run_dir, exist_ok=True)
         figure = os.path.join(run_dir, "dyna_q.png")
-        plot(figure, curves, labels, args, change_at)
-        print(f"figure: {figure}")
+        title = f"{args.env_id}, mean of {num_runs} runs"
+        plot(figure, curves, labels, title, by_episode, change_at)
+        print(f"wrote {figure}")
+        if wandb:
+            log_to_wandb(wandb, metrics, curves, labels, curve_key, by_episode, figure, f"{args.env_id}: {curve_key}")
         if args.save_model:
             path = os.path.join(run_dir, "q_tables.npz")
+            runs = np.flatnonzero(finished)  # all of them, unless Ctrl-C stopped the run early
             with open(path + ".tmp", "wb") as f:  # a file object, so numpy adds no .npz suffix
-                np.savez(f, env_id=args.env_id, labels=labels, q_tables=q_tables)
+                np.savez(f, env_id=args.env_id, labels=labels, runs=runs, q_tables=q_tables[:, runs])
             os.replace(path + ".tmp", path)
-            print(f"saved {path}: q_tables[agent, run, state, action]")
-        if args.track:
-            import wandb  # imported here so that a plain run does not pay for it
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                       config=dataclasses.asdict(args), dir=run_dir)
-            x_key = "episode" if by_episode else "time_step"
-            wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
-            stride = max(1, length // 1000)  # at most about 1000 points per curve
-            xs = list(range(stride, length + 1, stride))
-            for x in xs:
-                wandb.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
-            chart = wandb.plot.line_series(xs=xs, ys=[curve[stride - 1::stride].tolist() for curve in curves],
-                                           keys=labels, title=f"{args.env_id}: {curve_key}", xname=x_key)
-            wandb.log({f"charts/{curve_key.split('/')[1]}": chart, "charts/figure": wandb.Image(figure),
-                       **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
-            wandb.finish()
+            print(f"saved {path}: q_tables[agent, run, state, action] of the runs numbered in runs")
+        else:
+            print(f"(the Q tables were not saved: add --save-model to keep them in {run_dir}/q_tables.npz)")
+        if num_runs < args.num_runs:
+            kept = "the table, the figure and the Q tables" if args.save_model else "the table and the figure"
+            print(f"interrupted after {num_runs} of {args.num_runs} runs: {kept} show only those.")
     if distributed:
         dist.destroy_process_group()
+    if num_runs < args.num_runs:
+        sys.exit(130)
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    main(parse_args())

@@ -4,8 +4,12 @@
     python -m pytest -m benchmark -s tests/test_dyna_q.py     # Figs 8.2, 8.4, 8.5 and Taxi in full
 """
 
+import dataclasses
 import math
 import random
+import re
+import signal
+import subprocess
 import sys
 import time
 from collections import deque
@@ -13,7 +17,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import ALGOS, run, load_script
+from conftest import ALGOS, run, load_script, script_env
 
 dyna_q = load_script("dyna_q")
 ALPHA, GAMMA, KAPPA = 0.1, 0.95, 1e-3
@@ -65,13 +69,15 @@ def test_dyna_q_plans_only_actions_taken_and_dyna_q_plus_adds_the_bonus():
     plus = agent(dyna_q.DynaQPlus, rng=FirstChoice(action=0), kappa=KAPPA)
     plus.learn_model(0, 1, 1.0, 2, False)  # time step 1
     plus.time_step = 10
-    # Action 0 was never tried in state 0: back to state 0, reward 0, tau = 10 (footnote, p.168).
-    assert plus.sample_model() == (0, 0, KAPPA * math.sqrt(10), 0, False)
+    # Action 0 was never tried in state 0: back to state 0, reward 0 (footnote, p.168) ...
+    assert plus.sample_model() == (0, 0, 0.0, 0, False)
+    plus.plan(1)  # ... and planning adds the bonus for tau = 10
+    assert plus.q[0] == [ALPHA * (KAPPA * math.sqrt(10)), 0.0]
     plus.rng.action = 1  # tried at time step 1: tau = 9
-    assert plus.sample_model() == (0, 1, 1.0 + KAPPA * 3.0, 2, False)
+    assert plus.sample_model() == (0, 1, 1.0, 2, False)
     plus.q[2] = [0.5, 0.2]
     plus.plan(1)
-    assert plus.q[0] == [0.0, ALPHA * (1.0 + KAPPA * 3.0 + GAMMA * 0.5)]
+    assert plus.q[0] == [ALPHA * (KAPPA * math.sqrt(10)), ALPHA * (1.0 + KAPPA * 3.0 + GAMMA * 0.5)]
 
 
 def test_optimistic_initial_values_make_the_greedy_agent_try_untried_actions():
@@ -161,12 +167,28 @@ def test_shortcut_maze_opens_after_3000_steps():
         assert env.unwrapped.pos == (3, 0)  # the left gap stays open
 
 
-def test_table_fills_figure_settings_and_a_given_budget_replaces_the_table_budget():
-    args, filled = dyna_q.resolve_defaults(dyna_q.Args(env_id="BlockingMaze-v0", alpha=0.5))
-    assert (args.total_steps, args.num_episodes, args.alpha) == (3000, None, 0.5)
-    assert args.agents == ("dyna-q", "dyna-q+") and "alpha" not in filled
-    args, _ = dyna_q.resolve_defaults(dyna_q.Args(env_id="BlockingMaze-v0", num_episodes=7))
-    assert (args.total_steps, args.num_episodes) == (None, 7)
+def test_presets_hold_the_figure_settings_and_a_given_budget_replaces_the_preset_budget(monkeypatch):
+    args = dyna_q.preset("BlockingMaze-v0")
+    assert (args.total_steps, args.num_episodes, args.alpha, args.planning_steps) == (3000, None, 1.0, (10,))
+    assert args.agents == ("dyna-q", "dyna-q+")
+    assert dyna_q.preset("FrozenLake-v1") == dataclasses.replace(dyna_q.Args(), env_id="FrozenLake-v1")
+    for argv, budget in ((["--alpha", "0.5"], (3000, None)), (["--num-episodes", "7"], (None, 7)),
+                         (["--total-steps=40"], (40, None))):
+        monkeypatch.setattr(sys, "argv", ["dyna_q.py", "--env-id", "BlockingMaze-v0", *argv])
+        args = dyna_q.parse_args()
+        assert (args.total_steps, args.num_episodes) == budget and args.planning_steps == (10,)
+    assert args.alpha == 1.0  # the preset's, since no --alpha was given
+    monkeypatch.setattr(sys, "argv", ["dyna_q.py", "--env-id=Taxi-v4", "--alpha", "0.5"])
+    assert dyna_q.parse_args() == dataclasses.replace(dyna_q.preset("Taxi-v4"), alpha=0.5)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("kappa", math.nan), ("num_runs", 0), ("num_episodes", 0), ("total_steps", -1), ("alpha", 0.0),
+    ("planning_steps", (5, -1)), ("q_init", math.inf), ("seed", -1), ("eval_episodes", 0),
+])
+def test_each_numeric_flag_refuses_values_outside_its_range(field, value):
+    with pytest.raises(SystemExit, match=f"^--{field.replace('_', '-')} .* is not allowed: it must be"):
+        dyna_q.check_args(dataclasses.replace(dyna_q.preset("DynaMaze-v0"), **{field: value}))
 
 
 TINY = dict(num_runs=3, num_episodes=4, planning_steps=(0, 5), eval_episodes=2)
@@ -182,14 +204,15 @@ def test_seeded_runs_repeat_exactly_and_save_q_tables(tmp_path, monkeypatch):
     assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
     saved = np.load(path)
     assert saved["q_tables"].shape == (2, 3, 54, 4) and list(saved["labels"]) == ["Dyna-Q n=0", "Dyna-Q n=5"]
+    assert list(saved["runs"]) == [0, 1, 2]
     assert list((tmp_path / "runs").glob("*/dyna_q.png"))
 
 
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "Pendulum-v1"], "needs Discrete observation and action spaces"),
     (["--env-id", "Taxi-v3"], "Taxi-v4"),
-    (["--num-episodes", "5", "--total-steps", "100"], "give one"),
-    (["--alpha", "0"], "0 < --alpha <= 1"),
+    (["--num-episodes", "5", "--total-steps", "100"], "give exactly one of --num-episodes"),
+    (["--alpha", "0"], "--alpha 0.0 is not allowed: it must be above 0 and at most 1."),
     (["--planning-steps", "5", "5"], "must not repeat"),
 ])
 def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
@@ -197,6 +220,26 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_reports_the_finished_runs_and_exits_130(tmp_path):
+    cmd = [sys.executable, str(ALGOS / "dyna_q.py"), "--env-id", "ShortcutMaze-v0", "--num-runs", "500",
+           "--save-model"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:
+        if "run(s) on this rank" in line:  # the first progress line: some runs have finished
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    done = int(re.search(r"interrupted after (\d+) of 500 runs", out).group(1))
+    assert f"cumulative reward, mean of {done} runs" in out
+    [figure] = re.findall(r"wrote (\S+dyna_q\.png)", out)
+    [tables] = re.findall(r"saved (\S+q_tables\.npz)", out)
+    assert (tmp_path / figure).exists()
+    assert list(np.load(tmp_path / tables)["runs"]) == list(range(done))
 
 
 def mean_table(stdout: str) -> str:
@@ -223,7 +266,7 @@ def curves(metrics, key="eval/steps_per_episode"):
 def test_figure_8_2_shape_with_10_runs(tmp_path, monkeypatch):
     """Fails if planning stops helping: the shape of Figure 8.2 from 10 runs (about 1 s)."""
     monkeypatch.chdir(tmp_path)
-    c = curves(dyna_q.main(dyna_q.Args(num_runs=10, eval_episodes=1)))
+    c = curves(dyna_q.main(dataclasses.replace(dyna_q.preset("DynaMaze-v0"), num_runs=10, eval_episodes=1)))
     assert all(400 < c[n][0] < 1500 for n in c), "episode 1 is a random walk (~869 steps) for every n"
     assert c[50][2:10].mean() <= 18  # n = 50: on the plateau from episode 3
     assert c[5][7:10].mean() <= 19   # n = 5: from about episode 7
@@ -246,7 +289,7 @@ def test_figure_8_2_thirty_runs_in_under_a_minute(tmp_path, monkeypatch):
     process_s = time.time() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     monkeypatch.chdir(tmp_path)
-    m = dyna_q.main(dyna_q.Args())  # the same seeded run, in-process, for the full curves
+    m = dyna_q.main(dyna_q.preset("DynaMaze-v0"))  # the same seeded run, in-process, for the full curves
     c = curves(m)
     print(f"\nFigure 8.2 (python algos/dyna_q.py): 30 runs x 50 episodes, n = 0, 5, 50: "
           f"process {process_s:.1f} s, main() {m['wall_time']:.1f} s, {m['global_step']} time steps")
@@ -270,8 +313,8 @@ def test_figure_8_2_thirty_runs_in_under_a_minute(tmp_path, monkeypatch):
 def cumulative(env_id, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     start = time.time()
-    m = dyna_q.main(dyna_q.Args(env_id=env_id))
-    args, _ = dyna_q.resolve_defaults(dyna_q.Args(env_id=env_id))
+    args = dyna_q.preset(env_id)
+    m = dyna_q.main(args)
     change = gym.make(env_id).unwrapped.change_at
     rows = {k.split("/")[-1]: np.array(v) for k, v in m.items() if k.startswith("eval/cumulative_reward")}
     print(f"\n{env_id}: {args.num_runs} runs x {args.total_steps} steps, n={args.planning_steps}, "
@@ -319,7 +362,10 @@ def test_taxi_reaches_the_optimal_return(tmp_path, monkeypatch):
     print("| episodes | agent | greedy eval return (mean ± std, 10 runs x 100 episodes) | greedy steps | "
           "steps per episode (mean of the last 10 episodes) | main() s |\n|---|---|---|---|---|---|")
     for q_init, episodes in ((0.0, 300), (0.0, 500), (None, None)):  # None: the defaults
-        m = dyna_q.main(dyna_q.Args(env_id="Taxi-v4", num_episodes=episodes, q_init=q_init, eval_episodes=100))
+        args = dataclasses.replace(dyna_q.preset("Taxi-v4"), eval_episodes=100)
+        if q_init is not None:
+            args = dataclasses.replace(args, num_episodes=episodes, q_init=q_init)
+        m = dyna_q.main(args)
         for n, c in curves(m).items():
             label = f"Dyna-Q n={n}"
             print(f"| {len(c)} | {label}, Q0={20.0 if q_init is None else q_init:g} | "
