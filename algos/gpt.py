@@ -66,7 +66,9 @@ import math
 import os
 import shlex
 import signal
+import socket
 import sys
+import threading
 import time
 import typing
 from contextlib import nullcontext
@@ -206,9 +208,18 @@ def load_dataset(data_dir: str) -> tuple[dict[str, torch.Tensor], dict]:
         hint = f"python {prepare}" if os.path.exists(prepare) else "python data/shakespeare_char/prepare.py"
         raise SystemExit(f"no dataset in --data-dir {data_dir} (it needs train.bin, val.bin and meta.json): "
                          f"prepare it with `{hint}` (add --from-file <local copy> offline).")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        vocab = int(meta["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{meta_path} is not a meta.json of data/*/prepare.py ({type(e).__name__}): "
+                         "prepare the data again.") from None
     data = {split: torch.from_numpy(np.fromfile(p, dtype=np.uint16).astype(np.int64)) for split, p in paths.items()}
-    with open(meta_path) as f:
-        meta = json.load(f)
+    for split, tokens in data.items():
+        if len(tokens) and int(tokens.max()) >= vocab:
+            raise SystemExit(f"{paths[split]} holds token id {int(tokens.max())}, but meta.json's vocab_size is "
+                             f"{vocab}: prepare the data again.")
     return data, meta
 
 
@@ -579,23 +590,40 @@ def load_checkpoint(path: str, flag: str) -> dict:
 class StopFlag:
     """Ctrl-C asks the loop to stop at the end of the current step (so the work can be saved
     consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
-    second Ctrl-C, a few seconds later, quits at once without saving."""
+    second Ctrl-C, a few seconds later, quits at once without saving. A thread hears Ctrl-C through
+    a wakeup socket, so both work at once even while one long tensor operation holds the loop."""
 
     def __init__(self):
         self.requested_at = None
-        signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGINT, lambda signum, frame: None)  # no KeyboardInterrupt: the thread acts
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno())
+        threading.Thread(target=self._listen, daemon=True).start()
 
     @property
     def requested(self) -> bool:
         return self.requested_at is not None
 
-    def _handler(self, signum, frame):
-        if self.requested_at is None:
-            self.requested_at = time.time()
-            print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
-                  file=sys.stderr, flush=True)
-        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
-            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+    def agreed(self, distributed: bool, device: torch.device) -> bool:
+        """Whether to stop now; under DDP the ranks leave together when any of them got Ctrl-C."""
+        if not distributed:
+            return self.requested
+        flag = torch.tensor(float(self.requested), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() > 0
+
+    def _listen(self):
+        for signum in iter(lambda: self._reader.recv(1), b""):
+            if signum[0] != signal.SIGINT:
+                continue
+            if self.requested_at is None:
+                self.requested_at = time.time()
+                print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
+                      file=sys.stderr, flush=True)
+            elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+                print("stopped by a second Ctrl-C; nothing was saved.", file=sys.stderr, flush=True)
+                os._exit(1)
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -681,21 +709,18 @@ def resume_command(path: str) -> str:
     return shlex.join(["python", sys.argv[0], *kept, "--resume", path])
 
 
-def stop_agreed(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
-    """Whether to stop now; under DDP the ranks leave together when any of them got Ctrl-C."""
-    if not distributed:
-        return stop.requested
-    flag = torch.tensor(float(stop.requested), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return flag.item() > 0
-
-
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the model rebuilt from the checkpoint's own flags prints num_samples
     continuations of --prompt, then its exact val loss when --data-dir holds a dataset."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
+    data = None
+    if os.path.exists(os.path.join(args.data_dir, "val.bin")):
+        data, meta = load_dataset(args.data_dir)
+        if meta["vocab_size"] != ckpt["meta"]["vocab_size"]:
+            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has vocab {ckpt['meta']['vocab_size']}, but "
+                             f"--data-dir {args.data_dir} has {meta['vocab_size']}: give the run's own --data-dir.")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
@@ -710,13 +735,9 @@ def evaluate_checkpoint(args: Args) -> dict:
     for s in metrics["samples"]:
         print(s, "\n" + "-" * 40)
     where = f"{args.eval_checkpoint} (iteration {ckpt['iter']})"
-    if not os.path.exists(os.path.join(args.data_dir, "val.bin")):
-        print(f"{where}: no val loss, --data-dir {args.data_dir} has no dataset")
+    if data is None:
+        print(f"{where}: no val loss, --data-dir {args.data_dir} holds no dataset")
         return metrics
-    data, meta = load_dataset(args.data_dir)
-    if meta["vocab_size"] != ckpt["meta"]["vocab_size"]:
-        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has vocab {ckpt['meta']['vocab_size']}, "
-                         f"but --data-dir {args.data_dir} has {meta['vocab_size']}: give the run's own --data-dir.")
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     metrics.update(estimate_loss(model, data, saved, ctx, device, exact_val=True))
     print(f"{where}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f} (whole split)")
@@ -740,7 +761,7 @@ def main(args: Args) -> dict:
     if ckpt is not None:  # a resumed run writes beside its checkpoint
         run_dir = os.path.dirname(args.resume) or "."
     else:
-        task = os.path.basename(os.path.normpath(args.data_dir))
+        task = os.path.basename(os.path.abspath(args.data_dir))
         run_dir = make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else ""
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     # bf16 autocast on CUDA; CPU runs stay in float32 (bf16 matmuls are slow on most CPUs).
@@ -818,7 +839,7 @@ def main(args: Args) -> dict:
             eval_seconds += eval_time
         if it == args.max_iters:
             break
-        if stop_agreed(stop, distributed, device):  # Ctrl-C: keep everything needed to go on
+        if stop.agreed(distributed, device):  # Ctrl-C: keep everything needed to go on
             checkpoint(it)
             if is_main:
                 print(f"interrupted at iteration {it}: saved {ckpt_path}\nto resume it: {resume_command(ckpt_path)}")
