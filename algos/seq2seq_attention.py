@@ -1033,7 +1033,7 @@ def main(args: Args) -> dict:
                             f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
         figure = os.path.join(run_dir, "attention.png")
         attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
-        print(f"wrote {figure} (attention weights of four test sentences)")
+        print(f"wrote {figure} (attention heat maps of test sentences)")
         if wandb:
             wandb.log({k: v for k, v in metrics.items() if k.startswith("eval/")}
                       | {"wall_time": wall_time, "eval/attention": wandb.Image(figure)}, step=it)
