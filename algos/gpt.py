@@ -173,7 +173,7 @@ class Args:
     resume: Optional[str] = None
     """continue training this ckpt.pt (give the run's own flags: Ctrl-C prints the command); saves beside it"""
     eval_checkpoint: Optional[str] = None
-    """no training: print this ckpt.pt's val loss on --data-dir (if there) and --num-samples samples"""
+    """no training: print --num-samples samples from this ckpt.pt, then its val loss on --data-dir (if there)"""
     prompt: str = "\n"
     """text the samples start from"""
     num_samples: Annotated[int, Range(1)] = 1
@@ -594,16 +594,12 @@ class StopFlag:
     a wakeup socket, so both work at once even while one long tensor operation holds the loop."""
 
     def __init__(self):
-        self.requested_at = None
+        self.requested, self.requested_at = False, 0.0
         signal.signal(signal.SIGINT, lambda signum, frame: None)  # no KeyboardInterrupt: the thread acts
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)
         signal.set_wakeup_fd(self._writer.fileno())
         threading.Thread(target=self._listen, daemon=True).start()
-
-    @property
-    def requested(self) -> bool:
-        return self.requested_at is not None
 
     def agreed(self, distributed: bool, device: torch.device) -> bool:
         """Whether to stop now; under DDP the ranks leave together when any of them got Ctrl-C."""
@@ -617,8 +613,8 @@ class StopFlag:
         for signum in iter(lambda: self._reader.recv(1), b""):
             if signum[0] != signal.SIGINT:
                 continue
-            if self.requested_at is None:
-                self.requested_at = time.time()
+            if not self.requested:
+                self.requested, self.requested_at = True, time.time()
                 print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
                       file=sys.stderr, flush=True)
             elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
@@ -675,7 +671,7 @@ def check_fits(args: Args, data: dict, vocab_size: int, world_size: int, device:
     per_token = 32 * args.n_layer * args.n_embd + 3 * vocab_size
     need = 4 * batch * T * (per_token + (3 * args.n_layer * args.n_head * T if args.dropout > 0 else 0))
     have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     if need > have:
         raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
                          f"{need / 2**30:.0f} GiB of activations, more than the {have / 2**30:.0f} GiB of this "
@@ -695,6 +691,9 @@ def resume_checkpoint(args: Args) -> dict:
     if ckpt["iter"] >= args.max_iters:
         raise SystemExit(f"--resume {args.resume} is already at iteration {ckpt['iter']}: "
                          "raise --max-iters above it to train further.")
+    if not os.access(os.path.dirname(args.resume) or ".", os.W_OK):
+        raise SystemExit(f"--resume {args.resume}: the run saves beside it, but its folder is not writable; "
+                         "copy it to a folder you can write to.")
     return ckpt
 
 
@@ -828,7 +827,7 @@ def main(args: Args) -> dict:
             if is_main:
                 metrics.update(estimate_loss(raw_model, data, args, ctx, device, exact_val=it == args.max_iters))
                 print(f"step {it}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f}")
-                check_finite("the val loss", metrics["val/loss"], it, "lower --learning-rate")
+                check_finite("the val loss", metrics["val/loss"], it, "lower --learning-rate.")
                 if wandb:
                     wandb.log({"val/loss": metrics["val/loss"], "train/loss": metrics["train/loss"],
                                "iter": it}, step=it)
