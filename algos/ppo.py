@@ -24,15 +24,16 @@ loss, an entropy bonus, global gradient-norm clipping, the approximate KL (k3 es
 E[(r - 1) - log r]) and clip fraction logged, and an optional early stop of the epochs when
 the KL passes --target-kl.
 
-Actions: a Categorical over logits for a Discrete space; for a Box, a diagonal Gaussian whose
-mean comes from the network and whose log standard deviation is a learned vector that does not
-depend on the state. The sample is clipped to the bounds on its way to the env, but its
-log-probability is that of the unclipped sample (what the policy really drew). Continuous
-control also normalises observations (running mean and variance, clipped to +-10; Pendulum's
-bounded ones excepted, see the table) and scales rewards by the running standard deviation of
-the discounted return, so that the value loss does not swamp the global gradient norm. Both
-statistics are updated once per rollout (summed over ranks), saved with the model, and frozen
-in the evaluation, without which a saved policy would see inputs of another scale.
+Actions: a Categorical over logits for a Discrete space; for a Box, a diagonal Gaussian
+(torch.distributions.Normal, independent dimensions) whose mean comes from the network and
+whose log standard deviation is a learned vector that does not depend on the state. The sample
+is clipped to the bounds on its way to the env, but its log-probability is that of the
+unclipped sample (what the policy really drew). Continuous control also normalises
+observations (running mean and variance, clipped to +-10; Pendulum's bounded ones excepted,
+see PRESETS) and scales rewards by the running standard deviation of the discounted return, so
+that the value loss does not swamp the global gradient norm. Both statistics are updated once
+per rollout (summed over ranks), saved with the model, and frozen in the evaluation, without
+which a saved policy would see inputs of another scale.
 
 Autoreset. gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP):
 the step that ends an episode returns the true last observation; the following step ignores
@@ -59,23 +60,32 @@ References
         Policy Optimization", ICLR Blog Track.
     Andrychowicz et al. 2021, "What Matters in On-Policy Reinforcement Learning? A Large-Scale
         Empirical Study", ICLR, arXiv:2006.05990.
-    Raffin 2020, RL Baselines3 Zoo (the tuned hyperparameters the table below starts from).
+    Raffin 2020, RL Baselines3 Zoo (the tuned hyperparameters the presets below start from).
 
 Usage
     python algos/ppo.py                                  # CartPole-v1, 100k steps
     python algos/ppo.py --env-id Pendulum-v1             # continuous actions, 200k steps
     python algos/ppo.py --env-id Acrobot-v1 --total-timesteps 50000    # a quick run
+    python algos/ppo.py --env-id CartPole-v1 --help      # the numbers CartPole gets
     torchrun --standalone --nproc_per_node=2 algos/ppo.py   # 8 envs split over 2 ranks
     python algos/ppo.py --env-id Acrobot-v1 --track      # log to Weights & Biases
     python algos/ppo.py --env-id Pendulum-v1 --save-model
     python algos/ppo.py --eval-checkpoint runs/<run_name>/ppo.pt    # evaluate, no training
+Ctrl-C during training saves the current model to runs/<run_name>/ppo.pt and prints the
+command that evaluates it.
 """
 
 import dataclasses
+import hashlib
+import io
 import math
 import os
 import random
+import shlex
+import signal
+import sys
 import time
+import typing
 from collections import deque
 from dataclasses import dataclass
 from typing import Annotated, Optional
@@ -86,27 +96,37 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import tyro
+from torch.distributions import Normal
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+ALGO = "ppo"
 
-def from_table(metavar: str):
-    """Marks a field whose default comes from ENV_DEFAULTS (None until resolve_defaults)."""
-    return tyro.conf.arg(metavar=metavar, help_behavior_hint="(default: per-env table)")
+
+# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
 
 
 @dataclass
 class Args:
-    """PPO. Fields marked "per-env table" default to ENV_DEFAULTS[env_id] (printed at start)."""
+    """PPO. --env-id picks the defaults first: PRESETS[env_id] for a tuned environment, else these
+    (CleanRL's ppo.py) for discrete actions or BOX_ARGS for Box actions, so --help and the config
+    printed at start show the numbers used. Every count is for the whole run, all ranks together."""
 
     exp_name: str = "ppo"
     """name of this experiment (part of the run name)"""
-    seed: int = 1
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
     """seed of the experiment (rank r uses seed + r)"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
     cuda: bool = True
     """use CUDA when it is available"""
-    num_threads: int = 1
+    num_threads: Annotated[int, Range(1)] = 1
     """torch CPU threads; small networks run fastest with one"""
     track: bool = False
     """log to Weights & Biases"""
@@ -118,126 +138,93 @@ class Args:
     """save the agent and its normalisation statistics to runs/<run_name>/ppo.pt"""
     eval_checkpoint: Optional[str] = None
     """evaluate this saved model deterministically and exit, no training"""
-    eval_episodes: int = 100
+    eval_episodes: Annotated[int, Range(1)] = 100
     """deterministic evaluation episodes at the end (argmax action, or the Gaussian's mean)"""
-    log_interval: int = 10_000
-    """print progress every this many environment steps"""
+    log_interval: Annotated[int, Range(1)] = 10_000
+    """print progress every this many environment steps (all ranks together)"""
 
     env_id: str = "CartPole-v1"
     """a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)"""
-    target_kl: float = 0.0
+    target_kl: Annotated[float, Range(0)] = 0.0
     """stop the update epochs early once the approximate KL passes this (0 = never)"""
-
-    # None below means: take the value from ENV_DEFAULTS[env_id], else from the generic table.
-    total_timesteps: Annotated[Optional[int], from_table("INT")] = None
-    """environment steps, all ranks together"""
-    num_envs: Annotated[Optional[int], from_table("INT")] = None
-    """parallel environments, all ranks together (split evenly across ranks)"""
-    num_steps: Annotated[Optional[int], from_table("INT")] = None
+    total_timesteps: Annotated[int, Range(1)] = 500_000
+    """environment steps (all ranks together)"""
+    num_envs: Annotated[int, Range(1)] = 4
+    """parallel environments (all ranks together; each rank steps num_envs / world_size)"""
+    num_steps: Annotated[int, Range(1)] = 128
     """steps per environment in each rollout"""
-    num_minibatches: Annotated[Optional[int], from_table("INT")] = None
-    """minibatches each rollout is cut into, per epoch"""
-    update_epochs: Annotated[Optional[int], from_table("INT")] = None
+    num_minibatches: Annotated[int, Range(1)] = 4
+    """minibatches each rollout is cut into, per epoch (all ranks together: DDP averages the ranks' shares)"""
+    update_epochs: Annotated[int, Range(1)] = 4
     """passes over each rollout"""
-    learning_rate: Annotated[Optional[float], from_table("FLOAT")] = None
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4
     """Adam step size"""
-    anneal_lr: Annotated[Optional[bool], from_table("{True,False}")] = None
+    anneal_lr: bool = True
     """let the step size fall linearly to 0 over the run"""
-    gamma: Annotated[Optional[float], from_table("FLOAT")] = None
+    gamma: Annotated[float, Range(0, 1)] = 0.99
     """discount factor"""
-    gae_lambda: Annotated[Optional[float], from_table("FLOAT")] = None
+    gae_lambda: Annotated[float, Range(0, 1)] = 0.95
     """lambda of GAE (0: one-step TD error, 1: Monte Carlo return minus V)"""
-    clip_coef: Annotated[Optional[float], from_table("FLOAT")] = None
+    clip_coef: Annotated[float, Range(0, lo_open=True)] = 0.2
     """eps of the clipped surrogate objective"""
-    clip_vloss: Annotated[Optional[bool], from_table("{True,False}")] = None
+    clip_vloss: bool = False
     """clip the value loss around the rollout's values too (PPO2's baselines variant)"""
-    ent_coef: Annotated[Optional[float], from_table("FLOAT")] = None
-    """c_e, weight of the entropy bonus"""
-    vf_coef: Annotated[Optional[float], from_table("FLOAT")] = None
+    ent_coef: Annotated[float, Range(0)] = 0.01
+    """c_e, weight of the entropy bonus (0 = none)"""
+    vf_coef: Annotated[float, Range(0, lo_open=True)] = 0.5
     """c_v, weight of the value loss"""
-    max_grad_norm: Annotated[Optional[float], from_table("FLOAT")] = None
+    max_grad_norm: Annotated[float, Range(0, lo_open=True)] = 0.5
     """clip the global gradient norm to this"""
-    normalize_obs: Annotated[Optional[bool], from_table("{True,False}")] = None
+    normalize_obs: bool = False
     """normalise observations by their running mean and standard deviation"""
-    normalize_reward: Annotated[Optional[bool], from_table("{True,False}")] = None
+    normalize_reward: bool = False
     """divide rewards by the running standard deviation of the discounted return"""
-    log_std_init: Annotated[Optional[float], from_table("FLOAT")] = None
-    """initial log standard deviation of the Gaussian policy (Box actions only)"""
-    hidden_sizes: Annotated[Optional[tuple[int, ...]], from_table("INT [INT ...]")] = None
+    log_std_init: Annotated[float, Range(-20, 20)] = 0.0
+    """initial log standard deviation of the Gaussian policy (Box actions only; its variance stays a float32)"""
+    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)
     """widths of the hidden layers of the policy and the value network (separate networks)"""
 
 
-# Per-environment hyperparameters. Any flag given on the command line wins over this table.
-# The generic rows are CleanRL's defaults (discrete: ppo.py, Box: ppo_continuous_action.py).
-# CartPole is RL Zoo's tuned row (8 envs x 32 steps, one minibatch of 256, gamma 0.98, lambda
-# 0.8, no entropy bonus, step size annealed from 1e-3) with 10 update epochs instead of 20:
-# all of 5 seeds still evaluate to 500, with about a quarter less CPU time per run.
-# Acrobot is RL Zoo's row (16 envs x 256 steps, 4 epochs, lambda 0.94, normalised observations).
-# Pendulum starts from RL Zoo's row (4 envs, 10 epochs, gamma 0.9, lambda 0.95, step size 1e-3),
-# which relies on gSDE exploration; without it, 4 x 1024-step rollouts ended at -545 here (seed
-# 1). Rollouts of 4 x 256 steps (4 times as many updates, same minibatch of 64) did best among
-# those tried (seeds 1-3: -196, -202, -181; 4 x 128: -188, -244, -213; 8 x 64, 16 x 32 and
-# 2 x 256 did worse on seed 2). The initial standard deviation is e^-0.5 = 0.6 (torque in +-2).
-# Its observations (cos, sin, angular velocity) are bounded and are not normalised: once the
-# pendulum stays up, the running statistics of cos theta narrow and the rare hanging or
-# spinning states come in far out of range (seed 4: -372 with, -201 without; seed 2: -202, -192).
-# With this row seeds 1-5 evaluated to -180, -192, -187, -201, -150.
-GENERIC_DEFAULTS = dict(
-    total_timesteps=500_000, num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4,
-    learning_rate=2.5e-4, anneal_lr=True, gamma=0.99, gae_lambda=0.95, clip_coef=0.2, clip_vloss=False,
-    ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, normalize_obs=False, normalize_reward=False,
-    log_std_init=0.0, hidden_sizes=(64, 64),
-)
-GENERIC_BOX_DEFAULTS = dict(
-    GENERIC_DEFAULTS, total_timesteps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32,
-    update_epochs=10, learning_rate=3e-4, ent_coef=0.0, normalize_obs=True, normalize_reward=True,
-)
-ENV_DEFAULTS = {
-    "CartPole-v1": dict(
-        total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1, update_epochs=10,
-        learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, ent_coef=0.0,
-    ),
-    "Acrobot-v1": dict(
-        total_timesteps=200_000, num_envs=16, num_steps=256, num_minibatches=64, update_epochs=4,
-        learning_rate=3e-4, gamma=0.99, gae_lambda=0.94, ent_coef=0.0, normalize_obs=True,
-    ),
-    "Pendulum-v1": dict(
-        total_timesteps=200_000, num_envs=4, num_steps=256, num_minibatches=16, update_epochs=10,
-        learning_rate=1e-3, gamma=0.9, gae_lambda=0.95, ent_coef=0.0, log_std_init=-0.5,
-        normalize_obs=False,
-    ),
+# Box actions without a preset: CleanRL's ppo_continuous_action.py numbers (one long rollout,
+# more epochs, no entropy bonus, normalised observations and rewards).
+BOX_ARGS = dataclasses.replace(
+    Args(), total_timesteps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32, update_epochs=10,
+    learning_rate=3e-4, ent_coef=0.0, normalize_obs=True, normalize_reward=True)
+
+# Tuned environments: whole Args values; any flag given on the command line still wins.
+# How each was found, and the results per seed, are in the README's ppo.py section.
+PRESETS = {
+    # RL Zoo's tuned row with 10 epochs: short rollouts, one minibatch, no entropy bonus; 500 in 100k steps.
+    "CartPole-v1": dataclasses.replace(
+        Args(), env_id="CartPole-v1", total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1,
+        update_epochs=10, learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, ent_coef=0.0),
+    # RL Zoo's tuned row: long rollouts of 16 envs and normalised observations.
+    "Acrobot-v1": dataclasses.replace(
+        Args(), env_id="Acrobot-v1", total_timesteps=200_000, num_envs=16, num_steps=256, num_minibatches=64,
+        learning_rate=3e-4, gae_lambda=0.94, ent_coef=0.0, normalize_obs=True),
+    # RL Zoo's row, 4x shorter rollouts (more updates, as there is no gSDE here); bounded obs kept raw.
+    "Pendulum-v1": dataclasses.replace(
+        BOX_ARGS, env_id="Pendulum-v1", total_timesteps=200_000, num_envs=4, num_steps=256,
+        num_minibatches=16, learning_rate=1e-3, gamma=0.9, log_std_init=-0.5, normalize_obs=False),
 }
 
 
-def resolve_defaults(args: Args, box_actions: bool) -> tuple[Args, list[str]]:
-    """Fill every field left at None from the table; return the args and the filled names."""
-    generic = GENERIC_BOX_DEFAULTS if box_actions else GENERIC_DEFAULTS
-    table = {**generic, **ENV_DEFAULTS.get(args.env_id, {})}
-    filled = {k: v for k, v in table.items() if getattr(args, k) is None}
-    return dataclasses.replace(args, **filled), sorted(filled)
+def preset(env_id: str) -> Args:
+    """The defaults a user gets with --env-id env_id: its preset, else Args() for discrete
+    actions and BOX_ARGS for Box actions."""
+    if env_id in PRESETS:
+        return PRESETS[env_id]
+    try:
+        box = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
+    except (gym.error.Error, ModuleNotFoundError):  # an unknown id: main() says so in one sentence
+        box = False
+    return dataclasses.replace(BOX_ARGS if box else Args(), env_id=env_id)
 
 
-def validate(args: Args, world_size: int) -> None:
-    """Reject flag combinations that cannot work, with one sentence naming the fix."""
-    if args.num_envs < 1 or args.num_envs % world_size:
-        raise SystemExit(f"--num-envs {args.num_envs} is not a positive multiple of the number of "
-                         f"ranks ({world_size}): every rank runs the same number of environments.")
-    per_rank = args.num_envs // world_size * args.num_steps
-    if not 1 <= args.num_minibatches <= per_rank // 4:
-        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and a quarter of a "
-                         f"rank's rollout ({per_rank} steps, --num-envs / ranks x --num-steps): up to half "
-                         "the steps can be reset steps, and a minibatch needs 2 steps to normalise its "
-                         "advantages; lower it or raise --num-steps.")
-    if args.total_timesteps < args.num_envs * args.num_steps:
-        raise SystemExit(f"--total-timesteps {args.total_timesteps} is less than one rollout "
-                         f"(--num-envs x --num-steps = {args.num_envs * args.num_steps}); raise it.")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} must lie in [0, 1].")
-    if args.update_epochs < 1 or args.eval_episodes < 1:
-        raise SystemExit("--update-epochs and --eval-episodes must be at least 1.")
-
-
+# =============================================================================================
+# ALGORITHM: environments, running statistics, the actor-critic (Categorical or Gaussian policy),
+# GAE, the clipped loss, evaluation. Read this first.
+# =============================================================================================
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """Synchronous vector env (NEXT_STEP autoreset) that records episode returns."""
     try:
@@ -296,16 +283,6 @@ def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float
     return nn.Sequential(*layers, layer_init(nn.Linear(width, out_dim), out_std))
 
 
-def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log N(x; mean, diag(exp(log_std)^2)), summed over the action dimensions."""
-    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor, batch: int) -> torch.Tensor:
-    """H = sum_i (1/2 log(2 pi e) + log sigma_i), the same for every state."""
-    return (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum().expand(batch)
-
-
 class Agent(nn.Module):
     """Separate policy and value MLPs, and the observation statistics (buffers, so they are
     saved in the state dict and synchronised by DDP's initial broadcast)."""
@@ -332,6 +309,11 @@ class Agent(nn.Module):
         self.obs_mean.copy_(torch.from_numpy(rms.mean))
         self.obs_std.copy_(torch.from_numpy(np.sqrt(rms.var + 1e-8)))
 
+    def gaussian(self, mean: torch.Tensor) -> Normal:
+        """pi(.|s) for Box actions: N(mean, diag(exp(log_std)^2)). validate_args=False skips a
+        check per call; a nan is caught at the next progress line instead (check_finite)."""
+        return Normal(mean, self.log_std.exp(), validate_args=False)
+
     @torch.no_grad()
     def act(self, x: torch.Tensor):
         """Sample actions for normalised observations x; return them, their log-probs and V(x)."""
@@ -342,8 +324,9 @@ class Agent(nn.Module):
             logprob = logp_all.gather(1, action).squeeze(1)
             action = action.squeeze(1)
         else:
-            action = out + self.log_std.exp() * torch.randn_like(out)
-            logprob = gaussian_log_prob(out, self.log_std, action)
+            pi = self.gaussian(out)
+            action = pi.sample()
+            logprob = pi.log_prob(action).sum(-1)  # independent dimensions: log-probs add
         return action, logprob, self.critic(x).squeeze(-1)
 
     @torch.no_grad()
@@ -360,8 +343,8 @@ class Agent(nn.Module):
             logprob = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
             entropy = -(logp_all.exp() * logp_all).sum(-1)
         else:
-            logprob = gaussian_log_prob(out, self.log_std, actions)
-            entropy = gaussian_entropy(self.log_std, len(x))
+            pi = self.gaussian(out)
+            logprob, entropy = pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)
         return logprob, entropy, self.critic(x).squeeze(-1)
 
 
@@ -426,41 +409,176 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.
     return returns
 
 
-def save_checkpoint(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) -> None:
-    """Write atomically: a crash mid-write never leaves a half-written checkpoint behind.
-    The observation statistics are buffers of the agent; the return statistics (training
-    only) are stored beside them."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save({"agent": agent.state_dict(), "env_id": args.env_id, "hidden_sizes": list(args.hidden_sizes),
-                "normalize_obs": args.normalize_obs, "return_var": float(reward_rms.var),
-                "args": dataclasses.asdict(args)}, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SystemExit(f"--eval-checkpoint {path}: no such file.") from None
-    except Exception as e:
-        raise SystemExit(f"--eval-checkpoint {path} is not a readable checkpoint "
-                         f"({type(e).__name__}); write a new one with --save-model.") from None
-    if not isinstance(ckpt, dict) or not {"agent", "env_id", "hidden_sizes", "normalize_obs"} <= ckpt.keys():
-        raise SystemExit(f"--eval-checkpoint {path} is not a ppo.py checkpoint (expected keys agent, "
-                         "env_id, hidden_sizes, normalize_obs); write one with --save-model.")
-    return ckpt
-
-
 def report_eval(returns: np.ndarray) -> dict:
     return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
             "eval/episodes": len(returns)}
 
 
+# =============================================================================================
+# MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
+# Not the algorithm: a first reading can skip to main().
+# =============================================================================================
+def parse_args() -> Args:
+    """Presets first, then the command line: --env-id X makes preset(X) the defaults that every
+    other flag overrides, so --help and the printed config show the numbers actually used."""
+    env_id, argv = Args.env_id, sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--env-id" and i + 1 < len(argv):
+            env_id = argv[i + 1]
+        elif arg.startswith("--env-id="):
+            env_id = arg.split("=", 1)[1]
+    return tyro.cli(Args, default=preset(env_id))
+
+
+def check_args(args: Args) -> None:
+    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:.10g}"
+                    bounds += f" and at most {r.hi:.10g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+
+
+def validate(args: Args, world_size: int) -> None:
+    """Combinations of flags that would otherwise fail or run silently wrong, one sentence each."""
+    if args.num_envs % world_size:
+        raise SystemExit(f"--num-envs {args.num_envs} does not divide among the {world_size} ranks: "
+                         f"make it a multiple of {world_size}.")
+    per_rank = args.num_envs // world_size * args.num_steps
+    if args.num_minibatches > per_rank // 4:
+        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and a quarter of a "
+                         f"rank's rollout ({per_rank} steps, --num-envs / ranks x --num-steps): up to half "
+                         "the steps can be reset steps, and a minibatch needs 2 steps to normalise its "
+                         "advantages; lower it or raise --num-steps.")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        raise SystemExit(f"--total-timesteps {args.total_timesteps} is less than one rollout "
+                         f"(--num-envs x --num-steps = {args.num_envs * args.num_steps}); raise it.")
+
+
+def make_run_dir(name: str) -> str:
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
+                             "run from a folder you can write to.") from None
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
+
+
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
+    under a temporary name that replaces `path` only when complete."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
+
+
+def load_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
+    try:
+        with open(path, "rb") as f:
+            header, _, data = f.read().partition(b"\n")
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+    if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
+        raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
+                         "(its sha256 does not match): use another one or train again.")
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if state.get("algo") != ALGO:
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
+    return state
+
+
+def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) -> None:
+    """The agent with its observation statistics (buffers of the agent); the return statistics
+    (training only) beside them."""
+    save_checkpoint(path, {"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
+                           "hidden_sizes": list(args.hidden_sizes), "normalize_obs": args.normalize_obs,
+                           "return_var": float(reward_rms.var), "args": dataclasses.asdict(args)})
+
+
+class StopFlag:
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving."""
+
+    def __init__(self):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler)
+
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+
+def stop_on_every_rank(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
+    """Whether Ctrl-C reached any rank, the same answer on all of them: a rank that left the loop
+    alone would leave the others waiting in DDP's all-reduce, rank 0 included, unsaved."""
+    if not distributed:
+        return stop.requested
+    flag = torch.tensor([float(stop.requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
+    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", 0)) if distributed else 0
+    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    use_cuda = args.cuda and torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(args.num_threads)
+    return distributed, rank, world_size, device
+
+
+def start_wandb(args: Args, run_name: str, run_dir: str):
+    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
+    import wandb  # imported here so that a plain run does not pay for it
+
+    try:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                   config=dataclasses.asdict(args), dir=run_dir)
+    except Exception as e:
+        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+    return wandb
+
+
+def check_finite(name: str, value: float, step: int, hint: str) -> None:
+    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
+    if not math.isfinite(value):
+        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
+
+
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the deterministic returns of a saved agent, no training. The env is
     the checkpoint's own; under torchrun rank 0 alone evaluates."""
-    ckpt = load_checkpoint(args.eval_checkpoint)
+    ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -485,25 +603,11 @@ def main(args: Args) -> dict:
     eval/mean_return, eval/std_return, eval/episodes (rank 0), charts/SPS, global_step,
     wall_time and the last update's losses/* (policy_loss, value_loss, entropy, approx_kl,
     clipfrac, explained_variance)."""
+    check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
-
-    # Distributed set-up: torchrun sets RANK and WORLD_SIZE; a plain run has neither.
-    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    probe = make_envs(args.env_id, 1)  # the action space picks the generic table
-    args, filled = resolve_defaults(args, isinstance(probe.single_action_space, gym.spaces.Box))
-    probe.close()
+    distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
-    use_cuda = args.cuda and torch.cuda.is_available()
-    if distributed:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(args.num_threads)
     is_main = rank == 0
 
     seed = args.seed + rank
@@ -514,18 +618,15 @@ def main(args: Args) -> dict:
     rng = np.random.default_rng(seed)
 
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
     n_envs, T = args.num_envs // world_size, args.num_steps
-    if is_main:
-        print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}")
-        print("hyperparameters (* = per-env default table): " + ", ".join(
-            f"{k}={getattr(args, k)}{'*' if k in filled else ''}" for k in sorted(GENERIC_DEFAULTS)))
     wandb = None
-    if args.track and is_main:
-        import wandb  # imported here so that a plain run does not pay for it
-        os.makedirs(run_dir, exist_ok=True)
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
+    if is_main:
+        run_dir = make_run_dir(run_name)
+        print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}, "
+              f"run folder {run_dir}")
+        print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
+        if args.track:
+            wandb = start_wandb(args, run_name, run_dir)
 
     envs = make_envs(args.env_id, n_envs)
     action_space = envs.single_action_space
@@ -555,7 +656,10 @@ def main(args: Args) -> dict:
     autoreset = np.zeros(n_envs, dtype=bool)
     running_return = np.zeros(n_envs)  # discounted return so far, for reward scaling
 
+    stop = StopFlag()
     for iteration in range(1, num_iterations + 1):
+        if stop_on_every_rank(stop, distributed, device):
+            break
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
 
@@ -632,6 +736,8 @@ def main(args: Args) -> dict:
         stats["losses/explained_variance"] = float("nan") if var_y == 0 else float(1 - (y_true - y_pred).var() / var_y)
 
         if is_main and (global_step % args.log_interval < steps_per_iteration or iteration == num_iterations):
+            check_finite("the PPO loss", stats["losses/policy_loss"] + stats["losses/value_loss"], global_step,
+                         "lower --learning-rate.")
             sps = int(global_step / (time.time() - start_time))
             mean_ret = np.mean(recent_returns) if recent_returns else float("nan")
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {mean_ret:8.2f}  "
@@ -642,26 +748,36 @@ def main(args: Args) -> dict:
                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
 
     envs.close()
+    if stop_on_every_rank(stop, distributed, device):  # Ctrl-C: keep the current model
+        if is_main:
+            path = os.path.join(run_dir, "ppo.pt")
+            print(f"interrupted at step {global_step}")
+            save_model(path, agent, reward_rms, args)
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path]))
+        if distributed:
+            dist.destroy_process_group()
+        sys.exit(130)
     wall_time = time.time() - start_time
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), **stats}
-    if is_main:
+    if is_main:  # the last iteration printed a progress line, so its loss is finite
         returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device)
         metrics.update(report_eval(returns))
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {len(returns)} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        if args.save_model:
-            path = os.path.join(run_dir, "ppo.pt")
-            save_checkpoint(path, agent, reward_rms, args)
-            print(f"saved {path}")
         if wandb:
             wandb.log({**metrics, "global_step": global_step}, step=global_step)
             wandb.finish()
+        if args.save_model:
+            save_model(os.path.join(run_dir, "ppo.pt"), agent, reward_rms, args)
+        else:
+            print(f"(the agent was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    main(parse_args())

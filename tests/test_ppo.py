@@ -1,6 +1,7 @@
 """ppo.py: GAE, the clipped loss, the Gaussian, normalisation, autoreset handling, checkpoints,
 errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 
+import dataclasses
 import re
 import sys
 
@@ -69,14 +70,20 @@ def test_clipped_loss_on_a_hand_made_batch():
     assert stats["losses/value_loss"].item() == pytest.approx(0.5 * (1.3 ** 2 + 0 + 2.8 ** 2 + 0) / 4)
 
 
-def test_gaussian_log_prob_and_entropy_match_torch_distributions():
-    g = torch.Generator().manual_seed(0)
-    mean = torch.randn(5, 3, generator=g)
-    log_std = torch.tensor([-1.0, 0.0, 0.7])
-    x = torch.randn(5, 3, generator=g) * 2
-    reference = torch.distributions.Normal(mean, log_std.exp())
-    torch.testing.assert_close(ppo.gaussian_log_prob(mean, log_std, x), reference.log_prob(x).sum(-1))
-    torch.testing.assert_close(ppo.gaussian_entropy(log_std, 5), reference.entropy().sum(-1))
+def test_gaussian_head_log_prob_and_entropy_by_the_formula():
+    """The Box head is N(mean, diag(exp(log_std)^2)) over independent dimensions:
+    log pi(a|s) = sum_i [-(a_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2] and
+    H = sum_i [1/2 + log(2 pi) / 2 + log sigma_i], the same in every state."""
+    torch.manual_seed(0)
+    agent = ppo.Agent(4, gym.spaces.Box(-2.0, 2.0, (3,)), (16,))
+    with torch.no_grad():
+        agent.log_std.copy_(torch.tensor([-1.0, 0.0, 0.7]))
+    x, actions = torch.randn(5, 4), torch.randn(5, 3) * 2
+    logprob, entropy, _ = agent(x, actions)
+    mean, log_std = agent.actor(x), agent.log_std
+    by_hand = (-(actions - mean) ** 2 / (2 * log_std.exp() ** 2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+    torch.testing.assert_close(logprob, by_hand)
+    torch.testing.assert_close(entropy, (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum().expand(5))
 
 
 def test_agent_log_probs_match_its_samples():
@@ -157,28 +164,39 @@ def test_reset_steps_are_left_out_and_final_observations_are_valued(monkeypatch,
     assert starts >= 8
 
 
-def test_per_env_table_fills_only_unset_flags():
-    args, filled = ppo.resolve_defaults(ppo.Args(env_id="CartPole-v1", learning_rate=3e-4), box_actions=False)
-    assert args.learning_rate == 3e-4 and "learning_rate" not in filled
-    assert args.num_envs == ppo.ENV_DEFAULTS["CartPole-v1"]["num_envs"]
-    box, _ = ppo.resolve_defaults(ppo.Args(env_id="MountainCarContinuous-v0"), box_actions=True)
+def test_env_id_picks_the_preset_and_any_flag_wins(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["ppo.py", "--learning-rate", "3e-4", "--env-id", "CartPole-v1"])
+    args = ppo.parse_args()
+    assert args.learning_rate == 3e-4, "a flag given on the command line wins over the preset"
+    assert args == dataclasses.replace(ppo.PRESETS["CartPole-v1"], learning_rate=3e-4)
+    monkeypatch.setattr(sys, "argv", ["ppo.py", "--env-id=Pendulum-v1"])
+    assert ppo.parse_args() == ppo.PRESETS["Pendulum-v1"]
+    # No preset: Box actions get the continuous-control numbers, discrete ones the plain Args().
+    box = ppo.preset("MountainCarContinuous-v0")
+    assert box == dataclasses.replace(ppo.BOX_ARGS, env_id="MountainCarContinuous-v0")
     assert box.normalize_obs and box.normalize_reward
-    discrete, _ = ppo.resolve_defaults(ppo.Args(env_id="LunarLander-v3"), box_actions=False)
+    discrete = ppo.preset("MountainCar-v0")
+    assert discrete == ppo.Args(env_id="MountainCar-v0")
     assert not discrete.normalize_obs and discrete.ent_coef == 0.01
 
 
-TINY = dict(env_id="CartPole-v1", total_timesteps=2_048, num_envs=4, num_steps=64, num_minibatches=4,
+TINY = dict(total_timesteps=2_048, num_envs=4, num_steps=64, num_minibatches=4,
             update_epochs=2, eval_episodes=5, log_interval=10**9)
-PENDULUM = dict(env_id="Pendulum-v1", total_timesteps=4_096, num_envs=4, num_steps=256, num_minibatches=8,
+PENDULUM = dict(total_timesteps=4_096, num_envs=4, num_steps=256, num_minibatches=8,
                 update_epochs=2, eval_episodes=4, log_interval=10**9, normalize_obs=True)
+
+
+def cartpole(**changes) -> "ppo.Args":
+    """The numbers a user gets with --env-id CartPole-v1, with some changed."""
+    return dataclasses.replace(ppo.preset("CartPole-v1"), **changes)
 
 
 def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     timing = ("wall_time", "charts/SPS")
-    a = {k: v for k, v in ppo.main(ppo.Args(seed=3, **TINY)).items() if k not in timing}
-    b = {k: v for k, v in ppo.main(ppo.Args(seed=3, **TINY)).items() if k not in timing}
-    c = {k: v for k, v in ppo.main(ppo.Args(seed=4, **TINY)).items() if k not in timing}
+    a = {k: v for k, v in ppo.main(cartpole(seed=3, **TINY)).items() if k not in timing}
+    b = {k: v for k, v in ppo.main(cartpole(seed=3, **TINY)).items() if k not in timing}
+    c = {k: v for k, v in ppo.main(cartpole(seed=4, **TINY)).items() if k not in timing}
     assert a == b
     assert a["losses/value_loss"] != c["losses/value_loss"], "another seed should give another run"
 
@@ -189,7 +207,7 @@ def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):
 ])
 def test_non_default_switches_train(switches, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    metrics = ppo.main(ppo.Args(**{**TINY, **switches}))
+    metrics = ppo.main(cartpole(**{**TINY, **switches}))
     assert all(np.isfinite(metrics[k]) for k in ("losses/value_loss", "losses/policy_loss", "losses/approx_kl"))
     assert metrics["eval/episodes"] == 5
 
@@ -198,10 +216,10 @@ def test_saved_model_keeps_its_statistics_and_evaluates_alike(tmp_path, monkeypa
     """Pendulum normalises observations: the checkpoint carries the statistics, and evaluating
     it reproduces the returns of the evaluation at the end of training."""
     monkeypatch.chdir(tmp_path)
-    trained = ppo.main(ppo.Args(seed=5, save_model=True, **PENDULUM))
+    trained = ppo.main(dataclasses.replace(ppo.preset("Pendulum-v1"), seed=5, save_model=True, **PENDULUM))
     [path] = list((tmp_path / "runs").glob("*/ppo.pt"))
     assert not list((tmp_path / "runs").glob("*/*.tmp")), "the atomic write left a temp file"
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = ppo.load_checkpoint(str(path), "--eval-checkpoint")
     assert ckpt["normalize_obs"] and ckpt["return_var"] != 1.0
     assert not torch.equal(ckpt["agent"]["obs_std"], torch.ones(3)), "observation statistics not saved"
     evaluated = ppo.main(ppo.Args(seed=5, eval_checkpoint=str(path), eval_episodes=4))
@@ -214,13 +232,13 @@ def test_torchrun_two_ranks_share_normalisation_statistics(tmp_path):
     environments split between them; rank 0's checkpoint then evaluates like its final eval."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ALGOS / "ppo.py"), "--env-id", "Pendulum-v1", "--total-timesteps", "2048", "--num-envs", "4",
-           "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2", "--normalize-obs", "True",
+           "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2", "--normalize-obs",
            "--eval-episodes", "2", "--save-model"]
     proc = run(cmd, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 rank(s) x 2 env(s)" in proc.stdout
     [path] = list((tmp_path / "runs").glob("*/ppo.pt"))
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = ppo.load_checkpoint(str(path), "--eval-checkpoint")
     assert not torch.equal(ckpt["agent"]["obs_std"], torch.ones(3))
     trained = float(re.search(r"deterministic eval: (-?[\d.]+)", proc.stdout).group(1))
     proc = run([sys.executable, str(ALGOS / "ppo.py"), "--eval-checkpoint", str(path), "--eval-episodes", "2"],
@@ -233,9 +251,13 @@ def test_torchrun_two_ranks_share_normalisation_statistics(tmp_path):
     (["--env-id", "Blackjack-v1"], "flat Box observation"),
     (["--num-envs", "4", "--num-steps", "8", "--num-minibatches", "32"], "--num-minibatches 32 must lie"),
     (["--total-timesteps", "100"], "less than one rollout"),
-    (["--gae-lambda", "1.5"], "--gae-lambda 1.5 must lie in [0, 1]"),
-    (["--eval-checkpoint", "missing.pt"], "no such file"),
-    (["--eval-checkpoint", "corrupt.pt"], "is not a readable checkpoint"),
+    (["--gae-lambda", "1.5"], "--gae-lambda 1.5 is not allowed: it must be at least 0 and at most 1."),
+    (["--log-interval", "0"], "--log-interval 0 is not allowed"),
+    (["--log-std-init", "nan"], "--log-std-init nan is not allowed"),
+    (["--num-threads", "0"], "--num-threads 0 is not allowed"),
+    (["--total-timesteps", "0"], "--total-timesteps 0 is not allowed"),
+    (["--eval-checkpoint", "missing.pt"], "cannot read it"),
+    (["--eval-checkpoint", "corrupt.pt"], "its sha256 does not match"),
 ])
 def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"this is not a checkpoint")
@@ -245,11 +267,20 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_envs_must_divide_among_ranks_and_a_checkpoint_must_be_ppos(tmp_path):
+    with pytest.raises(SystemExit, match="--num-envs 3 does not divide among the 2 ranks"):
+        ppo.validate(cartpole(num_envs=3), world_size=2)
+    path = str(tmp_path / "dqn.pt")
+    ppo.save_checkpoint(path, {"algo": "dqn"})
+    with pytest.raises(SystemExit, match="is a dqn.py checkpoint, not ppo.py's"):
+        ppo.load_checkpoint(path, "--eval-checkpoint")
+
+
 def test_learns_cartpole_quickly(tmp_path, monkeypatch):
     """Fails if learning breaks: a random policy scores about 22. The default run (100k steps,
     about 10 s idle): shorter runs anneal the step size sooner and end anywhere from 125 to 500."""
     monkeypatch.chdir(tmp_path)
-    metrics = ppo.main(ppo.Args(seed=1, eval_episodes=20))
+    metrics = ppo.main(cartpole(seed=1, eval_episodes=20))
     assert metrics["eval/mean_return"] >= 475, metrics
 
 
