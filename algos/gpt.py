@@ -175,9 +175,9 @@ class Args:
     eval_checkpoint: Optional[str] = None
     """no training: print --num-samples samples from this ckpt.pt, then its val loss on --data-dir (if there)"""
     prompt: str = "\n"
-    """text the samples start from"""
+    """text the samples of --eval-checkpoint start from"""
     num_samples: Annotated[int, Range(1)] = 1
-    """samples to generate"""
+    """samples --eval-checkpoint generates"""
     max_new_tokens: Annotated[int, Range(1)] = 500
     """tokens per sample"""
     temperature: Annotated[float, Range(0)] = 0.8
@@ -897,4 +897,7 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except KeyboardInterrupt:  # Ctrl-C before the training loop, or while sampling: nothing to save
+        raise SystemExit("stopped by Ctrl-C; nothing was saved.") from None
