@@ -23,6 +23,9 @@ SCRIPTS = {
     "reinforce.py": dict(
         tiny=["--env-id", "ShortCorridor-v0", "--total-timesteps", "2000", "--episodes-per-update", "4",
               "--eval-episodes", "20", "--log-interval", "500"],
+        save=["--save-model"], checkpoint="reinforce.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
+        long=["--total-timesteps", "100000000", "--log-interval", "5000"],
+        ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
         metrics=["charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/entropy",
                  "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes", "eval/prob_right",
                  "global_step", "wall_time"],
@@ -30,6 +33,9 @@ SCRIPTS = {
     "dyna_q.py": dict(
         tiny=["--env-id", "DynaMaze-v0", "--num-runs", "4", "--num-episodes", "5",
               "--planning-steps", "0", "5", "--eval-episodes", "2"],
+        save=["--save-model"], checkpoint="q_tables.npz", reload=None,  # tables and figures: nothing reloads them
+        long=["--num-runs", "100000"], ready="run(s) on this rank", after_ctrl_c="nothing to keep",
+        nonsense=["--kappa", "nan"],
         metrics=["eval/steps_per_episode/Dyna-Q n=0", "eval/steps_per_episode/Dyna-Q n=5", "episode",
                  "eval/mean_return/Dyna-Q n=5", "eval/std_return/Dyna-Q n=5",
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
@@ -38,6 +44,10 @@ SCRIPTS = {
     "seq2seq_attention.py": dict(
         tiny=["--num-iterations", "40", "--eval-interval", "20", "--num-train", "2000", "--num-heldout", "40",
               "--beam-size", "3"],
+        save=["--save-model"], checkpoint="seq2seq_attention.pt", reload=["--eval-checkpoint", "{ckpt}", "--beam-size", "3"],
+        long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
+              "--beam-size", "3"],
+        ready="iter ", after_ctrl_c="resume", nonsense=["--length-penalty", "nan"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -55,6 +65,11 @@ SCRIPTS = {
         # The corpus is bpe.py's own source in the repo (an absolute path), there wherever tests run.
         tiny=["--input", str(TESTS.parent / "algos" / "bpe.py"), "--vocab-size", "400",
               "--log-interval", "50", "--show", "Hello world"],
+        save=[], checkpoint="tokenizer.bpe",  # tiny saves already: saving is on by default
+        reload=["--eval-checkpoint", "{ckpt}", "--input", str(TESTS.parent / "algos" / "bpe.py"), "--no-save-model"],
+        long=["--input", str(TESTS.parent / "algos"), "--trainer", "naive", "--vocab-size", "100000",
+              "--log-interval", "20"],
+        ready="merges/s", after_ctrl_c="nothing to keep", nonsense=["--vocab-size", "100"],
         metrics=["train/seconds", "train/vocab_size", "train/merges", "train/merges_per_s",
                  "encode/mb_per_s", "compression_ratio"],
     ),

@@ -129,7 +129,8 @@ def checkpoint_of(script: str, cwd) -> "typing.Any":
 @pytest.mark.parametrize("script", ALL)
 def test_twins_started_together_keep_separate_folders_and_checkpoints_verify(script, tmp_path):
     """Two identical runs started in the same second must not share (and break) one run folder.
-    Their checkpoints then serve the damaged-checkpoint tries: truncated, and one byte flipped."""
+    Their checkpoints then serve the damaged-checkpoint tries: truncated, and one byte flipped;
+    the intact one reloads."""
     cmd = script_cmd(script, *entry(script, "tiny"), *entry(script, "save"))
     twins = [subprocess.Popen(cmd, cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -138,6 +139,8 @@ def test_twins_started_together_keep_separate_folders_and_checkpoints_verify(scr
         assert p.returncode == 0, err[-2000:]
     assert len({p.parent for p in checkpoint_of(script, tmp_path)}) == 2, "the twins share a run folder"
 
+    if entry(script, "reload") is None:
+        return  # this script writes results, not a model that it reads back
     good = checkpoint_of(script, tmp_path)[0]
     data = good.read_bytes()
     (tmp_path / "truncated").write_bytes(data[: len(data) // 2])
