@@ -800,7 +800,7 @@ def main(args: Args) -> dict:
         print(f"{args.data_dir}: train {len(data['train']):,} / val {len(data['val']):,} tokens, vocab "
               f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; "
               f"{tokens_per_iter:,} tokens per iteration; run folder {run_dir}"
-              + (f"; resuming at iter {start_iter}" if ckpt else ""))
+              + (f"; resuming at iteration {start_iter}" if ckpt else ""))
     wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
 
     def checkpoint(it: int) -> None:
