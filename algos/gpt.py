@@ -609,6 +609,11 @@ class StopFlag:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return flag.item() > 0
 
+    def release(self):
+        """Give Ctrl-C back to Python (KeyboardInterrupt) once the loop is over, for in-process callers."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def _listen(self):
         for signum in iter(lambda: self._reader.recv(1), b""):
             if signum[0] != signal.SIGINT:
@@ -875,6 +880,7 @@ def main(args: Args) -> dict:
             if wandb:
                 wandb.log({**row, "iter": it}, step=it)
             log_time, loss_sum, loss_count = now, 0.0, 0
+    stop.release()
 
     wall_time = time.time() - start_time
     done = it - start_iter
