@@ -58,6 +58,13 @@ SCRIPTS = {
         tiny=["--data-dir", str(TESTS / "fixtures" / "shakespeare_char_tiny"),
               "--max-iters", "30", "--eval-interval", "15", "--eval-iters", "2", "--log-interval", "10",
               "--n-layer", "2", "--n-embd", "64", "--block-size", "32", "--batch-size", "4", "--grad-accum", "2"],
+        save=[], checkpoint="ckpt.pt",  # tiny saves already: saving is on by default
+        reload=["--eval-checkpoint", "{ckpt}", "--data-dir", str(TESTS / "fixtures" / "shakespeare_char_tiny"),
+                "--max-new-tokens", "20"],
+        long=["--data-dir", str(TESTS / "fixtures" / "shakespeare_char_tiny"), "--max-iters", "1000000",
+              "--eval-iters", "2", "--log-interval", "10", "--n-layer", "2", "--n-embd", "64", "--block-size", "32",
+              "--batch-size", "4"],
+        ready="iter ", after_ctrl_c="resume", nonsense=["--n-head", "0"],
         metrics=["val/loss", "train/loss", "train/batch_loss", "train/lr", "iter", "wall_time",
                  "ms_per_iter", "tokens_per_s"],
     ),
@@ -76,6 +83,9 @@ SCRIPTS = {
     "ppo.py": dict(
         tiny=["--env-id", "CartPole-v1", "--total-timesteps", "1024", "--num-envs", "4", "--num-steps", "64",
               "--num-minibatches", "4", "--update-epochs", "2", "--eval-episodes", "3", "--log-interval", "256"],
+        save=["--save-model"], checkpoint="ppo.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
+        long=["--env-id", "CartPole-v1", "--total-timesteps", "5000000", "--log-interval", "4096"],
+        ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/policy_loss", "losses/value_loss",
                  "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
                  "charts/learning_rate", "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes",
