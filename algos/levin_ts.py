@@ -86,8 +86,8 @@ Usage (sh data/get_boxoban.sh fetches the levels; offline, ../shared/data/boxoba
     python algos/levin_ts.py --train-minutes 2                   # a quick run on generated levels
     torchrun --standalone --nproc_per_node=2 algos/levin_ts.py --train-minutes 2
     python algos/levin_ts.py --track --train-minutes 2           # log to Weights & Biases
-    python algos/levin_ts.py <the run's flags> --resume runs/<run_name>/levin_ts.pt        # continue training
-    python algos/levin_ts.py <its level flags> --eval-checkpoint runs/<run_name>/levin_ts.pt  # search only
+    python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt --train-minutes 90   # train on
+    python algos/levin_ts.py --eval-checkpoint runs/<run_name>/levin_ts.pt   # search its held-out levels
 """
 
 import dataclasses
@@ -159,9 +159,9 @@ class Args:
     save_model: bool = True
     """write runs/<run_name>/levin_ts.pt (atomically) after every sweep; Ctrl-C saves it in any case"""
     resume: Optional[str] = None
-    """continue training from this checkpoint (give the flags of its run); the run writes to it"""
+    """continue training from this checkpoint, with its network and levels; the run writes to it"""
     eval_checkpoint: Optional[str] = None
-    """search the held-out levels with this checkpoint's network, no training"""
+    """search held-out levels (its own unless level flags are given) with this checkpoint's network; no training"""
 
     search: Literal["lts", "phs"] = "lts"
     """LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)"""
@@ -387,7 +387,6 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
                          State(player, tuple(sorted(boxes))))
 
 
-
 def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
     """(training levels, held-out levels), from files or from the generator; bad files end the
     run with one sentence naming the file and line."""
@@ -417,6 +416,7 @@ def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
         raise SystemExit(f"the levels have different sizes {sorted(shapes)}; the search batches levels "
                          "of one size, so give levels of one size (--size sets the generated ones').")
     return train, test
+
 
 def encode(levels: list[Level], states: list[State]) -> np.ndarray:
     """One-hot planes [N, 4, H, W]: wall, goal, box, player."""
@@ -530,9 +530,11 @@ class Tree:
             return  # state cut: reached before at a lower or equal cost
         self.seen[state] = Reached(cost, policy, h)
         heapq.heappush(self.heap, (cost, len(self.states)))
-        for lst, v in zip((self.states, self.parents, self.actions, self.depths, self.log_pis),
-                          (state, parent, action, depth, log_pi)):
-            lst.append(v)
+        self.states.append(state)
+        self.parents.append(parent)
+        self.actions.append(action)
+        self.depths.append(depth)
+        self.log_pis.append(log_pi)
 
     def pop(self) -> Optional[int]:
         """The cheapest frontier node whose state has no cheaper copy since; None when empty."""
@@ -609,9 +611,9 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
             reached = trees[i].seen[s]
             reached.policy, reached.h = policy, h
         children = [(i, n, c) for i, n in expanded for c in trees[i].children(n)]
-        new = evaluations([(i, c.state) for i, _, c in children if c.state not in trees[i].seen]) if algo == "phs" else {}
-        for i, n, c in children:  # in the order generated: ties pop in insertion order
-            trees[i].add(n, c.action, c.state, trees[i].depths[n] + 1, c.log_pi, *new.get((i, c.state), (None, 0.0)))
+        new = evaluations([(i, s) for i, _, (_, s, _) in children if s not in trees[i].seen]) if algo == "phs" else {}
+        for i, n, (a, s, log_pi) in children:  # in the order generated: ties pop in insertion order
+            trees[i].add(n, a, s, trees[i].depths[n] + 1, log_pi, *new.get((i, s), (None, 0.0)))
     return results
 
 
@@ -842,7 +844,7 @@ class StopFlag:
     def _handler(self, signum, frame):
         if self.requested_at is None:
             self.requested_at = time.time()
-            print("Ctrl-C: stopping at the next search round and saving (press again to quit without saving).",
+            print("Ctrl-C: stopping at the next search round (press again to quit at once, saving nothing).",
                   file=sys.stderr, flush=True)
         elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
@@ -884,46 +886,53 @@ def check_finite(name: str, value: float, sweep: int, hint: str) -> None:
         raise SystemExit(f"sweep {sweep}: {name} is {value}; {hint}")
 
 
-def open_checkpoint(args: Args) -> tuple[Optional[dict], Optional[str]]:
-    """The checkpoint of --resume or --eval-checkpoint (None, None without one), and the folder
-    it lies in, where a resumed run writes. Refuses one of another search algorithm."""
+# What a checkpoint fixes: its network, and to resume it, its levels (--eval-checkpoint may search others).
+NET_FIELDS = ("search", "channels", "hidden")
+LEVEL_FIELDS = ("seed", "levels_path", "train_levels", "add_generated", "difficulty", "num_boxes", "size",
+                "test_levels_path", "test_levels")
+
+
+def open_checkpoint(args: Args) -> tuple[Args, Optional[dict], Optional[str]]:
+    """For --resume or --eval-checkpoint: args with the checkpoint's network and level flags where
+    the command line leaves the default (a flag given otherwise is refused where the checkpoint
+    fixes it), the checkpoint, and its folder, where a resumed run writes."""
     path = args.resume or args.eval_checkpoint
     if path is None:
-        return None, None
-    flag = "--resume" if args.resume else "--eval-checkpoint"
+        return args, None, None
+    flag, default = "--resume" if args.resume else "--eval-checkpoint", Args()
     ckpt = load_checkpoint(path, flag)
-    if ckpt["search"] != args.search:
-        raise SystemExit(f"{flag} {path} was trained with --search {ckpt['search']}, not {args.search}: "
-                         f"add --search {ckpt['search']} (a network is searched by the algorithm it learned for).")
+    saved = ckpt["args"]
+    fixed = NET_FIELDS + (LEVEL_FIELDS if args.resume else ())
+    clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (it has {saved[k]})" for k in fixed
+             if getattr(args, k) not in (saved[k], getattr(default, k))]
+    if clash:
+        raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
+                         "drop them, and its own are used.")
     folder = os.path.dirname(path) or "."
     if args.resume and not os.access(folder, os.W_OK):
         raise SystemExit(f"--resume {path}: a resumed run writes beside its checkpoint, and {folder} is not writable.")
-    return ckpt, folder
+    own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k)}
+    return dataclasses.replace(args, **own), ckpt, folder
 
 
 def restore(ckpt: dict, args: Args, net: nn.Module, optimizer, train_levels: list[Level]) -> TrainState:
     """Load a checkpoint's network, optimizer and loop state (the learning rate stays --learning-rate's)."""
-    flag, path = ("--resume", args.resume) if args.resume else ("--eval-checkpoint", args.eval_checkpoint)
     if args.resume and ckpt["train_names"] != [lv.name for lv in train_levels]:
-        raise SystemExit(f"--resume {path} was trained on other levels; give the same --levels-path "
-                         "and --train-levels (or generator flags and --seed) as that run.")
-    try:
-        net.load_state_dict(ckpt["net"])
-    except RuntimeError:
-        raise SystemExit(f"{flag} {path} holds a network of another shape; give the --channels and "
-                         "--hidden of that run.") from None
+        raise SystemExit(f"--resume {args.resume} was trained on other levels than its flags give now (did "
+                         f"{args.levels_path or 'the generator'} change?); resume it with the levels it had.")
+    net.load_state_dict(ckpt["net"])
     optimizer.load_state_dict(ckpt["optimizer"])
     for group in optimizer.param_groups:
         group["lr"] = args.learning_rate
     return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
 
 
-def command_with(flag: str, path: str) -> str:
-    """This run's command line with `flag path` in place of any --resume or --eval-checkpoint."""
-    argv, reload = sys.argv[1:], ("--resume", "--eval-checkpoint")
-    drop = {k for k, a in enumerate(argv) if a in reload} | {k + 1 for k, a in enumerate(argv) if a in reload}
-    keep = [a for k, a in enumerate(argv) if k not in drop and not a.startswith(tuple(f + "=" for f in reload))]
-    return shlex.join(["python", sys.argv[0], *keep, flag, path])
+def resume_command(path: str) -> str:
+    """This run's command line with `--resume path` in place of any earlier --resume."""
+    argv = sys.argv[1:]
+    drop = {k for k, a in enumerate(argv) if a == "--resume"} | {k + 1 for k, a in enumerate(argv) if a == "--resume"}
+    keep = [a for k, a in enumerate(argv) if k not in drop and not a.startswith("--resume=")]
+    return shlex.join(["python", sys.argv[0], *keep, "--resume", path])
 
 
 def gather(obj, distributed: bool, world_size: int) -> list:
@@ -960,13 +969,13 @@ def main(args: Args) -> dict:
     train/levels, train/seconds, sweep, charts/budget, wall_time, and with --compare-uniform the
     same eval keys under uniform/ for the uniform policy."""
     check_args(args)
+    args, ckpt, run_dir = open_checkpoint(args)
     validate(args)
     distributed, rank, world_size, device = setup_distributed(args)
     is_main = rank == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cudnn.deterministic = args.torch_deterministic
     stop = StopFlag()  # from here on Ctrl-C stops the run at the next search round, and keeps its work
-    ckpt, run_dir = open_checkpoint(args)
     if run_dir is None and is_main:
         run_dir = make_run_dir(f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}")
     ckpt_path = args.resume or os.path.join(run_dir or "", "levin_ts.pt")
@@ -993,14 +1002,15 @@ def main(args: Args) -> dict:
         if is_main and args.eval_checkpoint is None:
             save()
             print(f"interrupted {where}: saved {ckpt_path}")
-            print(f"to resume it: {command_with('--resume', ckpt_path)}")
+            print(f"to resume it: {resume_command(ckpt_path)}")
         elif is_main:
             print("interrupted during the search; nothing to save.", file=sys.stderr)
         sys.exit(130)
 
     evaluate = network_evaluator(net, device, args.h_weight)
     # Solved levels are not searched again, so their training samples are built once.
-    samples = [x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
+    samples = [] if args.eval_checkpoint else [
+        x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
     start, row, wrote = time.time(), {}, False
     # A sweep starts only if one as long as the last still ends within --train-minutes.
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
@@ -1106,7 +1116,7 @@ def main(args: Args) -> dict:
             wandb.log({**metrics, **picture}, step=st.sweep + 1)
             wandb.finish()
         if wrote:
-            print(f"saved {ckpt_path}; to search with it again: {command_with('--eval-checkpoint', ckpt_path)}")
+            print(f"saved {ckpt_path}; to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}")
         elif args.eval_checkpoint is None and not args.save_model:
             print(f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:

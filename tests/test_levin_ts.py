@@ -354,14 +354,17 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path):
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the resumed run wrote to its checkpoint, nowhere else
     assert lts.load_checkpoint(str(path), "--resume")["sweep"] == 2
     assert not list((tmp_path / "runs").glob("*/*.tmp*"))
-    # --eval-checkpoint searches the held-out levels with it, and trains nothing.
-    searched = lts.main(tiny_args(max_sweeps=5, eval_checkpoint=str(path)))
+    # --eval-checkpoint searches the run's own held-out levels with it (its level flags, from the
+    # checkpoint), and trains nothing.
+    searched = lts.main(lts.Args(eval_checkpoint=str(path), eval_budget=300, batch_levels=16))
     for key in ("eval/solved", "eval/total_expansions", "train/solved", "sweep"):
         assert searched[key] == straight[key], key
     assert lts.load_checkpoint(str(path), "--resume")["sweep"] == 2
     for flag in ("resume", "eval_checkpoint"):  # a LevinTS network is not searched by PHS*
-        with pytest.raises(SystemExit, match="was trained with --search lts, not phs: add --search lts"):
+        with pytest.raises(SystemExit, match=r"was trained with other flags: --search phs \(it has lts\); drop them"):
             lts.main(tiny_args(search="phs", **{flag: str(path)}))
+    with pytest.raises(SystemExit, match=r"--num-boxes 3 \(it has 2\)"):  # resumed on other levels
+        lts.main(tiny_args(num_boxes=3, resume=str(path)))
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_the_run(tmp_path):
