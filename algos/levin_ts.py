@@ -39,9 +39,7 @@ Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) wit
 (4 moves) and a heuristic head. Search runs many levels at once: each round pops the best node
 of every level in the batch and evaluates all the states that need the network in one call
 (LevinTS: each state when first expanded; PHS*: when first reached, since h enters the cost),
-so the network sees batches, not single states. With an A3C-trained policy the 2018 paper's
-LevinTS solved all 1,000 Boxoban unfiltered test levels with about 6,600 expansions a level;
-the uniform policy solved 88.
+so the network sees batches, not single states.
 
 Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an
 expansion budget; train on the solutions found with the Levin loss, a cross-entropy on the
@@ -767,8 +765,6 @@ def validate(args: Args) -> None:
         if getattr(args, name) % world_size:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the "
                              f"{world_size} ranks; each rank takes an equal share of it.")
-    if args.resume is not None and args.eval_checkpoint is not None:
-        raise SystemExit("give --resume (continue training) or --eval-checkpoint (search only), not both.")
     if args.max_budget < args.budget:
         raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
     generating = args.levels_path is None or args.add_generated > 0
@@ -896,6 +892,8 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict], Optional[str]]:
     """For --resume or --eval-checkpoint: args with the checkpoint's network and level flags where
     the command line leaves the default (a flag given otherwise is refused where the checkpoint
     fixes it), the checkpoint, and its folder, where a resumed run writes."""
+    if args.resume is not None and args.eval_checkpoint is not None:
+        raise SystemExit("give --resume (continue training) or --eval-checkpoint (search only), not both.")
     path = args.resume or args.eval_checkpoint
     if path is None:
         return args, None, None
@@ -935,15 +933,6 @@ def resume_command(path: str) -> str:
     return shlex.join(["python", sys.argv[0], *keep, "--resume", path])
 
 
-def gather(obj, distributed: bool, world_size: int) -> list:
-    """The list of every rank's `obj` (just [obj] without torchrun)."""
-    if not distributed:
-        return [obj]
-    out = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def search_split(levels, evaluate, budget, args, rank, world_size, distributed, stop) -> tuple[Optional[list], float]:
     """Each rank searches levels rank, rank + world_size, ..., --batch-levels / world_size at once;
     returns all results in level order on every rank and the slowest rank's seconds, or (None, 0)
@@ -951,7 +940,9 @@ def search_split(levels, evaluate, budget, args, rank, world_size, distributed, 
     start = time.time()
     mine = batched_search(levels[rank::world_size], evaluate, budget, args.search,
                           args.batch_levels // world_size, stop=stop)
-    parts = gather((mine, time.time() - start), distributed, world_size)
+    parts = [(mine, time.time() - start)] * world_size  # every rank's (results, seconds)
+    if distributed:
+        dist.all_gather_object(parts, parts[0])
     if any(part is None for part, _ in parts):
         return None, 0.0
     results = [None] * len(levels)
