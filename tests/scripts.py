@@ -95,6 +95,12 @@ SCRIPTS = {
         tiny=["--train-levels", "40", "--test-levels", "16", "--num-boxes", "2", "--difficulty", "3",
               "--budget", "200", "--eval-budget", "500", "--max-sweeps", "2", "--sweep-levels", "40",
               "--train-steps", "10", "--batch-size", "32", "--batch-levels", "16"],
+        save=[], checkpoint="levin_ts.pt",  # tiny saves already: saving is on by default
+        reload=["--eval-checkpoint", "{ckpt}", "--eval-budget", "500"],
+        long=["--train-levels", "1000", "--test-levels", "4", "--budget", "50", "--max-budget", "50",
+              "--sweep-levels", "64", "--train-steps", "20", "--batch-size", "32", "--batch-levels", "32",
+              "--eval-budget", "50"],
+        ready="sweep ", after_ctrl_c="resume", nonsense=["--train-minutes", "nan"],
         metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
                  "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
                  "charts/solved_total", "sweep", "wall_time"],
