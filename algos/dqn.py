@@ -463,11 +463,12 @@ def save_model(path: str, q_network: nn.Module, args: Args) -> None:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
+    def __init__(self, listen: bool = True):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -595,7 +596,7 @@ def main(args: Args) -> dict:
     def online_q(obs):
         return q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
-    stop = StopFlag()
+    stop = StopFlag(listen=is_main)
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs  # environment steps so far, all ranks together
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
@@ -679,4 +680,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(parse_args())
+    try:
+        main(parse_args())
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)
