@@ -33,10 +33,10 @@ not a transition of the MDP and is never written to the replay buffer.
 Inputs are rescaled to [-1, 1] with the observation space's bounds where they are finite:
 MountainCar's velocity lives in +-0.07 and would otherwise be a nearly invisible input.
 
-Distributed: under torchrun every rank runs its own environments and its own replay
-buffer with the same schedule; DistributedDataParallel averages the gradients, so each
-update sees world_size minibatches. --total-timesteps counts the steps of all ranks.
-Rank 0 alone prints, logs, evaluates and saves.
+Distributed: every count (steps, envs, buffer, batch) is for the whole run. Under torchrun each
+rank steps its num_envs / world_size environments into its own share of the replay buffer and
+samples its share of each minibatch; DistributedDataParallel averages the gradients. Rank 0
+alone prints, logs, evaluates and saves.
 
 References
     Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518.
