@@ -20,10 +20,10 @@ in both: the highest N, then the smallest (first id, second id), whatever the di
 
 Encoding is tiktoken's: the same regex, special tokens found first (`allowed_special`,
 `disallowed_special` as in tiktoken's `encode`), then per-chunk BPE with a cache of chunks
-already seen; a chunk whose bytes are a token is that token, as in tiktoken. `to_tiktoken` exports a `tiktoken.Encoding` whose mergeable ranks are the token
-ids; `from_tiktoken` imports gpt2, r50k_base, cl100k_base or a `.tiktoken` file and recovers
-each token's merge: the split into two lower-ranked tokens that BPE with only the lower ranks
-makes of its bytes.
+already seen; a chunk whose bytes are a token is that token, as in tiktoken. `to_tiktoken`
+exports a `tiktoken.Encoding` whose mergeable ranks are the token ids; `from_tiktoken` imports
+gpt2, r50k_base, cl100k_base or a `.tiktoken` file and recovers each token's merge: the split
+into two lower-ranked tokens that BPE with only the lower ranks makes of its bytes.
 
 Distributed: under torchrun each rank reads every input file and pre-tokenises its own
 contiguous shard of it (cut only where both patterns cut anyway, so the counts add up to
@@ -64,9 +64,10 @@ import math
 import os
 import sys
 import time
+import typing
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional, get_type_hints
+from typing import Annotated, Literal, Optional
 
 import regex
 import tiktoken
@@ -155,9 +156,9 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
 
 def train_naive(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
     """The definition, minbpe's loop: count N(a, b) over every chunk, merge the most frequent pair
-    everywhere, repeat; O(corpus) per merge. The reference that train_incremental must equal."""
-    words = [list(chunk.encode("utf-8")) for chunk in counts]
-    freqs = list(counts.values())
+    everywhere, repeat; O(corpus) per merge. Merge i makes token 256 + i; stops early if no pair is
+    left. log(merges_done, merges_per_s, bytes_per_token) is called every log_interval merges."""
+    words, freqs = [list(chunk.encode("utf-8")) for chunk in counts], list(counts.values())
     n_bytes = sum(len(w) * f for w, f in zip(words, freqs))
     merges, start = [], time.perf_counter()
     while len(merges) < num_merges:
@@ -178,12 +179,10 @@ def train_naive(counts: dict, num_merges: int, log=None, log_interval: int = 256
 
 
 def train_incremental(counts: dict, num_merges: int, log=None, log_interval: int = 256) -> list[tuple[int, int]]:
-    """train_naive's merges without its rescans: only the chunks holding the merged pair change N,
-    and a heap of (-N, (a, b)) gives the next pair (the highest N, then the smallest (a, b)).
-    Merge i makes token 256 + i; stops early if no pair is left. log(merges_done, merges_per_s,
-    bytes_per_token) is called every log_interval merges."""
-    words = [list(chunk.encode("utf-8")) for chunk in counts]
-    freqs = list(counts.values())
+    """train_naive's merges (the reference it must equal) without its rescans: only the chunks holding
+    the merged pair change N, and a heap of (-N, (a, b)) gives the next pair (the highest N, then the
+    smallest (a, b))."""
+    words, freqs = [list(chunk.encode("utf-8")) for chunk in counts], list(counts.values())
     pair_counts, where = {}, {}  # N(a, b); pair -> indices of the chunks that hold it (a superset)
     for i, (w, f) in enumerate(zip(words, freqs)):
         for pair in zip(w, w[1:]):
@@ -235,8 +234,7 @@ class Tokenizer:
     for GPT-2's and cl100k's vocabularies."""
 
     def __init__(self, pattern: str, merges: dict, byte_ids: list, special: dict):
-        self.pattern, self.merges, self.special = pattern, merges, dict(special)
-        self.byte_ids = list(byte_ids)
+        self.pattern, self.merges, self.special, self.byte_ids = pattern, merges, dict(special), list(byte_ids)
         self.split = regex.compile(pattern)
         self.byte_table = bytes(self.byte_ids)  # for bytes.translate: byte value -> its id
         self.vocab = {t: bytes([v]) for v, t in enumerate(self.byte_ids)}
@@ -288,11 +286,9 @@ class Tokenizer:
             cache.clear()
         ids = []
         for chunk in chunks:
-            try:
-                ids += cache[chunk]
-            except KeyError:
+            if chunk not in cache:
                 cache[chunk] = self.encode_chunk(chunk)
-                ids += cache[chunk]
+            ids += cache[chunk]
         return ids
 
     def encode(self, text: str, allowed_special=frozenset(), disallowed_special="all") -> list[int]:
@@ -304,13 +300,11 @@ class Tokenizer:
             raise ValueError(f"allowed_special names {sorted(allowed - set(self.special))}, which are not "
                              f"special tokens of this tokenizer ({sorted(self.special)}).")
         disallowed = set(self.special) - allowed if disallowed_special == "all" else set(disallowed_special)
-        if disallowed:
-            found = special_regex(disallowed).search(text)
-            if found:
-                raise ValueError(
-                    f"the text contains the special token {found.group()!r}, which is disallowed: pass "
-                    f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as its special id, or "
-                    f"disallowed_special=() to encode it as ordinary text.")
+        found = disallowed and special_regex(disallowed).search(text)
+        if found:
+            raise ValueError(f"the text contains the special token {found.group()!r}, which is disallowed: pass "
+                             f"allowed_special={{{found.group()!r}}} (or 'all') to encode it as its special id, "
+                             "or disallowed_special=() to encode it as ordinary text.")
         if not allowed:
             return self.encode_ordinary(text)
         ids, start = [], 0
@@ -321,11 +315,10 @@ class Tokenizer:
         return ids + self.encode_ordinary(text[start:])
 
     def token_bytes(self, t: int) -> bytes:
-        if t in self.vocab:
-            return self.vocab[t]
-        if t in self.special_bytes:
-            return self.special_bytes[t]
-        raise ValueError(f"token id {t} is not in this vocabulary of {self.n_vocab} tokens.")
+        b = self.vocab.get(t, self.special_bytes.get(t))
+        if b is None:
+            raise ValueError(f"token id {t} is not in this vocabulary of {self.n_vocab} tokens.")
+        return b
 
     def decode(self, ids: list[int]) -> str:
         """The text; bytes that are not valid UTF-8 (a token cut inside a character) become U+FFFD."""
@@ -351,11 +344,11 @@ def to_tiktoken(tok: Tokenizer, name: str = "bpe"):
                              special_tokens=tok.special)
 
 
-def from_ranks(ranks: dict, pattern: str, special: dict) -> Tokenizer:
+def from_ranks(ranks: dict, pattern: str, special: dict, source: str) -> Tokenizer:
     """Recover the merges of a vocabulary given as {token bytes: rank}: BPE on a token's bytes,
     with only the ranks below its own, must stop at two parts, and those are its merge."""
     if sorted(ranks.get(bytes([v]), -1) for v in range(256)) != list(range(256)):
-        raise ValueError("the 256 single bytes must hold ranks 0-255, as in every byte-level BPE vocabulary.")
+        raise ValueError(f"{source}: the 256 single bytes must hold ranks 0-255, as in any byte-level BPE.")
     merges = {}
     for token, rank in ranks.items():
         if len(token) == 1:
@@ -371,7 +364,7 @@ def from_ranks(ranks: dict, pattern: str, special: dict) -> Tokenizer:
                 break
             parts[best:best + 2] = [parts[best] + parts[best + 1]]
         if len(parts) != 2:
-            raise ValueError(f"token {token!r} (rank {rank}) is not a merge of two lower-ranked tokens.")
+            raise ValueError(f"{source}: token {token!r} (rank {rank}) is not a merge of two lower-ranked tokens.")
         merges[(ranks[parts[0]], ranks[parts[1]])] = rank
     return Tokenizer(pattern, merges, [ranks[bytes([v])] for v in range(256)], special)
 
@@ -381,7 +374,7 @@ def from_tiktoken(source: str, pattern: str = PATTERNS["gpt4"], special_tokens=(
     or a .tiktoken file (with the given pattern; special tokens get the ids after the ranks)."""
     if source in TIKTOKEN_NAMES:
         enc = tiktoken.get_encoding(source)  # offline: set TIKTOKEN_CACHE_DIR to a cache of its files
-        return from_ranks(enc._mergeable_ranks, enc._pat_str, enc._special_tokens)
+        return from_ranks(enc._mergeable_ranks, enc._pat_str, enc._special_tokens, source)
     ranks = {}
     with open(source, "rb") as f:  # parsed here: tiktoken's loader caches by path and can go stale
         for n, line in enumerate(f, 1):
@@ -394,7 +387,7 @@ def from_tiktoken(source: str, pattern: str = PATTERNS["gpt4"], special_tokens=(
     if not ranks:
         raise ValueError(f"{source} holds no tokens.")
     n = max(ranks.values()) + 1
-    return from_ranks(ranks, pattern, {s: n + i for i, s in enumerate(special_tokens)})
+    return from_ranks(ranks, pattern, {s: n + i for i, s in enumerate(special_tokens)}, source)
 
 
 # =============================================================================================
@@ -403,7 +396,7 @@ def from_tiktoken(source: str, pattern: str = PATTERNS["gpt4"], special_tokens=(
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = get_type_hints(Args, include_extras=True)
+    hints = typing.get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -461,14 +454,11 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
 # ---------------------------------------------------------------------------- corpus and shards
 def read_texts(path: str) -> list[str]:
     """The text of a file, or of every file under a folder (sorted, hidden ones skipped)."""
-    if os.path.isfile(path):
-        files = [path]
-    else:
-        files = []
-        for root, dirs, names in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]  # .git, bytecode
-            files += [os.path.join(root, name) for name in names if not name.startswith(".")]
-        files.sort()
+    files = [path] if os.path.isfile(path) else []
+    for root, dirs, names in os.walk(path):  # walks nothing when path is a file
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]  # .git, bytecode
+        files += [os.path.join(root, name) for name in names if not name.startswith(".")]
+    files.sort()
     if not files:
         raise SystemExit(f"--input {path} holds no files to read.")
     texts = []
@@ -484,16 +474,13 @@ def read_texts(path: str) -> list[str]:
     return texts
 
 
-SAFE_CUT = regex.compile(r"\S\n(?=\S)")
-
-
 def shard(text: str, rank: int, world_size: int) -> str:
     """This rank's contiguous piece of the text. Pieces end just after a newline that has a
     non-space on both sides: neither pattern lets a chunk cross that point nor changes the
     chunk before it when the text ends there, so the pieces' chunks are the whole's."""
-    cuts = [0]
+    cuts, safe_cut = [0], regex.compile(r"\S\n(?=\S)")  # a newline with a non-space on both sides
     for k in range(1, world_size):
-        m = SAFE_CUT.search(text, max(len(text) * k // world_size, cuts[-1]))
+        m = safe_cut.search(text, max(len(text) * k // world_size, cuts[-1]))
         cuts.append(m.end() if m else len(text))
     cuts.append(len(text))
     return text[cuts[rank]:cuts[rank + 1]]
@@ -546,7 +533,6 @@ def write_vocab(tok: Tokenizer, path: str) -> None:
     write_atomic(path, "\n".join(lines) + "\n")
 
 
-
 def write_tiktoken(tok: Tokenizer, path: str) -> None:
     """tiktoken's file format: one "base64(token bytes) rank" line per token."""
     ranks = sorted(mergeable_ranks(tok).items(), key=lambda item: item[1])
@@ -555,16 +541,15 @@ def write_tiktoken(tok: Tokenizer, path: str) -> None:
 
 def load_any(source: str, args: Args) -> Tokenizer:
     """--eval-checkpoint: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
-    flag = f"--eval-checkpoint {source}"
     try:
         if source in TIKTOKEN_NAMES or source.endswith(".tiktoken"):
             return from_tiktoken(source, PATTERNS[args.pattern], args.special_tokens)
         return load(source)
-    except ValueError as e:
-        raise SystemExit(f"{flag}: {e}") from None
+    except ValueError as e:  # its message starts with the file's name
+        raise SystemExit(f"--eval-checkpoint {e}") from None
     except OSError as e:  # an unreadable file, or tiktoken's download with no network and no cache
-        raise SystemExit(f"{flag}: cannot read it ({type(e).__name__}: {e.strerror or e}); for a tiktoken "
-                         "name offline, set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cache.") from None
+        raise SystemExit(f"--eval-checkpoint {source}: cannot read it ({type(e).__name__}: {e.strerror or e}); "
+                         "for a tiktoken name offline, set TIKTOKEN_CACHE_DIR to tiktoken's cache.") from None
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -610,70 +595,66 @@ def main(args: Args) -> dict:
     run_name = f"{os.path.basename(source)}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else None
     wandb = start_wandb(args, run_name, run_dir) if args.track and is_main else None
-    metrics = {}
-
-    if args.eval_checkpoint:
-        tok = load_any(args.eval_checkpoint, args) if is_main else None
-        texts = read_texts(args.input) if is_main and os.path.exists(args.input) else []
-        if is_main:
-            print(f"loaded {args.eval_checkpoint}: {tok.n_vocab} tokens ({len(tok.merges)} merges, "
-                  f"{len(tok.special)} special)" + ("" if texts else f"; no --input {args.input} to encode"))
-    else:
+    if not args.eval_checkpoint:  # every rank pre-tokenises its shard of every file
         texts = read_texts(args.input)
-        pattern = PATTERNS[args.pattern]
         start = time.perf_counter()
-        counts = count_chunks([shard(t, rank, world_size) for t in texts], pattern)
+        counts = count_chunks([shard(t, rank, world_size) for t in texts], PATTERNS[args.pattern])
         if distributed:
             gathered = [None] * world_size if is_main else None
             dist.gather_object(counts, gathered, dst=0)
-            if is_main:
-                counts = sum(gathered, Counter())
-        if is_main:
-            if not any(len(chunk.encode("utf-8")) > 1 for chunk in counts):
-                raise SystemExit(f"--input {args.input} has nothing to merge (it is empty, or no chunk is longer "
-                                 "than one byte): train on some text.")
-            num_merges = args.vocab_size - 256 - len(args.special_tokens)
-            print(f"{sum(map(len, texts)):,} characters in {len(texts)} file(s) over {world_size} rank(s): "
-                  f"{sum(counts.values()):,} chunks, {len(counts):,} unique ({args.pattern} pattern) "
-                  f"in {time.perf_counter() - start:.2f} s; training {num_merges} merges ({args.trainer})")
+            counts = sum(gathered, Counter()) if is_main else None
+    if not is_main:  # rank 0 alone trains (on the gathered counts), evaluates and saves
+        dist.destroy_process_group()
+        return {}
+    metrics = {}
 
-            def log(done, rate, ratio):
-                print(f"merges {done:>6}/{num_merges}: {rate:,.0f} merges/s, {ratio:.3f} bytes/token")
-                if wandb:
-                    wandb.log({"train/merges": done, "train/merges_per_s": rate, "compression_ratio": ratio})
+    if args.eval_checkpoint:
+        tok = load_any(args.eval_checkpoint, args)
+        texts = read_texts(args.input) if os.path.exists(args.input) else []
+        print(f"loaded {args.eval_checkpoint}: {tok.n_vocab} tokens ({len(tok.merges)} merges, "
+              f"{len(tok.special)} special)" + ("" if texts else f"; no --input {args.input} to encode"))
+    else:
+        if not any(len(chunk.encode("utf-8")) > 1 for chunk in counts):
+            raise SystemExit(f"--input {args.input} has nothing to merge (it is empty, or no chunk is longer "
+                             "than one byte): train on some text.")
+        num_merges = args.vocab_size - 256 - len(args.special_tokens)
+        print(f"{sum(map(len, texts)):,} characters in {len(texts)} file(s) over {world_size} rank(s): "
+              f"{sum(counts.values()):,} chunks, {len(counts):,} unique ({args.pattern} pattern) "
+              f"in {time.perf_counter() - start:.2f} s; training {num_merges} merges ({args.trainer})")
 
-            train = train_naive if args.trainer == "naive" else train_incremental
-            merges = train(counts, num_merges, log, args.log_interval)
-            seconds = time.perf_counter() - start
-            tok = Tokenizer.from_merges(pattern, merges, args.special_tokens)
-            if len(merges) < num_merges:
-                print(f"stopped early: after {len(merges)} merges every chunk is one token")
-            metrics.update({"train/seconds": seconds, "train/vocab_size": tok.n_vocab,
-                            "train/merges": len(merges)})
-            print(f"trained vocab {tok.n_vocab} in {seconds:.2f} s (pre-tokenising included)")
+        def log(done, rate, ratio):
+            print(f"merges {done:>6}/{num_merges}: {rate:,.0f} merges/s, {ratio:.3f} bytes/token")
+            if wandb:
+                wandb.log({"train/merges": done, "train/merges_per_s": rate, "compression_ratio": ratio})
 
-    if is_main:
-        if texts:
-            mb_per_s, warm, ratio = time_encoding(tok, texts)
-            metrics.update({"encode/mb_per_s": mb_per_s, "encode/mb_per_s_warm": warm,
-                            "compression_ratio": ratio})
-            print(f"encoded --input at {mb_per_s:.2f} MB/s (empty cache at the start; {warm:.2f} MB/s "
-                  f"a second time): {ratio:.3f} bytes/token")
-        if args.show is not None:
-            print(show(tok, args.show))
-        if args.save_model:
-            for file, writer in (("tokenizer.bpe", save), ("vocab.txt", write_vocab),
-                                 ("tokenizer.tiktoken", write_tiktoken)):
-                try:
-                    writer(tok, os.path.join(run_dir, file))
-                    print(f"saved {os.path.join(run_dir, file)}")
-                except ValueError as e:  # ids save cannot lay out, or two tokens with the same bytes
-                    print(f"not written: {file}: {e}")
-        if wandb:
-            wandb.log(metrics)
-            wandb.finish()
-        if not args.save_model:
-            print(f"(the tokenizer was not saved: add --save-model to keep it in {run_dir}/)")
+        train = train_naive if args.trainer == "naive" else train_incremental
+        merges = train(counts, num_merges, log, args.log_interval)
+        seconds = time.perf_counter() - start
+        tok = Tokenizer.from_merges(PATTERNS[args.pattern], merges, args.special_tokens)
+        if len(merges) < num_merges:
+            print(f"stopped early: after {len(merges)} merges every chunk is one token")
+        metrics.update({"train/seconds": seconds, "train/vocab_size": tok.n_vocab, "train/merges": len(merges)})
+        print(f"trained vocab {tok.n_vocab} in {seconds:.2f} s (pre-tokenising included)")
+
+    if texts:
+        mb_per_s, warm, ratio = time_encoding(tok, texts)
+        metrics.update({"encode/mb_per_s": mb_per_s, "encode/mb_per_s_warm": warm, "compression_ratio": ratio})
+        print(f"encoded --input at {mb_per_s:.2f} MB/s (empty cache at the start; {warm:.2f} MB/s "
+              f"a second time): {ratio:.3f} bytes/token")
+    if args.show is not None:
+        print(show(tok, args.show))
+    if wandb:
+        wandb.log(metrics)
+        wandb.finish()
+    if args.save_model:
+        for file, writer in ("tokenizer.bpe", save), ("vocab.txt", write_vocab), ("tokenizer.tiktoken", write_tiktoken):
+            try:
+                writer(tok, os.path.join(run_dir, file))
+                print(f"saved {os.path.join(run_dir, file)}")
+            except ValueError as e:  # ids save cannot lay out, or two tokens with the same bytes
+                print(f"not written: {file}: {e}")
+    else:
+        print(f"(the tokenizer was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
@@ -683,6 +664,6 @@ if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
     try:
         main(tyro.cli(Args))
-    except KeyboardInterrupt:  # training takes seconds: partial merges are not worth keeping
+    except KeyboardInterrupt:  # no StopFlag: training takes seconds, partial merges are not worth keeping
         print("stopped by Ctrl-C: only the files printed as saved were written.", file=sys.stderr)
         sys.exit(130)
