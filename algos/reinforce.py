@@ -54,8 +54,7 @@ or the Gaussian's mean).
 Distributed: under torchrun each rank plays k / world_size of the k episodes of an update;
 DistributedDataParallel averages the gradients, and the RLOO baseline sums the returns of all
 ranks, so the policy gradient is the one a single process would compute from the same k
-episodes. --total-timesteps counts the steps of all ranks. Rank 0 alone prints, logs,
-evaluates and saves.
+episodes. Rank 0 alone prints, logs, evaluates and saves.
 
 References
     Williams 1992, "Simple statistical gradient-following algorithms for connectionist
@@ -86,7 +85,6 @@ import io
 import math
 import os
 import random
-import shlex
 import signal
 import sys
 import time
@@ -192,11 +190,9 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right.
-
-    Left in state 0 bumps into the wall and stays; in state 1 the actions are reversed. Every
-    step costs -1. The observation is always 0: the agent cannot tell the states apart.
-    """
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right. Left in state 0 bumps
+    into the wall and stays; in state 1 the actions are reversed. Every step costs -1. The observation
+    is always 0: the agent cannot tell the states apart."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -233,12 +229,11 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
-        raise SystemExit(f"this REINFORCE takes a flat Box observation, but {env_id} has {space}.")
-    if not (isinstance(action_space, gym.spaces.Discrete)
-            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
-        raise SystemExit(f"this REINFORCE takes a Discrete or flat Box action space, but {env_id} "
-                         f"has {action_space}.")
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and (
+            isinstance(action_space, gym.spaces.Discrete)
+            or isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+        raise SystemExit(f"this REINFORCE takes a flat Box observation and a Discrete or flat Box action "
+                         f"space, but {env_id} has {space} and {action_space}.")
     return envs
 
 
@@ -269,9 +264,11 @@ class Agent(nn.Module):
 
     def dist(self, obs: torch.Tensor):
         out = self.actor(obs)
-        if self.discrete:
-            return Categorical(logits=out)
-        return Normal(out, self.log_std.exp())
+        try:
+            return Categorical(logits=out) if self.discrete else Normal(out, self.log_std.exp())
+        except ValueError:  # torch.distributions refuses them: one sentence instead of its traceback
+            raise SystemExit("the policy broke (nan logits or a zero standard deviation): "
+                             "lower --learning-rate.") from None
 
     def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
         d = self.dist(obs)
@@ -298,12 +295,9 @@ def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
 
 def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device,
                      seed: Optional[int] = None):
-    """Play one whole episode in every sub-env, from a reset until the slowest one ends.
-
-    Returns arrays with time first, [T, num_envs, ...]: observations, actions, rewards and
-    `alive`, which is False for every step after a sub-env's episode ended (the NEXT_STEP
-    autoreset step and the episode it starts are not part of this batch).
-    """
+    """Play one whole episode in every sub-env, from a reset until the slowest one ends. Returns arrays
+    [T, num_envs, ...] (time first) of observations, actions, rewards and `alive`, False for every step
+    after a sub-env's episode ended (its NEXT_STEP autoreset step and the episode that starts)."""
     obs, _ = envs.reset(seed=seed)
     alive = np.ones(envs.num_envs, dtype=bool)
     steps = []
@@ -314,8 +308,7 @@ def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.dev
         steps.append((obs, actions, np.where(alive, rewards, 0.0), alive.copy()))
         alive &= ~(terminated | truncated)
         obs = next_obs
-    obs, actions, rewards, alive = (np.stack(x) for x in zip(*steps))
-    return obs, actions, rewards, alive
+    return tuple(np.stack(x) for x in zip(*steps))  # obs, actions, rewards, alive
 
 
 def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -330,10 +323,8 @@ def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def rloo_baseline(returns: torch.Tensor, group_sum: torch.Tensor, group_size: int) -> torch.Tensor:
-    """b_t^i = (sum_j G_t^j - G_t^i) / (k - 1): the mean of the other k - 1 episodes' G_t.
-
-    returns is [T, n] (this rank's episodes), group_sum is [T], the sum over all k episodes of
-    the group (all ranks)."""
+    """b_t^i = (sum_j G_t^j - G_t^i) / (k - 1): the mean of the other k - 1 episodes' G_t. returns is
+    [T, n] (this rank's episodes), group_sum is [T], the sum over all k episodes of the group (all ranks)."""
     return (group_sum.unsqueeze(1) - returns) / (group_size - 1)
 
 
@@ -343,10 +334,12 @@ def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, alive: torch
     return -(advantages.detach() * logprob * alive).sum() / num_episodes
 
 
-def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool,
-             device: torch.device) -> np.ndarray:
-    """Returns of `episodes` episodes, one per sub-env, so short episodes are not over-counted."""
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, device: torch.device,
+             where: str) -> dict:
+    """Play `episodes` episodes, one per sub-env (so short ones are not over-counted), print the mean
+    return (on the short corridor also P(right) beside p* and v*) and return the metrics."""
     envs = make_envs(env_id, episodes)
+    corridor = isinstance(envs.envs[0].unwrapped, ShortCorridor)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
@@ -356,7 +349,17 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool,
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
-    return returns
+    metrics = {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
+               "eval/episodes": episodes}
+    print(f"{env_id} {'greedy' if greedy else 'stochastic'} eval: {metrics['eval/mean_return']:.2f} +- "
+          f"{metrics['eval/std_return']:.2f} over {episodes} episodes {where}")
+    if corridor:
+        with torch.inference_mode():
+            p = metrics["eval/prob_right"] = agent.dist(torch.zeros(1, 1, device=device)).probs[0, 1].item()
+        print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), "
+              f"mean return {metrics['eval/mean_return']:.2f} (analytic v* = {CORRIDOR_V_STAR:.2f}; "
+              f"v(P(right)) = {corridor_value(p):.2f})")
+    return metrics
 
 
 # =============================================================================================
@@ -381,9 +384,9 @@ def check_args(args: Args) -> None:
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
-                if not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo}"
-                    bounds += f" and at most {r.hi}" if r.hi < math.inf else ""
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
                     raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
@@ -445,24 +448,24 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 def save_model(path: str, agent: Agent, args: Args) -> None:
-    """What --eval-checkpoint needs to rebuild the agent and evaluate it as training would."""
     save_checkpoint(path, {"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
                            "hidden_sizes": list(args.hidden_sizes), "baseline": args.baseline,
                            "greedy_eval": args.greedy_eval, "args": dataclasses.asdict(args)})
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its update, so the work is saved
-    whole; a second Ctrl-C quits at once without saving."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
+    def __init__(self, listen: bool = True):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
     def handler(self, signum, frame):
         if not self.requested:
             self.requested, self.at = True, time.time()
-            print("Ctrl-C: stopping after this update to save the work (again to quit without saving).",
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
@@ -504,55 +507,26 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
-def policy_broke(step: int, error: ValueError) -> SystemExit:
-    """torch.distributions refuses nan logits or a zero standard deviation (a step size far too
-    large): one sentence instead of its traceback."""
-    return SystemExit(f"step {step}: the policy broke ({str(error).split(' (')[0]}: nan logits or a zero "
-                      "standard deviation); lower --learning-rate.")
-
-
-def final_evaluation(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, corridor: bool,
-                     device: torch.device, step: int, where: str) -> dict:
-    """Evaluate, print one line (and the short corridor's P(right) next to p*), return the metrics."""
-    try:
-        returns = evaluate(agent, env_id, episodes, seed, greedy, device)
-    except ValueError as e:
-        raise policy_broke(step, e) from None
-    metrics = {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-               "eval/episodes": len(returns)}
-    print(f"{env_id} {'greedy' if greedy else 'stochastic'} eval: {metrics['eval/mean_return']:.2f} +- "
-          f"{metrics['eval/std_return']:.2f} over {len(returns)} episodes {where}")
-    if corridor:
-        with torch.inference_mode():
-            p = agent.dist(torch.zeros(1, 1, device=device)).probs[0, 1].item()
-        metrics["eval/prob_right"] = p
-        print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), "
-              f"mean return {metrics['eval/mean_return']:.2f} (analytic v* = {CORRIDOR_V_STAR:.2f}; "
-              f"v(P(right)) = {corridor_value(p):.2f})")
-    return metrics
-
-
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: evaluate a saved agent in the env and the mode (greedy or stochastic) it
     was trained with, no training; under torchrun rank 0 alone evaluates."""
-    state = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)  # a stochastic evaluation samples from torch's generator
-    probe = make_envs(state["env_id"], 1)
+    probe = make_envs(ckpt["env_id"], 1)
     agent = Agent(probe.single_observation_space.shape[0], probe.single_action_space,
-                  tuple(state["hidden_sizes"]), value=state["baseline"] == "value").to(device)
-    corridor = isinstance(probe.envs[0].unwrapped, ShortCorridor)
+                  tuple(ckpt["hidden_sizes"]), value=ckpt["baseline"] == "value").to(device)
     probe.close()
     try:
-        agent.load_state_dict(state["agent"])
+        agent.load_state_dict(ckpt["agent"])
     except RuntimeError as e:
-        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {state['env_id']}'s "
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    return final_evaluation(agent, state["env_id"], args.eval_episodes, args.seed + 100_000,
-                            state["greedy_eval"], corridor, device, 0, f"of {args.eval_checkpoint}")
+    return evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, ckpt["greedy_eval"], device,
+                    f"of {args.eval_checkpoint}")
 
 
 def main(args: Args) -> dict:
@@ -585,7 +559,6 @@ def main(args: Args) -> dict:
             wandb = start_wandb(args, run_name, run_dir)
 
     envs = make_envs(args.env_id, local_k)
-    corridor = isinstance(envs.envs[0].unwrapped, ShortCorridor)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
                   value=args.baseline == "value").to(device)
     model = DDP(agent) if distributed else agent  # DDP broadcasts rank 0's weights at the start
@@ -596,28 +569,22 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(groups)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
-    global_step, update, recent_returns = 0, 0, []
-    losses = {}
-    start_time = time.time()
-    next_log = args.log_interval
-    stop, stopped = StopFlag(), False
+    global_step, recent_returns, losses = 0, [], {}
+    start_time, next_log = time.time(), args.log_interval
+    stop = StopFlag(listen=is_main)
     while global_step < args.total_timesteps:
-        update += 1
         if args.anneal_lr:
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * max(1.0 - global_step / args.total_timesteps, 0.0)
-        try:
-            batch = collect_episodes(envs, agent, device, seed=seed * 1_000 if update == 1 else None)
-        except ValueError as e:
-            raise policy_broke(global_step, e) from None
+        batch = collect_episodes(envs, agent, device, seed=seed * 1_000 if global_step == 0 else None)
         obs, actions, rewards, alive = (torch.as_tensor(x, device=device) for x in batch)
         obs, rewards, alive = obs.float(), rewards.float(), alive.float()
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
         # Env steps of all ranks, including those of sub-envs whose episode already ended while the
-        # slowest one finishes (they are simulated, so they count), the longest episode of all
-        # ranks (the RLOO sums are padded to it), and whether any rank was asked to stop (Ctrl-C).
-        counts = torch.tensor([returns.numel(), len(returns), int(stop.requested)], device=device)
+        # slowest one finishes (they are simulated, so they count), and the longest episode of all
+        # ranks (the RLOO sums are padded to it).
+        counts = torch.tensor([returns.numel(), len(returns)], device=device)
         if distributed:
             dist.all_reduce(counts[:1])
             dist.all_reduce(counts[1:], op=dist.ReduceOp.MAX)
@@ -662,29 +629,23 @@ def main(args: Args) -> dict:
                   + "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in losses.items()) + f"  SPS {sps}")
             if wandb:
                 wandb.log({"charts/SPS": sps, "global_step": global_step}, step=global_step)
-        if counts[2]:  # every rank sees the same value, so all stop after the same update
-            stopped = True
+        if stop.requested:
             break
 
     envs.close()
-    if stopped:
-        if distributed:
-            dist.destroy_process_group()
+    if stop.requested:
         if is_main:
             path = os.path.join(run_dir, "reinforce.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, args)
-            print(f"to evaluate it: python {shlex.join([sys.argv[0], '--eval-checkpoint', path])}")
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), **losses}
-    if is_main:
-        check_finite("the policy loss", losses["losses/policy_loss"], global_step,
-                     "lower --learning-rate or --value-learning-rate.")
-        where = f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"
-        metrics.update(final_evaluation(agent, args.env_id, args.eval_episodes, args.seed + 100_000,
-                                        args.greedy_eval, corridor, device, global_step, where))
+    if is_main:  # the last update's losses were checked by the last progress line
+        metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device,
+                                f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"))
         if wandb:
             wandb.log({**metrics, "global_step": global_step}, step=global_step)
             wandb.finish()
@@ -699,4 +660,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(parse_args())
+    try:
+        main(parse_args())
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)
