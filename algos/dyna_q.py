@@ -20,15 +20,12 @@ left; walls and edges block; reward +1 on reaching the goal, which ends the epis
     DynaMaze-v0      Example 8.1, Figure 8.2: steps per episode for n = 0, 5, 50 planning steps
     BlockingMaze-v0  Example 8.2, Figure 8.4: the short way round is blocked after 1000 steps
     ShortcutMaze-v0  Example 8.3, Figure 8.5: a shorter way opens after 3000 steps
-Each of them has a preset with its figure's settings (PRESETS), so picking a figure is picking
-its maze; any flag given on the command line wins. Any other gymnasium env with Discrete
-observation and action spaces works too (FrozenLake-v1, Taxi-v4, CliffWalking-v1). The model
-remembers one outcome per (S, A), so on a stochastic env (FrozenLake's slippery ice) it is an
-approximation. On Taxi the table starts optimistic (--q-init 20, above any return; S&B
-Section 2.6), so that the agent tries every action before it trusts one; planning then washes
-the optimism out. --agents x --planning-steps gives the curves to compare, and --num-episodes
-(steps per episode, as in Fig 8.2) or --total-steps (cumulative reward per time step, as in
-Figs 8.4 and 8.5) the length of each run. Every curve is the mean of --num-runs independent runs.
+Each has a preset with its figure's settings (PRESETS): picking a figure is picking its maze.
+Any other gymnasium env with Discrete observation and action spaces works too (FrozenLake-v1,
+Taxi-v4, CliffWalking-v1); on a stochastic one (FrozenLake's slippery ice) the model, one outcome
+per (S, A), is an approximation. On Taxi the table starts optimistic (--q-init 20, above any
+return; S&B Section 2.6), so that the agent tries every action before it trusts one; planning
+then washes the optimism out. Every curve is the mean of --num-runs independent runs.
 
 Distributed: under torchrun the --num-runs runs are split across ranks (rank r does runs r,
 r + world_size, ...), and their summed curves are all-reduced, so two ranks give exactly the
@@ -66,8 +63,9 @@ import signal
 import sys
 import time
 import typing
+from collections import namedtuple
 from dataclasses import dataclass
-from typing import Annotated, Literal, NamedTuple, Optional
+from typing import Annotated, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -154,7 +152,8 @@ def preset(env_id: str) -> Args:
 
 
 # =============================================================================================
-# ALGORITHM: the mazes, env factory, Dyna-Q and Dyna-Q+ agents, one run, greedy evaluation. Read this first.
+# ALGORITHM: the book's mazes, the env factory, the model's transitions, the Dyna-Q and Dyna-Q+
+# agents, one run, greedy evaluation. Read this first.
 # =============================================================================================
 class Maze(gym.Env):
     """A grid of Sutton & Barto's Examples 8.1-8.3. The state is row * width + col. A move into
@@ -165,18 +164,13 @@ class Maze(gym.Env):
     MOVES = ((-1, 0), (1, 0), (0, 1), (0, -1))  # up, down, right, left
 
     def __init__(self, height: int, width: int, start: tuple, goal: tuple, walls: list,
-                 walls_after: Optional[list] = None, change_at: Optional[int] = None):
+                 walls_after: Optional[list] = None, change_at: float = math.inf):
         self.height, self.width, self.start, self.goal = height, width, tuple(start), tuple(goal)
-        self.walls = {tuple(w) for w in walls}
-        self.walls_after = {tuple(w) for w in walls_after} if walls_after is not None else self.walls
+        self.walls, self.walls_after = {tuple(w) for w in walls}, {tuple(w) for w in walls_after or walls}
         self.change_at = change_at
         self.observation_space = gym.spaces.Discrete(height * width)
         self.action_space = gym.spaces.Discrete(4)
         self.time_step, self.pos = 0, self.start
-
-    def current_walls(self) -> set:
-        changed = self.change_at is not None and self.time_step >= self.change_at
-        return self.walls_after if changed else self.walls
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -184,7 +178,7 @@ class Maze(gym.Env):
         return self.pos[0] * self.width + self.pos[1], {}
 
     def step(self, action):
-        walls = self.current_walls()
+        walls = self.walls_after if self.time_step >= self.change_at else self.walls
         self.time_step += 1
         row, col = self.pos[0] + self.MOVES[action][0], self.pos[1] + self.MOVES[action][1]
         # An agent standing where a wall appears simply steps out of it on its next move.
@@ -226,15 +220,8 @@ def greedy(q_s: list, rng: random.Random) -> int:
     return rng.choice([a for a, q in enumerate(q_s) if q == best])
 
 
-class Transition(NamedTuple):
-    """One step S, A -> R, S', real or simulated: what the model keeps of each (S, A) tried, and
-    what planning replays."""
-
-    s: int
-    a: int
-    r: float
-    s2: int
-    terminated: bool
+# One step S, A -> R, S', real or simulated: what the model keeps of each (S, A) tried, and what planning replays.
+Transition = namedtuple("Transition", "s a r s2 terminated")
 
 
 class DynaQ:
@@ -354,21 +341,17 @@ def evaluate(env: gym.Env, q: list, episodes: int, rng: random.Random, max_steps
 # =============================================================================================
 def parse_args() -> Args:
     """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
-    other flag overrides, so --help and the printed config show the numbers used. A budget given on
-    the command line (--num-episodes or --total-steps) replaces the preset's budget as a whole."""
-    env_id = Args.env_id
-    argv = sys.argv[1:]
-    for i, a in enumerate(argv):
-        if a == "--env-id" and i + 1 < len(argv):
+    other flag overrides, so --help and the printed config show the numbers actually used."""
+    env_id, argv = Args.env_id, sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--env-id" and i + 1 < len(argv):
             env_id = argv[i + 1]
-        elif a.startswith("--env-id="):
-            env_id = a.split("=", 1)[1]
+        elif arg.startswith("--env-id="):
+            env_id = arg.split("=", 1)[1]
     default = preset(env_id)
-    flags = {a.split("=", 1)[0] for a in argv}
-    if "--num-episodes" in flags and "--total-steps" not in flags:
-        default = dataclasses.replace(default, total_steps=None)
-    elif "--total-steps" in flags and "--num-episodes" not in flags:
-        default = dataclasses.replace(default, num_episodes=None)
+    # Here alone: a budget given on the command line (--num-episodes or --total-steps) replaces the preset's.
+    if {"--num-episodes", "--total-steps"} & {arg.split("=", 1)[0] for arg in argv}:
+        default = dataclasses.replace(default, num_episodes=None, total_steps=None)
     return tyro.cli(Args, default=default)
 
 
@@ -379,10 +362,10 @@ def check_args(args: Args) -> None:
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    bounds = [f"{'above' if r.lo_open else 'at least'} {r.lo:g}"] if r.lo > -math.inf else []
-                    bounds += [f"at most {r.hi:g}"] if r.hi < math.inf else []
-                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be "
-                                     f"{' and '.join(bounds) or 'a finite number'}.")
+                    # --q-init has no lower bound: it need only be finite
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}" if r.lo > -math.inf else "finite"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
 def validate(args: Args) -> None:
@@ -397,10 +380,9 @@ def validate(args: Args) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
-    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
-    for n in range(1, 1000):
-        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
@@ -409,34 +391,30 @@ def make_run_dir(name: str) -> str:
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
                              "run from a folder you can write to.") from None
-    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
 
 
 class StopFlag:
-    """Ctrl-C asks the loop to stop after the current run (so the finished runs can be reported)
-    instead of raising KeyboardInterrupt wherever the program happens to be. A second Ctrl-C,
-    a few seconds later, quits at once without saving."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
-        self.requested_at = None
-        signal.signal(signal.SIGINT, self._handler)
+    def __init__(self, listen: bool = True):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
-    @property
-    def requested(self) -> bool:
-        return self.requested_at is not None
-
-    def _handler(self, signum, frame):
-        if self.requested_at is None:
-            self.requested_at = time.time()
-            print("Ctrl-C: stopping after the current run and reporting the finished runs "
-                  "(press again to quit without saving).", file=sys.stderr, flush=True)
-        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
 
 
 def setup_distributed() -> tuple[bool, int, int]:
-    """Under torchrun (RANK, WORLD_SIZE set): one gloo process group, since the curves are host
-    arrays. Returns (distributed, rank, world_size); a plain run makes no distributed call."""
+    """Under torchrun (RANK, WORLD_SIZE set): one gloo process group (the tables and curves live in
+    host memory). Returns (distributed, rank, world_size); a plain run makes no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -458,16 +436,6 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
-class EvalSums(NamedTuple):
-    """One agent's greedy episodes, as sums (a row of a numpy array) so that the ranks can add
-    theirs with one all-reduce before anything is divided."""
-
-    returns: float
-    squared_returns: float
-    lengths: float
-    episodes: float
-
-
 def summary_rows(length: int, by_episode: bool) -> list:
     """The x values of the printed table: the first 10 episodes and every fifth of the run,
     or every twelfth of the time steps (which hits the mazes' change points)."""
@@ -478,8 +446,7 @@ def summary_rows(length: int, by_episode: bool) -> list:
     return sorted(x for x in xs if x >= 1)  # short runs would otherwise round to a row 0
 
 
-def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bool,
-         change_at: Optional[int]) -> None:
+def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bool, change_at: float) -> None:
     """The figure as a PNG, written atomically."""
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
@@ -492,32 +459,17 @@ def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bo
             ax.set_ylim(0, 1.05 * curves[:, 1:].max())
     else:
         ax.set(xlabel="Time steps", ylabel="Cumulative reward")
-        if change_at is not None and change_at < curves.shape[1]:
+        if change_at < curves.shape[1]:
             ax.axvline(change_at, color="grey", linestyle=":", label="walls change")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    fig.savefig(path + ".tmp", format="png")
+    os.replace(path + ".tmp", path)
 
 
-def log_to_wandb(wandb, metrics: dict, curves: np.ndarray, labels: list, curve_key: str,
-                 by_episode: bool, figure: str, title: str) -> None:
-    """The curves (one row per episode or time step, at most about 1000), a line chart of them,
-    the figure and the final metrics."""
-    length = curves.shape[1]
-    x_key = "episode" if by_episode else "time_step"
-    wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
-    stride = max(1, length // 1000)
-    xs = list(range(stride, length + 1, stride))
-    for x in xs:
-        wandb.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
-    chart = wandb.plot.line_series(xs=xs, ys=[curve[stride - 1::stride].tolist() for curve in curves],
-                                   keys=labels, title=title, xname=x_key)
-    wandb.log({f"charts/{curve_key.split('/')[1]}": chart, "charts/figure": wandb.Image(figure),
-               **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
-    wandb.finish()
+# One agent's greedy episodes as sums, a row of an array, so that the ranks add theirs with one all-reduce.
+EvalSums = namedtuple("EvalSums", "returns squared_returns lengths episodes")
 
 
 def main(args: Args) -> dict:
@@ -529,13 +481,12 @@ def main(args: Args) -> dict:
     episodes. Ctrl-C reports the runs that finished and exits with status 130."""
     check_args(args)
     validate(args)
-    stop = StopFlag()  # from here on, Ctrl-C stops after the current run instead of raising
     distributed, rank, world_size = setup_distributed()
     is_main = rank == 0
 
     probe = make_env(args.env_id)  # refuses an env that is not tabular before anything is written
     n_states, n_actions = int(probe.observation_space.n), int(probe.action_space.n)
-    change_at = getattr(probe.unwrapped, "change_at", None)
+    change_at = getattr(probe.unwrapped, "change_at", math.inf)
     probe.close()
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else ""
@@ -558,6 +509,7 @@ def main(args: Args) -> dict:
     finished = np.zeros(args.num_runs)  # 1 for each run that every agent completed
     time_steps = np.zeros(1)            # real time steps, all agents and runs
     start_time = last_print = time.time()
+    stop = StopFlag()  # every rank listens, unlike dqn.py: the report sums the runs that each rank finished
     for done, run in enumerate(my_runs, 1):
         if stop.requested:
             break
@@ -591,8 +543,7 @@ def main(args: Args) -> dict:
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), "eval/runs": num_runs,
                "eval/episodes": int(EvalSums(*evals[0]).episodes)}
-    for label, curve, sums in zip(labels, curves, evals):
-        e = EvalSums(*sums)
+    for label, curve, e in zip(labels, curves, (EvalSums(*sums) for sums in evals)):
         metrics[f"{curve_key}/{label}"] = curve.tolist()
         metrics[f"eval/mean_return/{label}"] = e.returns / e.episodes
         metrics[f"eval/std_return/{label}"] = math.sqrt(
@@ -612,11 +563,19 @@ def main(args: Args) -> dict:
         print(f"{num_runs} runs x {len(agents)} agent(s): {global_step} time steps in {wall_time:.1f} s "
               f"({metrics['charts/SPS']} SPS)")
         figure = os.path.join(run_dir, "dyna_q.png")
-        title = f"{args.env_id}, mean of {num_runs} runs"
-        plot(figure, curves, labels, title, by_episode, change_at)
+        plot(figure, curves, labels, f"{args.env_id}, mean of {num_runs} runs", by_episode, change_at)
         print(f"wrote {figure}")
-        if wandb:
-            log_to_wandb(wandb, metrics, curves, labels, curve_key, by_episode, figure, f"{args.env_id}: {curve_key}")
+        if wandb:  # the curves (at most about 1000 rows each), a line chart of them, the figure, the metrics
+            x_key, stride = "episode" if by_episode else "time_step", max(1, length // 1000)
+            wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
+            xs = list(range(stride, length + 1, stride))
+            for x in xs:
+                wandb.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
+            chart = wandb.plot.line_series(xs=xs, ys=[curve[stride - 1::stride].tolist() for curve in curves],
+                                           keys=labels, title=f"{args.env_id}: {curve_key}", xname=x_key)
+            wandb.log({f"charts/{curve_key.split('/')[1]}": chart, "charts/figure": wandb.Image(figure),
+                       **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
+            wandb.finish()
         if args.save_model:
             path = os.path.join(run_dir, "q_tables.npz")
             runs = np.flatnonzero(finished)  # all of them, unless Ctrl-C stopped the run early
@@ -638,4 +597,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(parse_args())
+    try:
+        main(parse_args())
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)
