@@ -23,10 +23,8 @@ position's work instead of a pass over the whole context, until the context wind
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
 warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA,
 optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues
-the run bit for bit. Data are token files made by data/*/prepare.py (uint16 ids).
-The defaults are nanoGPT's CPU "baby" sizes on shakespeare_char (4 layers, 4 heads, width 128,
-context 64, batch 12, no dropout) with a shorter, hotter schedule: 900 steps at a peak step size
-of 2e-3, where nanoGPT takes 2,000 at 1e-3. The run's last val loss is exact (the whole split).
+the run bit for bit. Data are token files made by data/*/prepare.py (uint16 ids). The defaults
+are nanoGPT's CPU "baby" sizes on shakespeare_char; the run's last val loss is exact (whole split).
 
 Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size /
 world_size sequences per micro-step from its own seed, and DDP averages the gradients once per
@@ -66,9 +64,7 @@ import math
 import os
 import shlex
 import signal
-import socket
 import sys
-import threading
 import time
 import typing
 from contextlib import nullcontext
@@ -82,6 +78,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+ALGO = "gpt"
 
 
 # Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
@@ -188,7 +186,6 @@ class Args:
     """sample among the smallest set of tokens whose probability reaches p (nucleus)"""
 
 
-ALGO = "gpt"
 # The fields that define the network: a checkpoint can only be resumed with the same ones.
 MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_encoding", "rope_base")
 
@@ -199,8 +196,8 @@ MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_e
 # =============================================================================================
 # ----------------------------------------------------------------------------- data
 
-def load_dataset(data_dir: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """train.bin / val.bin as int64 tensors (1 M characters = 8 MB) and the meta.json dict."""
+def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """train.bin / val.bin as int64 tensors (1 M characters = 8 MB), each over a block long, and meta.json."""
     paths = {split: os.path.join(data_dir, f"{split}.bin") for split in ("train", "val")}
     meta_path = os.path.join(data_dir, "meta.json")
     if not all(os.path.exists(p) for p in (*paths.values(), meta_path)):
@@ -217,7 +214,10 @@ def load_dataset(data_dir: str) -> tuple[dict[str, torch.Tensor], dict]:
                          "prepare the data again.") from None
     data = {split: torch.from_numpy(np.fromfile(p, dtype=np.uint16).astype(np.int64)) for split, p in paths.items()}
     for split, tokens in data.items():
-        if len(tokens) and int(tokens.max()) >= vocab:
+        if len(tokens) <= block_size + 1:
+            raise SystemExit(f"{paths[split]} has {len(tokens)} tokens, too few for --block-size {block_size}: "
+                             "lower it or prepare more text.")
+        if int(tokens.max()) >= vocab:
             raise SystemExit(f"{paths[split]} holds token id {int(tokens.max())}, but meta.json's vocab_size is "
                              f"{vocab}: prepare the data again.")
     return data, meta
@@ -378,22 +378,6 @@ class GPT(nn.Module):
         return logits, loss
 
 
-def num_parameters(args: Args, vocab_size: int) -> int:
-    """The closed form: embedding (tied with the head) + per layer [qkv, out proj, SwiGLU, 2 norm
-    gains] + final norm + a learned position table. GQA shrinks k and v to n_kv_head heads."""
-    d, hd = args.n_embd, args.n_embd // args.n_head
-    hidden = 32 * math.ceil(8 * d / 3 / 32)
-    attn = d * (args.n_head + 2 * args.n_kv_head) * hd + d * d
-    per_layer = attn + 3 * d * hidden + 2 * d
-    pos = args.block_size * d if args.pos_encoding == "learned" else 0
-    return vocab_size * d + args.n_layer * per_layer + d + pos
-
-
-def flops_per_token(args: Args, n_params: int) -> float:
-    """Training FLOPs per token: 6 N for the matmuls plus 12 L d T for attention (PaLM, app. B)."""
-    return 6 * n_params + 12 * args.n_layer * args.n_embd * args.block_size
-
-
 def configure_optimizer(model: nn.Module, args: Args, device: torch.device) -> torch.optim.AdamW:
     """AdamW; decay the matrices (embedding, projections) but not the norm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -498,8 +482,6 @@ def make_codec(meta: dict):
     return enc.encode_ordinary, enc.decode
 
 
-
-
 # =============================================================================================
 # MACHINERY: argument checks, run folder, checkpoints, Ctrl-C, distributed set-up, logging.
 # Not the algorithm: a first reading can skip to main().
@@ -507,17 +489,19 @@ def make_codec(meta: dict):
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
     hints = typing.get_type_hints(Args, include_extras=True)
-    for name, v in dataclasses.asdict(args).items():
+    for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
-            if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
-                bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
-                raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+
 
 
 def validate(args: Args) -> None:
     """Combinations of flags that cannot work, one sentence each naming the fix."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # read before any distributed call
     if args.n_embd % args.n_head:
         raise SystemExit(f"--n-embd {args.n_embd} is not divisible by --n-head {args.n_head}: "
                          "each head gets n_embd / n_head dimensions; pick sizes that divide.")
@@ -536,11 +520,11 @@ def validate(args: Args) -> None:
         raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
 
 
+
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
-    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
-    for n in range(1, 1000):
-        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
@@ -549,82 +533,60 @@ def make_run_dir(name: str) -> str:
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
                              "run from a folder you can write to.") from None
-    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
+
 
 
 CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
-    temporary file that replaces `path` only when complete."""
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
+    under a temporary name that replaces `path` only when complete."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with open(f"{path}.tmp", "wb") as f:
         f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
+
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
+    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            header, _, data = f.read().partition(b"\n")
     except OSError as e:
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
-    header, _, data = raw.partition(b"\n")
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
-                         "(its sha256 does not match): use another checkpoint or train again.")
+                         "(its sha256 does not match): use another one or train again.")
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if state.get("algo") != ALGO:
-        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
-                         f"give it to algos/{state.get('algo')}.py instead.")
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
     return state
 
 
+
 class StopFlag:
-    """Ctrl-C asks the loop to stop at the end of the current step (so the work can be saved
-    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
-    second Ctrl-C, a few seconds later, quits at once without saving. A thread hears Ctrl-C through
-    a wakeup socket, so both work at once even while one long tensor operation holds the loop."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
-        self.requested, self.requested_at = False, 0.0
-        signal.signal(signal.SIGINT, lambda signum, frame: None)  # no KeyboardInterrupt: the thread acts
-        self._reader, self._writer = socket.socketpair()
-        self._writer.setblocking(False)
-        signal.set_wakeup_fd(self._writer.fileno())
-        threading.Thread(target=self._listen, daemon=True).start()
+    def __init__(self, listen: bool = True):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
-    def agreed(self, distributed: bool, device: torch.device) -> bool:
-        """Whether to stop now; under DDP the ranks leave together when any of them got Ctrl-C."""
-        if not distributed:
-            return self.requested
-        flag = torch.tensor(float(self.requested), device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return flag.item() > 0
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
+                  file=sys.stderr, flush=True)
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
+            raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
 
-    def release(self):
-        """Give Ctrl-C back to Python (KeyboardInterrupt) once the loop is over, for in-process callers."""
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def _listen(self):
-        for signum in iter(lambda: self._reader.recv(1), b""):
-            if signum[0] != signal.SIGINT:
-                continue
-            if not self.requested:
-                self.requested, self.requested_at = True, time.time()
-                print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
-                      file=sys.stderr, flush=True)
-            elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
-                print("stopped by a second Ctrl-C; nothing was saved.", file=sys.stderr, flush=True)
-                os._exit(1)
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -644,6 +606,7 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
+
 def start_wandb(args: Args, run_name: str, run_dir: str):
     """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
     import wandb  # imported here so that a plain run does not pay for it
@@ -657,31 +620,12 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
-def check_finite(name: str, value: float, it: int, hint: str) -> None:
+
+def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
-        raise SystemExit(f"iteration {it}: {name} is {value}; {hint}")
+        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
-
-def check_fits(args: Args, data: dict, vocab_size: int, world_size: int, device: torch.device) -> None:
-    """Refuse a --block-size that the data or the memory cannot serve, before minutes of silent work."""
-    for split, tokens in data.items():
-        if len(tokens) <= args.block_size + 1:
-            raise SystemExit(f"{split}.bin in {args.data_dir} has {len(tokens)} tokens, too few for "
-                             f"--block-size {args.block_size}: lower it or prepare more text.")
-    # Float32 activations kept for the backward pass of one micro-step, as measured on a CPU: about
-    # 32 vectors of width n_embd per token and layer, 3 of width vocab; with dropout, attention
-    # falls back to a kernel that keeps three T x T matrices per head and layer.
-    batch, T = args.batch_size // world_size, args.block_size
-    per_token = 32 * args.n_layer * args.n_embd + 3 * vocab_size
-    need = 4 * batch * T * (per_token + (3 * args.n_layer * args.n_head * T if args.dropout > 0 else 0))
-    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
-    if need > have:
-        raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
-                         f"{need / 2**30:.0f} GiB of activations, more than the {have / 2**30:.0f} GiB of this "
-                         f"{device.type}: lower --block-size or --batch-size (and raise --grad-accum to keep "
-                         "the tokens per step).")
 
 
 def resume_checkpoint(args: Args) -> dict:
@@ -703,13 +647,10 @@ def resume_checkpoint(args: Args) -> dict:
 
 
 def resume_command(path: str) -> str:
-    """This run's own command line with --resume path (replacing an earlier --resume)."""
-    kept, argv = [], iter(sys.argv[1:])
-    for a in argv:
-        if a == "--resume":
-            next(argv, None)
-        elif not a.startswith("--resume="):
-            kept.append(a)
+    """This run's own command line with --resume path (an earlier --resume and its value dropped)."""
+    argv = sys.argv[1:]
+    kept = [a for i, a in enumerate(argv) if not (a == "--resume" or a.startswith("--resume=")
+                                                  or (i > 0 and argv[i - 1] == "--resume"))]
     return shlex.join(["python", sys.argv[0], *kept, "--resume", path])
 
 
@@ -721,7 +662,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         return {}
     data = None
     if os.path.exists(os.path.join(args.data_dir, "val.bin")):
-        data, meta = load_dataset(args.data_dir)
+        data, meta = load_dataset(args.data_dir, ckpt["args"]["block_size"])
         if meta["vocab_size"] != ckpt["meta"]["vocab_size"]:
             raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has vocab {ckpt['meta']['vocab_size']}, but "
                              f"--data-dir {args.data_dir} has {meta['vocab_size']}: give the run's own --data-dir.")
@@ -729,9 +670,8 @@ def evaluate_checkpoint(args: Args) -> dict:
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
     saved = Args(**{k: v for k, v in ckpt["args"].items() if k in {f.name for f in dataclasses.fields(Args)}})
-    model = GPT(saved, ckpt["meta"]["vocab_size"]).to(device)
+    model = GPT(saved, ckpt["meta"]["vocab_size"]).to(device).eval()
     model.load_state_dict(ckpt["model"])
-    model.eval()
     encode, decode = make_codec(ckpt["meta"])
     idx = torch.tensor([encode(args.prompt)] * args.num_samples, device=device)
     out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
@@ -759,24 +699,31 @@ def main(args: Args) -> dict:
     ckpt = resume_checkpoint(args) if args.resume else None
     distributed, rank, world_size, device = setup_distributed(args)
     use_cuda, is_main = device.type == "cuda", rank == 0
-    if use_cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = use_cuda
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if ckpt is not None:  # a resumed run writes beside its checkpoint
-        run_dir = os.path.dirname(args.resume) or "."
-    else:
-        task = os.path.basename(os.path.abspath(args.data_dir))
-        run_dir = make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else ""
+    task = os.path.basename(os.path.abspath(args.data_dir))
+    run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
+               else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     # bf16 autocast on CUDA; CPU runs stay in float32 (bf16 matmuls are slow on most CPUs).
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
 
-    data, meta = load_dataset(args.data_dir)
+    data, meta = load_dataset(args.data_dir, args.block_size)
     if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
         raise SystemExit(f"--resume {args.resume} has vocab {ckpt['meta']['vocab_size']}, but "
                          f"--data-dir {args.data_dir} has {meta['vocab_size']}: resume on the run's own data.")
-    check_fits(args, data, meta["vocab_size"], world_size, device)
-    batch = args.batch_size // world_size  # this rank's share of each micro-step
+    # Refuse what memory cannot hold. A micro-step's float32 activations, as measured on a CPU: per token
+    # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout, 3 T x T matrices per head and layer.
+    batch, T, L = args.batch_size // world_size, args.block_size, args.n_layer  # batch: this rank's share
+    per_token = 32 * L * args.n_embd + 3 * meta["vocab_size"] + (3 * L * args.n_head * T if args.dropout else 0)
+    need = 4 * batch * T * per_token
+    have = (torch.cuda.get_device_properties(device).total_memory if use_cuda
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
+    if need > have:
+        raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
+                         f"{need / 2**30:.0f} GiB of activations, more than the {have / 2**30:.0f} GiB of this "
+                         f"{device.type}: lower --block-size or --batch-size (and raise --grad-accum to keep the "
+                         "tokens per step).")
 
     torch.manual_seed(args.seed + rank)  # dropout; the weights are broadcast from rank 0 by DDP
     data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
@@ -825,7 +772,7 @@ def main(args: Args) -> dict:
     start_time = log_time = time.time()
     loss_sum, loss_count, eval_seconds = 0.0, 0, 0.0
     it = start_iter
-    stop = StopFlag()
+    stop = StopFlag(listen=is_main)
     while True:
         if it % args.eval_interval == 0 or it == args.max_iters:
             eval_start = time.time()
@@ -841,13 +788,12 @@ def main(args: Args) -> dict:
             eval_time = time.time() - eval_start
             log_time += eval_time  # ms/iter counts training steps only
             eval_seconds += eval_time
-        if it == args.max_iters:
+        if distributed:  # rank 0's Ctrl-C stops every rank: the exact resume needs all their RNG states
+            flag = torch.tensor(float(stop.requested), device=device)
+            dist.broadcast(flag, src=0)
+            stop.requested = flag.item() > 0
+        if it == args.max_iters or stop.requested:
             break
-        if stop.agreed(distributed, device):  # Ctrl-C: keep everything needed to go on
-            checkpoint(it)
-            if is_main:
-                print(f"interrupted at iteration {it}: saved {ckpt_path}\nto resume it: {resume_command(ckpt_path)}")
-            sys.exit(130)
         lr = learning_rate(it, args)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -873,17 +819,21 @@ def main(args: Args) -> dict:
             ms = 1000 * (now - log_time) / loss_count
             row = {"train/batch_loss": loss_sum.item() / loss_count, "train/lr": lr, "ms_per_iter": ms,
                    "tokens_per_s": tokens_per_iter * 1000 / ms}
-            if use_cuda:  # model FLOPs utilisation against the GPU's peak
-                row["mfu"] = flops_per_token(args, n_params) * row["tokens_per_s"] / (args.peak_tflops * 1e12)
+            if use_cuda:  # model FLOPs utilisation: 6 N per token for the matmuls, 12 L d T for attention (PaLM)
+                flops = 6 * n_params + 12 * L * args.n_embd * T
+                row["mfu"] = flops * row["tokens_per_s"] / (args.peak_tflops * 1e12)
             print(f"iter {it}: loss {row['train/batch_loss']:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, "
                   f"{row['tokens_per_s']:,.0f} tokens/s" + (f", mfu {100 * row['mfu']:.1f}%" if use_cuda else ""))
             if wandb:
                 wandb.log({**row, "iter": it}, step=it)
             log_time, loss_sum, loss_count = now, 0.0, 0
-    stop.release()
 
-    wall_time = time.time() - start_time
-    done = it - start_iter
+    if it < args.max_iters:  # Ctrl-C: keep everything needed to go on
+        checkpoint(it)
+        if is_main:
+            print(f"interrupted at iteration {it}\nto resume it: {resume_command(ckpt_path)}")
+        sys.exit(130)
+    wall_time, done = time.time() - start_time, it - start_iter
     train_seconds = wall_time - eval_seconds
     metrics.update({"iter": it, "wall_time": wall_time, "ms_per_iter": 1000 * train_seconds / max(done, 1),
                     "tokens_per_s": tokens_per_iter * done / train_seconds})
@@ -891,10 +841,10 @@ def main(args: Args) -> dict:
         print(f"final: val loss {metrics['val/loss']:.4f}, train loss {metrics['train/loss']:.4f} after "
               f"{it} iters; {wall_time:.1f} s, of which {eval_seconds:.1f} s evaluating and saving "
               f"({metrics['ms_per_iter']:.1f} ms/iter, {metrics['tokens_per_s']:,.0f} tokens/s)")
-        print(f"saved {ckpt_path}; sample from it with: python {sys.argv[0]} --eval-checkpoint {ckpt_path}"
+        print(f"sample from it with: python {sys.argv[0]} --eval-checkpoint {ckpt_path}"
               if args.save_model else f"(the model was not saved: drop --no-save-model to keep it in {run_dir}/)")
         if wandb:
-            wandb.log({k: v for k, v in metrics.items()}, step=it)
+            wandb.log(dict(metrics), step=it)
             wandb.finish()
     if distributed:
         dist.destroy_process_group()
@@ -905,5 +855,6 @@ if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
     try:
         main(tyro.cli(Args))
-    except KeyboardInterrupt:  # Ctrl-C before the training loop, or while sampling: nothing to save
-        raise SystemExit("stopped by Ctrl-C; nothing was saved.") from None
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)
