@@ -17,49 +17,42 @@ far from pi_old on any one sample. That makes it safe to reuse each rollout for 
 bootstrapped. A time-limit `truncated` episode did not end, the clock ran out, so delta_t
 still bootstraps from V of the true last observation; only the sum A_t stops there (done_t).
 
-The details that matter ("The 37 Implementation Details of PPO", Huang et al. 2022) are all
-here: orthogonal initialisation (sqrt 2 hidden, 0.01 policy head, 1 value head), Adam with a
-linearly annealed step size, advantages normalised per minibatch, an optional clipped value
-loss, an entropy bonus, global gradient-norm clipping, the approximate KL (k3 estimator,
-E[(r - 1) - log r]) and clip fraction logged, and an optional early stop of the epochs when
-the KL passes --target-kl.
+The details that matter ("The 37 Implementation Details of PPO", Huang et al. 2022) are all here:
+orthogonal initialisation (sqrt 2 hidden, 0.01 policy head, 1 value head), Adam with a linearly
+annealed step size, advantages normalised per minibatch, an optional clipped value loss, an entropy
+bonus, global gradient-norm clipping, the approximate KL (k3 estimator, E[(r - 1) - log r]) and
+clip fraction logged, and an optional early stop of the epochs when the KL passes --target-kl.
 
 Actions: a Categorical over logits for a Discrete space; for a Box, a diagonal Gaussian
-(torch.distributions.Normal, independent dimensions) whose mean comes from the network and
-whose log standard deviation is a learned vector that does not depend on the state. The sample
-is clipped to the bounds on its way to the env, but its log-probability is that of the
-unclipped sample (what the policy really drew). Continuous control also normalises
-observations (running mean and variance, clipped to +-10; Pendulum's bounded ones excepted,
-see PRESETS) and scales rewards by the running standard deviation of the discounted return, so
-that the value loss does not swamp the global gradient norm. Both statistics are updated once
-per rollout (summed over ranks), saved with the model, and frozen in the evaluation, without
-which a saved policy would see inputs of another scale.
+(torch.distributions.Normal) whose mean comes from the network and whose log standard deviation is
+a learned, state-independent vector. The sample is clipped to the bounds on its way to the env, but
+its log-probability is that of the unclipped sample (what the policy really drew). Continuous
+control also normalises observations (running mean and variance, clipped to +-10) and scales
+rewards by the running standard deviation of the discounted return, so that the value loss does
+not swamp the global gradient norm. Both statistics are updated once per rollout (summed over
+ranks), saved with the model and frozen in the evaluation, so a saved policy sees its own scale.
 
 Autoreset. gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP):
-the step that ends an episode returns the true last observation; the following step ignores
-the action and returns the reset observation with reward 0. This file keeps that mode, and
-gets the truncation bootstrap for free: at the reset step the agent's forward pass sees the
-true last observation, so its value V(s_T) lands in the rollout right after the ending step,
-where GAE looks for V(s_t+1). The reset step itself is not a transition of the MDP: it is
-marked invalid and left out of the losses and of the statistics. (SAME_STEP with
-info["final_obs"] would need a second forward pass on the final observations instead.)
-global_step counts every env step, reset steps included.
+the step that ends an episode returns the true last observation; the following one ignores the
+action and returns the reset observation with reward 0. At that reset step the agent's forward
+pass sees the true last observation, so V(s_T) lands in the rollout right after the ending step,
+where GAE looks for V(s_t+1): the truncation bootstrap comes for free (SAME_STEP with
+info["final_obs"] would need a second forward pass). The reset step itself is not a transition of
+the MDP: it is marked invalid and left out of the losses and statistics; global_step counts it.
 
-Distributed: under torchrun the --num-envs environments are split across the ranks (each
-runs num_envs / world_size), every rank cuts its rollout into the same number of minibatches,
-and DistributedDataParallel averages the gradients, so an update sees the whole rollout. The
-normalisation statistics are summed over the ranks, so every rank normalises alike.
-Rank 0 alone prints, logs, evaluates and saves.
+Distributed: under torchrun the --num-envs environments are split across the ranks, every rank
+cuts its rollout into the same number of minibatches, and DistributedDataParallel averages the
+gradients, so an update sees the whole rollout; the normalisation statistics are summed over the
+ranks, so every rank normalises alike. Rank 0 alone prints, logs, evaluates and saves.
 
 References
-    Schulman, Wolski, Dhariwal, Radford, Klimov 2017, "Proximal Policy Optimization
-        Algorithms", arXiv:1707.06347.
-    Schulman, Moritz, Levine, Jordan, Abbeel 2016, "High-Dimensional Continuous Control Using
-        Generalized Advantage Estimation", ICLR, arXiv:1506.02438.
-    Huang, Dossa, Raffin, Kanervisto, Wang 2022, "The 37 Implementation Details of Proximal
-        Policy Optimization", ICLR Blog Track.
-    Andrychowicz et al. 2021, "What Matters in On-Policy Reinforcement Learning? A Large-Scale
-        Empirical Study", ICLR, arXiv:2006.05990.
+    Schulman, Wolski, Dhariwal, Radford, Klimov 2017, "Proximal Policy Optimization Algorithms", arXiv:1707.06347.
+    Schulman, Moritz, Levine, Jordan, Abbeel 2016, "High-Dimensional Continuous Control Using Generalized
+        Advantage Estimation", ICLR, arXiv:1506.02438.
+    Huang, Dossa, Raffin, Kanervisto, Wang 2022, "The 37 Implementation Details of Proximal Policy Optimization",
+        ICLR Blog Track.
+    Andrychowicz et al. 2021, "What Matters in On-Policy Reinforcement Learning? A Large-Scale Empirical Study",
+        ICLR, arXiv:2006.05990.
     Raffin 2020, RL Baselines3 Zoo (the tuned hyperparameters the presets below start from).
 
 Usage
@@ -71,8 +64,6 @@ Usage
     python algos/ppo.py --env-id Acrobot-v1 --track      # log to Weights & Biases
     python algos/ppo.py --env-id Pendulum-v1 --save-model
     python algos/ppo.py --eval-checkpoint runs/<run_name>/ppo.pt    # evaluate, no training
-Ctrl-C during training saves the current model to runs/<run_name>/ppo.pt and prints the
-command that evaluates it.
 """
 
 import dataclasses
@@ -81,7 +72,6 @@ import io
 import math
 import os
 import random
-import shlex
 import signal
 import sys
 import time
@@ -114,13 +104,12 @@ class Range:
 
 @dataclass
 class Args:
-    """PPO. --env-id picks the defaults first: PRESETS[env_id] for a tuned environment, else these
-    (CleanRL's ppo.py) for discrete actions or BOX_ARGS for Box actions, so --help and the config
-    printed at start show the numbers used. Every count is for the whole run, all ranks together."""
+    """PPO. --env-id picks the defaults shown here: PRESETS[env_id], else these (CleanRL's ppo.py) for discrete
+    actions or BOX_ARGS for Box actions; any flag still wins. Every count is for the whole run, all ranks together."""
 
     exp_name: str = "ppo"
     """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
+    seed: Annotated[int, Range(0, 10**9)] = 1
     """seed of the experiment (rank r uses seed + r)"""
     torch_deterministic: bool = True
     """set torch.backends.cudnn.deterministic"""
@@ -185,8 +174,7 @@ class Args:
     """widths of the hidden layers of the policy and the value network (separate networks)"""
 
 
-# Box actions without a preset: CleanRL's ppo_continuous_action.py numbers (one long rollout,
-# more epochs, no entropy bonus, normalised observations and rewards).
+# Box actions without a preset: CleanRL's ppo_continuous_action.py numbers.
 BOX_ARGS = dataclasses.replace(
     Args(), total_timesteps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32, update_epochs=10,
     learning_rate=3e-4, ent_coef=0.0, normalize_obs=True, normalize_reward=True)
@@ -210,8 +198,7 @@ PRESETS = {
 
 
 def preset(env_id: str) -> Args:
-    """The defaults a user gets with --env-id env_id: its preset, else Args() for discrete
-    actions and BOX_ARGS for Box actions."""
+    """The defaults a user gets with --env-id env_id: its preset, else Args() or BOX_ARGS (Box actions)."""
     if env_id in PRESETS:
         return PRESETS[env_id]
     try:
@@ -237,14 +224,14 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         raise SystemExit(f"this PPO takes a flat Box observation, but {env_id} has {space}.")
     if not (isinstance(action_space, gym.spaces.Discrete)
             or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
-        raise SystemExit(f"this PPO takes a Discrete or flat Box action space, but {env_id} has "
-                         f"{action_space}.")
+        raise SystemExit(f"this PPO takes a Discrete or flat Box action space, but {env_id} has {action_space}.")
+    if isinstance(action_space, gym.spaces.Box):  # Gaussian samples are clipped to the bounds on their way in
+        envs = gym.wrappers.vector.TransformAction(envs, lambda a: np.clip(a, action_space.low, action_space.high))
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
 class RunningMeanStd:
     """Mean and variance of a stream of batches (Chan et al.'s parallel update), in float64.
-
     Under torchrun `update` sums the batch moments of all ranks first, so the ranks agree."""
 
     def __init__(self, shape=()):
@@ -254,12 +241,8 @@ class RunningMeanStd:
         x = x.reshape(-1, *self.mean.shape).astype(np.float64)
         moments = np.concatenate([[len(x)], x.sum(0).ravel(), (x ** 2).sum(0).ravel()])
         if distributed:
-            t = torch.from_numpy(moments)
-            dist.all_reduce(t)
-            moments = t.numpy()
-        n, k = moments[0], self.mean.size
-        if n == 0:
-            return
+            dist.all_reduce(torch.from_numpy(moments))  # in place: the tensor shares moments' memory
+        n, k = moments[0], self.mean.size  # n >= 1: a rollout's first step is always valid
         b_mean = moments[1:1 + k].reshape(self.mean.shape) / n
         b_var = np.maximum(moments[1 + k:].reshape(self.mean.shape) / n - b_mean ** 2, 0.0)
         delta, total = b_mean - self.mean, self.count + n
@@ -301,63 +284,30 @@ class Agent(nn.Module):
         self.register_buffer("obs_std", torch.ones(obs_dim))
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.normalize_obs:
-            return obs
-        return ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0)
+        return ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0) if self.normalize_obs else obs
 
-    def set_obs_stats(self, rms: RunningMeanStd) -> None:
-        self.obs_mean.copy_(torch.from_numpy(rms.mean))
-        self.obs_std.copy_(torch.from_numpy(np.sqrt(rms.var + 1e-8)))
-
-    def gaussian(self, mean: torch.Tensor) -> Normal:
-        """pi(.|s) for Box actions: N(mean, diag(exp(log_std)^2)). validate_args=False skips a
-        check per call; a nan is caught at the next progress line instead (check_finite)."""
-        return Normal(mean, self.log_std.exp(), validate_args=False)
-
-    @torch.no_grad()
-    def act(self, x: torch.Tensor):
-        """Sample actions for normalised observations x; return them, their log-probs and V(x)."""
+    def forward(self, x: torch.Tensor, actions: Optional[torch.Tensor] = None):
+        """For normalised observations x: the actions (sampled from pi(.|x) when none are given),
+        log pi(a|x), the entropy H(pi(.|x)) and V(x)."""
         out = self.actor(x)
         if self.discrete:
             logp_all = torch.log_softmax(out, -1)
-            action = torch.multinomial(logp_all.exp(), 1)
-            logprob = logp_all.gather(1, action).squeeze(1)
-            action = action.squeeze(1)
-        else:
-            pi = self.gaussian(out)
-            action = pi.sample()
-            logprob = pi.log_prob(action).sum(-1)  # independent dimensions: log-probs add
-        return action, logprob, self.critic(x).squeeze(-1)
-
-    @torch.no_grad()
-    def greedy(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic action: the most likely one, or the Gaussian's mean."""
-        out = self.actor(x)
-        return out.argmax(-1) if self.discrete else out
-
-    def forward(self, x: torch.Tensor, actions: torch.Tensor):
-        """log pi(a|x), the entropy H(pi(.|x)) and V(x), with gradients (the update's pass)."""
-        out = self.actor(x)
-        if self.discrete:
-            logp_all = torch.log_softmax(out, -1)
+            actions = torch.multinomial(logp_all.exp(), 1).squeeze(1) if actions is None else actions
             logprob = logp_all.gather(1, actions.long().unsqueeze(1)).squeeze(1)
             entropy = -(logp_all.exp() * logp_all).sum(-1)
-        else:
-            pi = self.gaussian(out)
-            logprob, entropy = pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)
-        return logprob, entropy, self.critic(x).squeeze(-1)
+        else:  # N(mean, diag(exp(log_std)^2)); a nan is caught by check_finite, not by validate_args
+            pi = Normal(out, self.log_std.exp(), validate_args=False)
+            actions = pi.sample() if actions is None else actions
+            logprob, entropy = pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)  # independent dims add
+        return actions, logprob, entropy, self.critic(x).squeeze(-1)
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
                 terminated: torch.Tensor, dones: torch.Tensor, gamma: float, gae_lambda: float):
     """GAE(lambda) over a rollout, time first ([T, num_envs]); returns (advantages, returns).
-
-    values[t + 1] (next_value after the last step) is V of the observation that step t
-    returned. When step t ended an episode that is the true last observation (it is the
-    input of the NEXT_STEP reset step t + 1), so a truncation bootstraps from it; a
-    termination multiplies it by 0, and done_t stops the sum A_t from reaching across."""
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(next_value)
+    values[t + 1] (next_value after the last step) is V of the observation step t returned: after
+    an episode's end, its true last observation (see Autoreset above)."""
+    advantages, last = torch.zeros_like(rewards), torch.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
         v_next = next_value if t == len(rewards) - 1 else values[t + 1]
         delta = rewards[t] + gamma * (1.0 - terminated[t]) * v_next - values[t]
@@ -386,32 +336,22 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     return pg_loss - ent_coef * entropy + vf_coef * v_loss, stats
 
 
-def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Gaussian samples are clipped to the bounds on their way to the env."""
-    if isinstance(action_space, gym.spaces.Box):
-        return np.clip(actions, action_space.low, action_space.high)
-    return actions
-
-
-def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device) -> np.ndarray:
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device) -> dict:
     """Deterministic returns of `episodes` episodes, one per sub-env (so short episodes are not
     over-counted), with the observation statistics frozen as they were saved."""
     envs = make_envs(env_id, episodes)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
-        x = agent.normalize(torch.as_tensor(obs, dtype=torch.float32, device=device))
-        actions = agent.greedy(x).cpu().numpy()
-        obs, rewards, terminated, truncated, _ = envs.step(to_env_actions(actions, envs.single_action_space))
+        with torch.no_grad():
+            out = agent.actor(agent.normalize(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+        actions = out.argmax(-1) if agent.discrete else out  # the most likely action, or the Gaussian's mean
+        obs, rewards, terminated, truncated, _ = envs.step(actions.cpu().numpy())
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
-    return returns
-
-
-def report_eval(returns: np.ndarray) -> dict:
     return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-            "eval/episodes": len(returns)}
+            "eval/episodes": episodes}
 
 
 # =============================================================================================
@@ -437,8 +377,8 @@ def check_args(args: Args) -> None:
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:.10g}"
-                    bounds += f" and at most {r.hi:.10g}" if r.hi < math.inf else ""
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
                     raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
@@ -449,10 +389,9 @@ def validate(args: Args, world_size: int) -> None:
                          f"make it a multiple of {world_size}.")
     per_rank = args.num_envs // world_size * args.num_steps
     if args.num_minibatches > per_rank // 4:
-        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and a quarter of a "
-                         f"rank's rollout ({per_rank} steps, --num-envs / ranks x --num-steps): up to half "
-                         "the steps can be reset steps, and a minibatch needs 2 steps to normalise its "
-                         "advantages; lower it or raise --num-steps.")
+        raise SystemExit(f"--num-minibatches {args.num_minibatches} must lie between 1 and a quarter of a rank's "
+                         f"rollout ({per_rank} steps): up to half the steps can be reset steps, and a minibatch "
+                         "needs 2 steps to normalise its advantages; lower it or raise --num-steps.")
     if args.total_timesteps < args.num_envs * args.num_steps:
         raise SystemExit(f"--total-timesteps {args.total_timesteps} is less than one rollout "
                          f"(--num-envs x --num-steps = {args.num_envs * args.num_steps}); raise it.")
@@ -505,8 +444,6 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) -> None:
-    """The agent with its observation statistics (buffers of the agent); the return statistics
-    (training only) beside them."""
     save_checkpoint(path, {"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
                            "hidden_sizes": list(args.hidden_sizes), "normalize_obs": args.normalize_obs,
                            "return_var": float(reward_rms.var), "args": dataclasses.asdict(args)})
@@ -514,11 +451,12 @@ def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) 
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
+    def __init__(self, listen: bool = True):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -527,16 +465,6 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
-
-
-def stop_on_every_rank(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
-    """Whether Ctrl-C reached any rank, the same answer on all of them: a rank that left the loop
-    alone would leave the others waiting in DDP's all-reduce, rank 0 included, unsaved."""
-    if not distributed:
-        return stop.requested
-    flag = torch.tensor([float(stop.requested)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -592,17 +520,16 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = report_eval(evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device))
+    metrics = evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device)
     print(f"{ckpt['env_id']} deterministic eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} "
           f"+- {metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     return metrics
 
 
 def main(args: Args) -> dict:
-    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
-    eval/mean_return, eval/std_return, eval/episodes (rank 0), charts/SPS, global_step,
-    wall_time and the last update's losses/* (policy_loss, value_loss, entropy, approx_kl,
-    clipfrac, explained_variance)."""
+    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics: eval/mean_return,
+    eval/std_return, eval/episodes (rank 0), charts/SPS, global_step, wall_time and the last update's
+    losses/* (policy_loss, value_loss, entropy, approx_kl, clipfrac, explained_variance)."""
     check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
@@ -629,8 +556,7 @@ def main(args: Args) -> dict:
             wandb = start_wandb(args, run_name, run_dir)
 
     envs = make_envs(args.env_id, n_envs)
-    action_space = envs.single_action_space
-    obs_dim = envs.single_observation_space.shape[0]
+    action_space, obs_dim = envs.single_action_space, envs.single_observation_space.shape[0]
     agent = Agent(obs_dim, action_space, args.hidden_sizes, args.log_std_init, args.normalize_obs).to(device)
     # DDP broadcasts rank 0's initial weights; the statistics buffers are synchronised by
     # RunningMeanStd.update, so they need no broadcast at every forward pass.
@@ -640,9 +566,8 @@ def main(args: Args) -> dict:
     obs_rms, reward_rms = RunningMeanStd((obs_dim,)), RunningMeanStd()
 
     # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
-    act_shape = () if agent.discrete else action_space.shape
     b_obs = torch.zeros((T, n_envs, obs_dim), device=device)
-    b_actions = torch.zeros((T, n_envs, *act_shape), device=device)
+    b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
     b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
     raw_obs = np.zeros((T, n_envs, obs_dim), np.float32)
     rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
@@ -656,20 +581,18 @@ def main(args: Args) -> dict:
     autoreset = np.zeros(n_envs, dtype=bool)
     running_return = np.zeros(n_envs)  # discounted return so far, for reward scaling
 
-    stop = StopFlag()
+    stop = StopFlag(listen=is_main)
     for iteration in range(1, num_iterations + 1):
-        if stop_on_every_rank(stop, distributed, device):
-            break
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
 
         for t in range(T):
             raw_obs[t] = next_obs
             x = agent.normalize(torch.from_numpy(next_obs).to(device, torch.float32))
-            action, logprob, value = agent.act(x)
+            with torch.no_grad():
+                action, logprob, _, value = agent(x)
             b_obs[t], b_actions[t], b_logprobs[t], b_values[t] = x, action, logprob, value
-            next_obs, rewards[t], term, trunc, infos = envs.step(
-                to_env_actions(action.cpu().numpy(), action_space))
+            next_obs, rewards[t], term, trunc, infos = envs.step(action.cpu().numpy())
             valid[t] = ~autoreset  # the step after an episode's end only reset the sub-env
             terminated[t], dones[t] = term, term | trunc
             autoreset = dones[t]
@@ -689,35 +612,33 @@ def main(args: Args) -> dict:
 
         # Rewards scaled by the std of the discounted return (not centred: that would change
         # the task, e.g. make every step of a survival task look costly).
-        scale = 1.0
+        b_rewards = rewards
         if args.normalize_reward:
             reward_rms.update(disc_returns[valid], distributed)
-            scale = 1.0 / math.sqrt(reward_rms.var + 1e-8)
-        b_rewards = torch.from_numpy(np.clip(rewards * scale, -10, 10) if args.normalize_reward else rewards)
+            b_rewards = np.clip(rewards * (1.0 / math.sqrt(reward_rms.var + 1e-8)), -10, 10)
         with torch.no_grad():
             next_value = agent.critic(agent.normalize(torch.from_numpy(next_obs).to(device, torch.float32)))
             advantages, returns = compute_gae(
-                b_rewards.to(device), b_values, next_value.squeeze(-1),
+                torch.from_numpy(b_rewards).to(device), b_values, next_value.squeeze(-1),
                 torch.from_numpy(terminated).to(device, torch.float32),
                 torch.from_numpy(dones).to(device, torch.float32), args.gamma, args.gae_lambda)
         if args.normalize_obs:  # new statistics for the next rollout; this one keeps its inputs
             obs_rms.update(raw_obs[valid], distributed)
-            agent.set_obs_stats(obs_rms)
+            agent.obs_mean.copy_(torch.from_numpy(obs_rms.mean))
+            agent.obs_std.copy_(torch.from_numpy(np.sqrt(obs_rms.var + 1e-8)))
 
         # Epochs of shuffled minibatches over the valid steps of the rollout.
-        flat = lambda a: a.reshape(T * n_envs, *a.shape[2:])
-        f_obs, f_actions, f_logprobs, f_values = flat(b_obs), flat(b_actions), flat(b_logprobs), flat(b_values)
-        f_adv, f_returns = flat(advantages), flat(returns)
+        f_obs, f_actions, f_logprobs, f_values, f_adv, f_returns = (
+            a.flatten(0, 1) for a in (b_obs, b_actions, b_logprobs, b_values, advantages, returns))
         valid_idx = np.flatnonzero(valid.reshape(-1))
         for epoch in range(args.update_epochs):
             for mb in np.array_split(rng.permutation(valid_idx), args.num_minibatches):
                 mb = torch.from_numpy(mb).to(device)
-                newlogprob, entropy, newvalue = model(f_obs[mb], f_actions[mb])
+                _, newlogprob, entropy, newvalue = model(f_obs[mb], f_actions[mb])
                 mb_adv = f_adv[mb]
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                loss, stats = ppo_loss(newlogprob, f_logprobs[mb], mb_adv, newvalue, f_values[mb],
-                                       f_returns[mb], entropy, args.clip_coef, args.clip_vloss,
-                                       args.ent_coef, args.vf_coef)
+                loss, stats = ppo_loss(newlogprob, f_logprobs[mb], mb_adv, newvalue, f_values[mb], f_returns[mb],
+                                       entropy, args.clip_coef, args.clip_vloss, args.ent_coef, args.vf_coef)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # DDP all-reduces (averages) the gradients here
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -746,25 +667,24 @@ def main(args: Args) -> dict:
             if wandb:
                 wandb.log({**stats, "charts/learning_rate": optimizer.param_groups[0]["lr"],
                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
+        if stop.requested:
+            break
 
     envs.close()
-    if stop_on_every_rank(stop, distributed, device):  # Ctrl-C: keep the current model
+    if stop.requested:
         if is_main:
             path = os.path.join(run_dir, "ppo.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, reward_rms, args)
-            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path]))
-        if distributed:
-            dist.destroy_process_group()
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), **stats}
     if is_main:  # the last iteration printed a progress line, so its loss is finite
-        returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device)
-        metrics.update(report_eval(returns))
+        metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device))
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
-              f"{metrics['eval/std_return']:.2f} over {len(returns)} episodes "
+              f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
         if wandb:
             wandb.log({**metrics, "global_step": global_step}, step=global_step)
@@ -780,4 +700,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(parse_args())
+    try:
+        main(parse_args())
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)

@@ -79,7 +79,7 @@ def test_gaussian_head_log_prob_and_entropy_by_the_formula():
     with torch.no_grad():
         agent.log_std.copy_(torch.tensor([-1.0, 0.0, 0.7]))
     x, actions = torch.randn(5, 4), torch.randn(5, 3) * 2
-    logprob, entropy, _ = agent(x, actions)
+    _, logprob, entropy, _ = agent(x, actions)
     mean, log_std = agent.actor(x), agent.log_std
     by_hand = (-(actions - mean) ** 2 / (2 * log_std.exp() ** 2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
     torch.testing.assert_close(logprob, by_hand)
@@ -87,13 +87,15 @@ def test_gaussian_head_log_prob_and_entropy_by_the_formula():
 
 
 def test_agent_log_probs_match_its_samples():
-    """act() and forward() agree on log pi(a|s) for both heads (the ratio starts at exactly 1)."""
+    """Sampling (no actions given) and the update's pass agree on log pi(a|s) for both heads
+    (the ratio starts at exactly 1)."""
     torch.manual_seed(0)
     for space in (gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,))):
         agent = ppo.Agent(4, space, (16,), log_std_init=-0.5)
         x = torch.randn(7, 4)
-        action, logprob, value = agent.act(x)
-        newlogprob, entropy, newvalue = agent(x, action)
+        with torch.no_grad():
+            action, logprob, _, value = agent(x)
+        _, newlogprob, entropy, newvalue = agent(x, action)
         torch.testing.assert_close(newlogprob, logprob)
         torch.testing.assert_close(newvalue, value)
         assert entropy.shape == (7,)
@@ -139,12 +141,8 @@ def test_reset_steps_are_left_out_and_final_observations_are_valued(monkeypatch,
     acted, trained = [], []
 
     class RecordingAgent(ppo.Agent):
-        def act(self, x):
-            acted.append(x.clone())
-            return super().act(x)
-
-        def forward(self, x, actions):
-            trained.append(x.clone())
+        def forward(self, x, actions=None):  # no actions: the rollout samples; given: the update
+            (acted if actions is None else trained).append(x.clone())
             return super().forward(x, actions)
 
     monkeypatch.setattr(ppo, "Agent", RecordingAgent)
