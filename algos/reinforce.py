@@ -571,7 +571,7 @@ def main(args: Args) -> dict:
 
     global_step, recent_returns, losses = 0, [], {}
     start_time, next_log = time.time(), args.log_interval
-    stop = StopFlag(listen=is_main)
+    stop = StopFlag()  # every rank listens: the ranks agree below, so none is left inside a collective
     while global_step < args.total_timesteps:
         if args.anneal_lr:
             for g, lr in zip(optimizer.param_groups, base_lrs):
@@ -582,9 +582,9 @@ def main(args: Args) -> dict:
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
         # Env steps of all ranks, including those of sub-envs whose episode already ended while the
-        # slowest one finishes (they are simulated, so they count), and the longest episode of all
-        # ranks (the RLOO sums are padded to it).
-        counts = torch.tensor([returns.numel(), len(returns)], device=device)
+        # slowest one finishes (they are simulated, so they count), the longest episode of all
+        # ranks (the RLOO sums are padded to it), and whether any rank was asked to stop (Ctrl-C).
+        counts = torch.tensor([returns.numel(), len(returns), stop.requested], device=device)
         if distributed:
             dist.all_reduce(counts[:1])
             dist.all_reduce(counts[1:], op=dist.ReduceOp.MAX)
@@ -629,11 +629,11 @@ def main(args: Args) -> dict:
                   + "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in losses.items()) + f"  SPS {sps}")
             if wandb:
                 wandb.log({"charts/SPS": sps, "global_step": global_step}, step=global_step)
-        if stop.requested:
+        if counts[2]:  # the same on every rank: all stop after this update
             break
 
     envs.close()
-    if stop.requested:
+    if counts[2]:
         if is_main:
             path = os.path.join(run_dir, "reinforce.pt")
             print(f"interrupted at step {global_step}")
