@@ -41,10 +41,8 @@ Data: by default a built-in date task: dates between 1950 and 2049 written in 13
 ("3 March 1998", "03/03/98", "Tue Mar 03 1998", "the 3rd of March 1998" ...) to translate into
 ISO "1998-03-03". The held-out dates never occur in training. Numeric dates are day first;
 two-digit years are 19xx from 50 up. Or --data-path: a parallel corpus of UTF-8
-"source<TAB>target" lines, exactly two fields each (a first line source<TAB>target or
-src<TAB>tgt, in any case, is a header and is skipped; one of two language codes such as
-en<TAB>fr is refused, as it might be a pair): one file, split here, or a folder with
-train.tsv, val.tsv and test.tsv; data/parallel/README.md says how to get Tatoeba or Multi30k.
+"source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv
+(data/parallel/README.md gives the rules and says how to get Tatoeba or Multi30k).
 Tokens are characters, words (runs of letters/digits and single punctuation marks) or tiktoken
 subwords, with a vocabulary of the tokens seen in training.
 
@@ -53,8 +51,7 @@ counts all ranks together); DistributedDataParallel averages the gradients. Rank
 evaluates, prints, logs and saves. On CUDA the forward pass runs in bfloat16 autocast.
 
 Ctrl-C stops training at the end of a step, saves runs/<run_name>/seq2seq_attention.pt with the
-optimizer, the data order and the random states, and prints the command that resumes it; the
-resumed run continues exactly as the uninterrupted one would (with the same flags and ranks).
+optimizer, the data order and the random states, and prints the command that resumes it exactly.
 
 References
     Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
@@ -104,27 +101,17 @@ import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+ALGO = "seq2seq_attention"
+
 
 # Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """The valid values of a numeric field, written beside it in Args: lo <= value <= hi
-    (lo < value with lo_open, value < hi with hi_open). check_args tests every field against it."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
 
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
-    hi_open: bool = False
-
-    def holds(self, value: float) -> bool:
-        low_ok = value > self.lo if self.lo_open else value >= self.lo
-        high_ok = value < self.hi if self.hi_open else value <= self.hi
-        return low_ok and high_ok and math.isfinite(value)
-
-    def __str__(self) -> str:
-        if self.hi == math.inf:
-            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
 
 
 @dataclass
@@ -160,7 +147,7 @@ class Args:
     """how text becomes tokens: characters, words and punctuation, or tiktoken subwords"""
     tiktoken_encoding: str = "gpt2"
     """tiktoken encoding for --tokenizer tiktoken (set TIKTOKEN_CACHE_DIR to work offline)"""
-    heldout_fraction: Annotated[float, Range(0, 0.5, lo_open=True, hi_open=True)] = 0.05
+    heldout_fraction: Annotated[float, Range(0, 0.49, lo_open=True)] = 0.05
     """with a single --data-path file: the fraction of pairs held out for validation, and again for test"""
     num_train: Annotated[int, Range(1)] = 20_000
     """date task: training pairs (from the training dates)"""
@@ -173,7 +160,7 @@ class Args:
     """token embedding size"""
     hidden_size: Annotated[int, Range(1)] = 64
     """GRU size of each encoder direction; the decoder's state is twice this"""
-    dropout: Annotated[float, Range(0, 1, hi_open=True)] = 0.1
+    dropout: Annotated[float, Range(0, 0.99)] = 0.1
     """dropout on embeddings and before the output layer"""
     teacher_forcing: Annotated[float, Range(0, 1)] = 1.0
     """probability that a decoder step in training reads the true previous token (else its own guess)"""
@@ -192,10 +179,6 @@ class Args:
     """beam width of the final beam-search evaluation (1 is greedy)"""
     length_penalty: Annotated[float, Range(0)] = 0.6
     """alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability"""
-
-
-ALGO = "seq2seq_attention"  # checkpoints name the script that wrote them
-CHECKPOINT = "seq2seq_attention.pt"  # the file name under runs/<run_name>/
 
 
 # =============================================================================================
@@ -269,27 +252,28 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        text = raw.decode("utf-8")
+        lines = io.StringIO(raw.decode("utf-8"), newline=None)  # newlines as open() reads them
     except OSError as e:
         raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise SystemExit(f"{path} line {line} is not UTF-8 text: save the file as UTF-8.") from None
     pairs, first = [], True
-    for number, line in enumerate(io.StringIO(text, newline=None), 1):  # newlines as open() reads them
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         fields = [field.strip() for field in line.rstrip("\n").split("\t")]
         if len(fields) != 2 or not all(fields):
-            raise SystemExit(f"{path} line {number} has {len(fields)} tab-separated fields, "
-                             f"{sum(map(bool, fields))} of them non-empty, not 'source<TAB>target': "
-                             "fix or delete that line.")
+            raise SystemExit(f"{path} line {number} has {len(fields)} tab-separated fields ({sum(map(bool, fields))} "
+                             "non-empty), not 'source<TAB>target': fix or delete that line.")
         if first and all(LANGUAGE_CODE.fullmatch(field) for field in fields):
             raise SystemExit(f"{path} line {number} ({fields[0]}<TAB>{fields[1]}) may be a header of language "
                              "codes or a pair: delete it if it is a header, else move it below the first pair.")
         if not (first and all(COLUMN_NAME.fullmatch(field) for field in fields)):
             pairs.append((fields[0], fields[1]))
         first = False
+    if not pairs:
+        raise SystemExit(f"{path} has 0 pairs: a corpus file needs source<TAB>target lines.")
     return pairs
 
 
@@ -302,11 +286,7 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
         if missing:
             raise SystemExit(f"--data-path {path} is a folder without {', '.join(missing)}: "
                              "give a folder with train.tsv, val.tsv and test.tsv, or one .tsv file.")
-        data = {split: read_tsv(f) for split, f in files.items()}
-        for split, pairs in data.items():
-            if not pairs:
-                raise SystemExit(f"{files[split]} holds no pairs: every split needs at least one.")
-        return data
+        return {split: read_tsv(f) for split, f in files.items()}
     if not os.path.isfile(path):
         raise SystemExit(f"--data-path {path}: no such file or folder (see data/parallel/README.md).")
     pairs = read_tsv(path)
@@ -335,9 +315,8 @@ class Tokenizer:
             try:
                 self.enc = tiktoken.get_encoding(encoding)
             except Exception as e:
-                raise SystemExit(f"tiktoken could not load {encoding!r} ({type(e).__name__}): it downloads "
-                                 "its vocabulary once; offline, point TIKTOKEN_CACHE_DIR at a cache that holds "
-                                 "it.") from None
+                raise SystemExit(f"tiktoken could not load {encoding!r} ({type(e).__name__}): it downloads its "
+                                 "vocabulary once; offline, set TIKTOKEN_CACHE_DIR to a cache that holds it.") from None
 
     def split(self, text: str) -> list[str]:
         if self.kind == "char":
@@ -366,13 +345,8 @@ class Vocab:
 
     def decode(self, ids) -> list[str]:
         """Ids up to the first </s>; padding and <s> dropped."""
-        out = []
-        for i in ids:
-            if i == EOS:
-                break
-            if i not in (PAD, BOS):
-                out.append(self.itos[i])
-        return out
+        ids = list(ids)
+        return [self.itos[i] for i in ids[:ids.index(EOS) if EOS in ids else None] if i not in (PAD, BOS)]
 
 
 def to_tensors(seqs: list[list[int]], add_eos: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,20 +367,13 @@ class Split(NamedTuple):
     tgt_len: torch.Tensor  # (N,) target lengths with </s>
 
 
-class Batch(NamedTuple):
-    """Rows of a Split, cut to their longest sentences, on the device; the decoder reads tgt_in
-    (the target shifted right behind <s>) and is scored against tgt_out."""
-    src: torch.Tensor
-    src_len: torch.Tensor  # stays on the CPU, where packing wants it
-    tgt_in: torch.Tensor   # <s> y_1 .. y_n
-    tgt_out: torch.Tensor  # y_1 .. y_n </s>
-
-
-def batch_of(split: Split, index: torch.Tensor, device: torch.device) -> Batch:
+def batch_of(split: Split, index: torch.Tensor, device: torch.device):
+    """Rows of a split, cut to their longest sentences -> src, src_len (kept on the CPU, where
+    packing wants it), tgt_in = <s> y_1 .. y_n for the decoder to read, tgt_out = y_1 .. y_n </s>."""
     src, src_len, tgt, tgt_len = (x[index] for x in split)
     src, tgt = src[:, :int(src_len.max())], tgt[:, :int(tgt_len.max())]
     tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], dim=1)
-    return Batch(src.to(device), src_len, tgt_in.to(device), tgt.to(device))
+    return src.to(device), src_len, tgt_in.to(device), tgt.to(device)
 
 
 # --- Model -------------------------------------------------------------------------------------
@@ -456,23 +423,6 @@ class Attention(nn.Module):
         return context, weights
 
 
-class Encoded(NamedTuple):
-    """The encoded source, as the decoder starts from it and attends over it."""
-    state: torch.Tensor   # s_0 = tanh(W [final forward state; final backward state])
-    feed: torch.Tensor    # h~_0 = 0, the first input-feeding vector (Luong)
-    keys: torch.Tensor    # the part of the scores that depends on h_j alone (Attention.keys)
-    values: torch.Tensor  # h_j, averaged into the context
-    mask: torch.Tensor    # True at real source positions, False at padding
-
-
-class Step(NamedTuple):
-    """One decoder step's output."""
-    logits: torch.Tensor   # scores of y_t over the target vocabulary
-    state: torch.Tensor    # s_t
-    feed: torch.Tensor     # h~_t, the attentional vector (input feeding of the next step)
-    weights: torch.Tensor  # a_t over the source positions
-
-
 class Decoder(nn.Module):
     """One step of the attentional GRU decoder, Bahdanau's order or Luong's (module docstring)."""
 
@@ -486,7 +436,8 @@ class Decoder(nn.Module):
         self.out = nn.Linear(dim, vocab_size)
         self.drop = nn.Dropout(dropout)
 
-    def step(self, y_prev, state, feed, keys, values, mask) -> Step:
+    def step(self, y_prev, state, feed, keys, values, mask):
+        """-> logits of y_t, the new state s_t, the attentional vector h~_t (the next step's feed), a_t."""
         e = self.drop(self.embed(y_prev))
         if self.kind == "bahdanau":
             context, weights = self.attention(state, keys, values, mask)  # s_{t-1} queries
@@ -496,7 +447,7 @@ class Decoder(nn.Module):
             state = self.cell(torch.cat([e, feed], -1), state)  # input feeding (Luong sec. 3.3)
             context, weights = self.attention(state, keys, values, mask)  # s_t queries
             h_tilde = torch.tanh(self.combine(torch.cat([context, state], -1)))  # Luong eq. 5
-        return Step(self.out(self.drop(h_tilde)), state, h_tilde, weights)
+        return self.out(self.drop(h_tilde)), state, h_tilde, weights
 
 
 class Seq2Seq(nn.Module):
@@ -507,11 +458,13 @@ class Seq2Seq(nn.Module):
         self.decoder = Decoder(tgt_vocab, embed_dim, 2 * hidden, kind, dropout)
         self.init_state = nn.Linear(2 * hidden, 2 * hidden)
 
-    def encode(self, src, src_len) -> Encoded:
+    def encode(self, src, src_len):
+        """-> s_0 = tanh(W [final forward state; final backward state]), the first feed h~_0 = 0,
+        the attention's keys (Attention.keys) and values h_j, and the mask (True at real positions)."""
         h, final = self.encoder(src, src_len)
         mask = torch.arange(src.size(1), device=src.device) < src_len.to(src.device).unsqueeze(1)
         state = torch.tanh(self.init_state(final))
-        return Encoded(state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask)
+        return state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask
 
     def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0):
         """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher
@@ -717,21 +670,18 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(type(args), include_extras=True)
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        for rule in getattr(hints[field.name], "__metadata__", ()):
-            if not isinstance(rule, Range):
-                continue
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
-                if v is not None and not rule.holds(v):
-                    flag = "--" + field.name.replace("_", "-")
-                    raise SystemExit(f"{flag} {v} is not allowed: it must be {rule}.")
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
-def validate(args: Args) -> None:
-    """Refuse flag combinations that cannot work, with one sentence naming the fix."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def validate(args: Args, world_size: int) -> None:
+    """Combinations of flags that cannot work, one sentence each."""
     if args.batch_size % world_size:
         raise SystemExit(f"--batch-size {args.batch_size} is not a multiple of the {world_size} ranks: "
                          "pick a batch size that divides evenly.")
@@ -740,10 +690,9 @@ def validate(args: Args) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
-    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
-    for n in range(1, 1000):
-        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
@@ -752,63 +701,55 @@ def make_run_dir(name: str) -> str:
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
                              "run from a folder you can write to.") from None
-    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
 
 
 CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
-    temporary file that replaces `path` only when complete."""
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
+    under a temporary name that replaces `path` only when complete."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with open(f"{path}.tmp", "wb") as f:
         f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
+    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            header, _, data = f.read().partition(b"\n")
     except OSError as e:
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
-    header, _, data = raw.partition(b"\n")
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
-                         "(its sha256 does not match): use another checkpoint or train again.")
+                         "(its sha256 does not match): use another one or train again.")
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if state.get("algo") != ALGO:
-        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
-                         f"give it to algos/{state.get('algo')}.py instead.")
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
     return state
 
 
 class StopFlag:
-    """Ctrl-C asks the loop to stop at the end of the current step (so the work can be saved
-    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
-    second Ctrl-C, a few seconds later, quits at once without saving."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
-        self.requested_at = None
-        signal.signal(signal.SIGINT, self._handler)
+    def __init__(self, listen: bool = True):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
-    @property
-    def requested(self) -> bool:
-        return self.requested_at is not None
-
-    def _handler(self, signum, frame):
-        if self.requested_at is None:
-            self.requested_at = time.time()
-            print("Ctrl-C: stopping after this step and saving (press again to quit without saving).",
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
-        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
 
 
@@ -863,16 +804,9 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
     if flag == "--resume" and ckpt["iteration"] >= args.num_iterations:
         raise SystemExit(f"--resume {path} is already at iteration {ckpt['iteration']}: raise --num-iterations "
                          "above it to train further.")
+    if flag == "--resume" and not os.access(os.path.dirname(path) or ".", os.W_OK):
+        raise SystemExit(f"--resume {path}: cannot write beside it; copy it to a folder you can write to.")
     return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS})
-
-
-def stop_agreed(stop: StopFlag, distributed: bool, device: torch.device) -> bool:
-    """Whether to stop before this step: under DDP all ranks stop at the same step if any was asked to."""
-    if not distributed:
-        return stop.requested
-    flag = torch.tensor([float(stop.requested)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def main(args: Args) -> dict:
@@ -880,19 +814,15 @@ def main(args: Args) -> dict:
     eval/exact_match and eval/bleu (greedy), eval/exact_match_beam and eval/bleu_beam (beam search),
     val/loss, train/loss, iter, wall_time and ms_per_iter."""
     check_args(args)
-    validate(args)
     distributed, rank, world_size, device = setup_distributed(args)
+    validate(args, world_size)
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
     if ckpt:
         args = checkpoint_args(args, ckpt, flag, path)
-    run_dir = ""
-    if args.resume:  # a resumed run writes beside its checkpoint
-        run_dir = os.path.dirname(args.resume) or "."
-        if not os.access(run_dir, os.W_OK):
-            raise SystemExit(f"--resume {path}: cannot write in {run_dir}; copy it to a folder you can write to.")
-    elif is_main and not args.eval_checkpoint:
+    run_dir = (os.path.dirname(args.resume) or ".") if args.resume else ""  # a resumed run writes beside it
+    if is_main and not path:
         task = os.path.splitext(os.path.basename(os.path.normpath(args.data_path)))[0] if args.data_path else "dates"
         run_dir = make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}")
 
@@ -942,11 +872,11 @@ def main(args: Args) -> dict:
         n = len(tensors["val"].src)
         losses, n_tokens = [], 0
         for i in range(0, n, 250):
-            batch = batch_of(tensors["val"], torch.arange(i, min(i + 250, n)), device)
+            src, src_len, tgt_in, tgt_out = batch_of(tensors["val"], torch.arange(i, min(i + 250, n)), device)
             with autocast:
-                logits = model(batch.src, batch.src_len, batch.tgt_in)
-            real = int((batch.tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
-            losses.append(sequence_loss(logits, batch.tgt_out).item() * real)
+                logits = model(src, src_len, tgt_in)
+            real = int((tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
+            losses.append(sequence_loss(logits, tgt_out).item() * real)
             n_tokens += real
         hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
@@ -955,13 +885,12 @@ def main(args: Args) -> dict:
                 "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
 
     def save(path: str) -> None:
-        """Every rank calls it; rank 0 writes the model, the optimizer, the data order and every
-        rank's random state (dropout and teacher forcing), all that an exact resume needs."""
+        """Every rank calls it: rank 0 writes all that an exact resume needs, every rank's random
+        state (dropout and teacher forcing) included."""
         mine = {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        states = [mine]
+        states = [None] * world_size if distributed else [mine]
         if distributed:
-            states = [None] * world_size
             dist.all_gather_object(states, mine)
         if is_main:
             save_checkpoint(path, {"algo": ALGO, "args": dataclasses.asdict(args), "model": model.state_dict(),
@@ -985,19 +914,24 @@ def main(args: Args) -> dict:
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     else:
         it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
-    start_iter, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
-    stop = StopFlag()
-    while it < args.num_iterations and not stop_agreed(stop, distributed, device):
+    start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
+    stop = StopFlag()  # every rank listens, and all stop at the same step: save() gathers every rank's random state
+    while it < args.num_iterations:
+        stopping = torch.tensor([float(stop.requested)], device=device)
+        if distributed:
+            dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
+        if stopping:
+            break
         if cursor + args.batch_size > n_train:  # a new epoch
             order, cursor = torch.randperm(n_train, generator=order_gen), 0
         rows = order[cursor:cursor + args.batch_size][rank * per_rank:(rank + 1) * per_rank]
         cursor += args.batch_size
-        batch = batch_of(tensors["train"], rows, device)
+        src, src_len, tgt_in, tgt_out = batch_of(tensors["train"], rows, device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it)
         with autocast:
-            logits = ddp_model(batch.src, batch.src_len, batch.tgt_in, args.teacher_forcing)
-        loss = sequence_loss(logits, batch.tgt_out)
+            logits = ddp_model(src, src_len, tgt_in, args.teacher_forcing)
+        loss = sequence_loss(logits, tgt_out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients of the ranks here
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -1006,27 +940,25 @@ def main(args: Args) -> dict:
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
             metrics = {"train/loss": train_loss, "train/lr": lr_at(it - 1), **validation(), "iter": it}
-            eval_seconds += time.time() - eval_start  # ms_per_iter counts training steps alone
             now = time.time()
-            ms_per_iter = 1000 * (now - start - eval_seconds) / (it - start_iter)
-            metrics |= {"wall_time": now - start, "ms_per_iter": ms_per_iter}
+            eval_seconds += now - eval_start  # ms_per_iter counts training steps alone
+            metrics |= {"wall_time": now - start, "ms_per_iter": 1000 * (now - start - eval_seconds) / (it - start_it)}
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  {metrics['ms_per_iter']:.1f} ms/iter")
             check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
             if wandb:
                 wandb.log(metrics, step=it)
     wall_time = time.time() - start
-    checkpoint = os.path.join(run_dir, CHECKPOINT) if is_main else ""
+    checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
 
     if it < args.num_iterations:  # stopped by Ctrl-C: keep the work and say how to go on
+        if is_main:
+            print(f"interrupted at iteration {it}")
         save(checkpoint)
         if is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
-            print(f"interrupted at iteration {it}: saved {checkpoint}")
             print("to resume it: " + shlex.join(["python", sys.argv[0], *argv, "--resume", checkpoint]))
-            if wandb:
-                wandb.finish()
         sys.exit(130)
     if is_main:
         metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
@@ -1040,9 +972,8 @@ def main(args: Args) -> dict:
             wandb.finish()
     if args.save_model:
         save(checkpoint)
-    if is_main:
-        print(f"saved {checkpoint}" if args.save_model else
-              f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
+    elif is_main:
+        print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
@@ -1052,6 +983,6 @@ if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
     try:
         main(tyro.cli(Args))
-    except KeyboardInterrupt:  # before the training loop, where there is nothing to save yet
-        print("stopped by Ctrl-C before training began; nothing was saved.", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
         sys.exit(130)
