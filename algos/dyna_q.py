@@ -51,8 +51,7 @@ Usage
     torchrun --standalone --nproc_per_node=2 algos/dyna_q.py    # runs split over 2 ranks
     python algos/dyna_q.py --track                        # log curves and figure to W&B
     python algos/dyna_q.py --save-model                   # Q tables to runs/<run_name>/
-The figure is written to runs/<run_name>/dyna_q.png. Ctrl-C stops after the current run and
-reports (table, figure, Q tables with --save-model) the runs that finished.
+The figure goes to runs/<run_name>/dyna_q.png. Ctrl-C stops after the current run and reports those finished.
 """
 
 import dataclasses
@@ -65,7 +64,7 @@ import time
 import typing
 from collections import namedtuple
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Iterator, Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -321,18 +320,16 @@ def run_once(env: gym.Env, agent: DynaQ, n: int, args: Args, seed: int) -> list:
     return curve
 
 
-def evaluate(env: gym.Env, q: list, episodes: int, rng: random.Random, max_steps: int = 1000) -> list:
-    """(return, length) of greedy episodes in the run's own env (so a maze keeps the walls it has
-    reached). An episode stops after max_steps: a greedy policy can circle forever in a maze."""
-    results = []
+def evaluate(env: gym.Env, q: list, episodes: int, rng: random.Random, max_steps: int = 1000) -> Iterator:
+    """Yields (return, length) of greedy episodes in the run's own env (so a maze keeps the walls it
+    has reached). An episode stops after max_steps: a greedy policy can circle forever in a maze."""
     for _ in range(episodes):
         s, _ = env.reset()
         ret, length, done = 0.0, 0, False
         while not done and length < max_steps:
             s, r, terminated, truncated, _ = env.step(greedy(q[s], rng))
             ret, length, done = ret + r, length + 1, terminated or truncated
-        results.append((ret, length))
-    return results
+        yield ret, length
 
 
 # =============================================================================================
@@ -473,12 +470,11 @@ EvalSums = namedtuple("EvalSums", "returns squared_returns lengths episodes")
 
 
 def main(args: Args) -> dict:
-    """Run --num-runs runs of every agent, average and report. Returns global_step (real time
-    steps, all runs), wall_time, charts/SPS, eval/runs and eval/episodes (greedy, all runs), and
-    per curve label (e.g. "Dyna-Q n=5"): eval/steps_per_episode/<label> (a list, one mean per
-    episode) or eval/cumulative_reward/<label> (a list, one mean per time step), and
-    eval/mean_return/<label>, eval/std_return/<label>, eval/mean_length/<label> of the greedy
-    episodes. Ctrl-C reports the runs that finished and exits with status 130."""
+    """Run --num-runs runs of every agent, average and report (Ctrl-C: the finished runs, exit 130).
+    Returns global_step (real time steps, all runs), wall_time, charts/SPS, eval/runs, eval/episodes
+    (greedy, all runs) and per curve label (e.g. "Dyna-Q n=5") eval/steps_per_episode/<label> or
+    eval/cumulative_reward/<label> (a list, one mean per episode or time step), and eval/mean_return/,
+    eval/std_return/ and eval/mean_length/<label> of the greedy episodes."""
     check_args(args)
     validate(args)
     distributed, rank, world_size = setup_distributed()
@@ -498,8 +494,7 @@ def main(args: Args) -> dict:
     labels = [f"{'Dyna-Q+' if kind == 'dyna-q+' else 'Dyna-Q'} n={n}" for kind, n in agents]
     my_runs = range(rank, args.num_runs, world_size)  # this rank's share of the runs
     if is_main:
-        print(f"{args.env_id}: {n_states} states x {n_actions} actions; {args.num_runs} runs over "
-              f"{world_size} rank(s)")
+        print(f"{args.env_id}: {n_states} states x {n_actions} actions; {args.num_runs} runs over {world_size} rank(s)")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
 
     # Sums over this rank's finished runs; the all-reduce below adds the other ranks' sums.
