@@ -186,16 +186,11 @@ class Args:
     """sample among the smallest set of tokens whose probability reaches p (nucleus)"""
 
 
-# The fields that define the network: a checkpoint can only be resumed with the same ones.
-MODEL_FIELDS = ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_encoding", "rope_base")
-
-
 # =============================================================================================
 # ALGORITHM: the data, the model (RoPE, attention with GQA and a KV cache, SwiGLU, blocks), the
 # optimizer and its schedule, the loss estimate, sampling. Read this first.
 # =============================================================================================
 # ----------------------------------------------------------------------------- data
-
 def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor], dict]:
     """train.bin / val.bin as int64 tensors (1 M characters = 8 MB), each over a block long, and meta.json."""
     paths = {split: os.path.join(data_dir, f"{split}.bin") for split in ("train", "val")}
@@ -232,7 +227,6 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: t
 
 
 # ----------------------------------------------------------------------------- model
-
 def rope_frequencies(head_dim: int, length: int, base: float) -> torch.Tensor:
     """e^(i m theta_j) for positions m < length and pairs j < head_dim/2, as complex numbers."""
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
@@ -425,7 +419,6 @@ def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_v
 
 
 # ----------------------------------------------------------------------------- sampling
-
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One token per row from softmax(logits / temperature), restricted to the top k and/or the
@@ -631,8 +624,9 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
 def resume_checkpoint(args: Args) -> dict:
     """--resume: the checkpoint, if the given flags build the same network and leave steps to do."""
     ckpt = load_checkpoint(args.resume, "--resume")
-    saved = ckpt["args"]
-    diff = [f"--{k.replace('_', '-')} {saved[k]} (given {getattr(args, k)})" for k in MODEL_FIELDS
+    saved = ckpt["args"]  # these fields define the network: only the same ones can go on training it
+    diff = [f"--{k.replace('_', '-')} {saved[k]} (given {getattr(args, k)})" for k in
+            ("n_layer", "n_head", "n_kv_head", "n_embd", "block_size", "pos_encoding", "rope_base")
             if saved.get(k) != getattr(args, k)]
     if diff:
         raise SystemExit(f"--resume {args.resume} was trained with a different model: {', '.join(diff)}; "
@@ -712,11 +706,10 @@ def main(args: Args) -> dict:
     if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
         raise SystemExit(f"--resume {args.resume} has vocab {ckpt['meta']['vocab_size']}, but "
                          f"--data-dir {args.data_dir} has {meta['vocab_size']}: resume on the run's own data.")
-    # Refuse what memory cannot hold. A micro-step's float32 activations, as measured on a CPU: per token
-    # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout, 3 T x T matrices per head and layer.
-    batch, T, L = args.batch_size // world_size, args.block_size, args.n_layer  # batch: this rank's share
-    per_token = 32 * L * args.n_embd + 3 * meta["vocab_size"] + (3 * L * args.n_head * T if args.dropout else 0)
-    need = 4 * batch * T * per_token
+    # Refuse what memory cannot hold: a micro-step's float32 activations (as measured on a CPU) are per token
+    # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T matrices per head and layer.
+    batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank
+    need = 4 * batch * T * (32 * L * args.n_embd + 3 * meta["vocab_size"] + 3 * L * H * T * (args.dropout > 0))
     have = (torch.cuda.get_device_properties(device).total_memory if use_cuda
             else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     if need > have:
