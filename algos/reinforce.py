@@ -234,6 +234,8 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
             or isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
         raise SystemExit(f"this REINFORCE takes a flat Box observation and a Discrete or flat Box action "
                          f"space, but {env_id} has {space} and {action_space}.")
+    if isinstance(action_space, gym.spaces.Box):  # Gaussian samples are clipped to the bounds on their way in
+        envs = gym.wrappers.vector.TransformAction(envs, lambda a: np.clip(a, action_space.low, action_space.high))
     return envs
 
 
@@ -286,13 +288,6 @@ class Agent(nn.Module):
         return logprob, entropy, value
 
 
-def to_env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
-    """Gaussian samples are clipped to the bounds on their way to the env; the rest pass as they are."""
-    if isinstance(action_space, gym.spaces.Box):
-        return np.clip(actions, action_space.low, action_space.high)
-    return actions
-
-
 def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device,
                      seed: Optional[int] = None):
     """Play one whole episode in every sub-env, from a reset until the slowest one ends. Returns arrays
@@ -304,7 +299,7 @@ def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.dev
     while alive.any():
         with torch.inference_mode():
             actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-        next_obs, rewards, terminated, truncated, _ = envs.step(to_env_actions(actions, envs.single_action_space))
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         steps.append((obs, actions, np.where(alive, rewards, 0.0), alive.copy()))
         alive &= ~(terminated | truncated)
         obs = next_obs
@@ -339,13 +334,13 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
     """Play `episodes` episodes, one per sub-env (so short ones are not over-counted), print the mean
     return (on the short corridor also P(right) beside p* and v*) and return the metrics."""
     envs = make_envs(env_id, episodes)
-    corridor = isinstance(envs.envs[0].unwrapped, ShortCorridor)
+    corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
         with torch.inference_mode():
             actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), greedy).cpu().numpy()
-        obs, rewards, terminated, truncated, _ = envs.step(to_env_actions(actions, envs.single_action_space))
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
