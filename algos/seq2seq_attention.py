@@ -904,7 +904,8 @@ def main(args: Args) -> dict:
     if n_train < args.batch_size:  # else some rank's share of a batch would be empty
         raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
                          "lower --batch-size or add training pairs.")
-    if ckpt:
+    it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
+    if ckpt:  # continue where it stopped: the step, the data order, the optimizer and the random streams
         optimizer.load_state_dict(ckpt["optimizer"])
         it, order, cursor = ckpt["iteration"], ckpt["order"], ckpt["cursor"]
         order_gen.set_state(ckpt["order_rng"])
@@ -912,8 +913,6 @@ def main(args: Args) -> dict:
             torch.set_rng_state(ckpt["rng"][rank]["torch"])
             if device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
-    else:
-        it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
     stop = StopFlag()  # every rank listens, and all stop at the same step: save() gathers every rank's random state
     while it < args.num_iterations:
