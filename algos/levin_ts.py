@@ -61,11 +61,9 @@ Boxoban's text format (google-deepmind/boxoban-levels: `; N`, then 10 lines of 1
 plays backwards (the player pulls boxes) until it has pulled --difficulty times, so every
 level is solvable.
 
-Distributed: under torchrun the levels of each sweep and of the evaluation are split across
-ranks (rank r searches levels r, r + world_size, ..., --batch-levels / world_size at once); the
-solutions are all-gathered, every rank trains on all of them with its own --batch-size /
-world_size samples a step, and DistributedDataParallel averages the gradients. Rank 0 alone
-prints, logs and saves.
+Distributed: under torchrun rank r searches levels r, r + world_size, ... of each sweep and of the
+evaluation; the solutions are all-gathered, every rank trains on all of them with its share of
+--batch-size, and DistributedDataParallel averages the gradients. Rank 0 alone prints, logs and saves.
 
 References
     Orseau, Lelis, Lattimore, Weber 2018, "Single-Agent Policy Tree Search With Guarantees",
@@ -113,25 +111,17 @@ import torch.nn.functional as F
 import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+ALGO = "levin_ts"
+
 
 # Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """The valid values of a numeric field, written beside it in Args: lo <= value <= hi
-    (lo < value with lo_open). check_args tests every field against its Range."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
 
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
-
-    def holds(self, value: float) -> bool:
-        low_ok = value > self.lo if self.lo_open else value >= self.lo
-        return low_ok and value <= self.hi and math.isfinite(value)
-
-    def __str__(self) -> str:
-        if self.hi == math.inf:
-            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
 
 
 @dataclass
@@ -493,20 +483,6 @@ class Reached:
     h: float
 
 
-class Child(NamedTuple):
-    """A move that changes the state: the action, the state it leads to, and log pi of the child."""
-    action: int
-    state: State
-    log_pi: float
-
-
-class Expansion(NamedTuple):
-    """One entry of batched_search's `trace`: which level, the state expanded, its cost."""
-    level: int
-    state: State
-    cost: float
-
-
 class Tree:
     """The search tree of one level: nodes in parallel lists, the frontier as a heap of
     (cost, node id) (ids grow, so equal costs pop in insertion order), and a Reached per state,
@@ -542,16 +518,16 @@ class Tree:
                 return node
         return None
 
-    def children(self, node: int) -> list[Child]:
-        """The moves that change the state, with the policy renormalized over them so that the
-        children's probabilities sum to pi(node)."""
+    def children(self, node: int) -> list[tuple]:
+        """(action, state, log pi) of the moves that change the state, with the policy renormalized
+        over them so that the children's probabilities sum to pi(node)."""
         state, policy = self.states[node], self.seen[self.states[node]].policy
         moves = [(a, s) for a in range(len(MOVES)) if (s := self.level.step(state, a)) is not None]
         if not moves:
             return []
         m = max(policy[a] for a, _ in moves)
         log_z = m + math.log(sum(math.exp(policy[a] - m) for a, _ in moves))
-        return [Child(a, s, self.log_pis[node] + policy[a] - log_z) for a, s in moves]
+        return [(a, s, self.log_pis[node] + policy[a] - log_z) for a, s in moves]
 
     def result(self, node: Optional[int]) -> dict:
         out = dict(solved=node is not None, expansions=self.expansions, nodes=len(self.states))
@@ -573,8 +549,8 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
     the new children (their h is part of their cost). A level stops when its goal node is
     expanded, its frontier is empty, or after `budget` expansions; a queued level then takes its
     place. Per level: solved, expansions, nodes and, when solved, actions, length and
-    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives an Expansion for every expansion in
-    order. None when `stop` (a StopFlag) is requested before the search ends."""
+    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost) for every
+    expansion in order. None when `stop` (a StopFlag) is requested before the search ends."""
     results: list = [None] * len(levels)
     queue, trees = deque(range(len(levels))), {}
 
@@ -598,7 +574,7 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
             if node is not None:
                 tree.expansions += 1
                 if trace is not None:
-                    trace.append(Expansion(i, state, tree.seen[state].cost))
+                    trace.append((i, state, tree.seen[state].cost))
             if node is None or tree.level.solved(state) or tree.expansions >= budget:
                 results[i] = tree.result(node if node is not None and tree.level.solved(state) else None)
                 del trees[i]
@@ -746,25 +722,22 @@ class TrainState:
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(type(args), include_extras=True)
-    for field in dataclasses.fields(args):
-        value = getattr(args, field.name)
-        for rule in getattr(hints[field.name], "__metadata__", ()):
-            if not isinstance(rule, Range):
-                continue
+    hints = typing.get_type_hints(Args, include_extras=True)
+    for name, value in dataclasses.asdict(args).items():
+        for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
-                if v is not None and not rule.holds(v):
-                    flag = "--" + field.name.replace("_", "-")
-                    raise SystemExit(f"{flag} {v} is not allowed: it must be {rule}.")
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
-def validate(args: Args) -> None:
-    """Combinations of flags that each pass their Range but cannot run together."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def validate(args: Args, world_size: int) -> None:
+    """Combinations of flags that would otherwise run silently wrong, one sentence each."""
     for name in ("batch_size", "batch_levels"):
         if getattr(args, name) % world_size:
-            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of the "
-                             f"{world_size} ranks; each rank takes an equal share of it.")
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} does not divide among "
+                             f"the {world_size} ranks: make it a multiple of {world_size}.")
     if args.max_budget < args.budget:
         raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
     generating = args.levels_path is None or args.add_generated > 0
@@ -773,10 +746,9 @@ def validate(args: Args) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ now, before any training, so an unwritable folder costs nothing;
-    a twin started in the same second gets <name>-2 (mkdir is atomic, so no two runs share one)."""
-    for n in range(1, 1000):
-        path = os.path.join("runs", name if n == 1 else f"{name}-{n}")
+    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
+    started in the same second gets <name>-2, since mkdir is atomic."""
+    for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
@@ -785,64 +757,55 @@ def make_run_dir(name: str) -> str:
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
                              "run from a folder you can write to.") from None
-    raise SystemExit(f"runs/{name}: 999 runs of this name already exist; choose another --exp-name.")
+    raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
 
 
-ALGO = "levin_ts"  # checkpoints name the script that wrote them
 CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: a header with the sha256 of the torch.save bytes, written to a
-    temporary file that replaces `path` only when complete."""
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
+    under a temporary name that replaces `path` only when complete."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with open(f"{path}.tmp", "wb") as f:
         f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """Read a checkpoint that save_checkpoint wrote, or exit with one sentence saying why not."""
+    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            header, _, data = f.read().partition(b"\n")
     except OSError as e:
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
-    header, _, data = raw.partition(b"\n")
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
-                         "(its sha256 does not match): use another checkpoint or train again.")
+                         "(its sha256 does not match): use another one or train again.")
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if state.get("algo") != ALGO:
-        raise SystemExit(f"{flag} {path} is a {state.get('algo')} checkpoint, not {ALGO}'s: "
-                         f"give it to algos/{state.get('algo')}.py instead.")
+        raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
     return state
 
 
 class StopFlag:
-    """Ctrl-C asks the run to stop at the next search round (so the work can be saved
-    consistently) instead of raising KeyboardInterrupt wherever the program happens to be. A
-    second Ctrl-C, a few seconds later, quits at once without saving."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
+    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
+    saves and exits, and torchrun then ends the other ranks."""
 
-    def __init__(self):
-        self.requested_at = None
-        signal.signal(signal.SIGINT, self._handler)
+    def __init__(self, listen: bool = True):
+        self.requested, self.at = False, 0.0
+        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
 
-    @property
-    def requested(self) -> bool:
-        return self.requested_at is not None
-
-    def _handler(self, signum, frame):
-        if self.requested_at is None:
-            self.requested_at = time.time()
-            print("Ctrl-C: stopping at the next search round (press again to quit at once, saving nothing).",
+    def handler(self, signum, frame):
+        if not self.requested:
+            self.requested, self.at = True, time.time()
+            print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
-        elif time.time() - self.requested_at > 2.0:  # torchrun forwards the same Ctrl-C again at once
+        elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
 
 
@@ -876,97 +839,52 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
-def check_finite(name: str, value: float, sweep: int, hint: str) -> None:
+def check_finite(name: str, value: float, sweep: int, hint: str) -> None:  # a sweep is this script's step
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
         raise SystemExit(f"sweep {sweep}: {name} is {value}; {hint}")
 
 
-# What a checkpoint fixes: its network, and to resume it, its levels (--eval-checkpoint may search others).
+# A checkpoint fixes its network and, to resume it, its levels (--eval-checkpoint may search others).
 NET_FIELDS = ("search", "channels", "hidden")
 LEVEL_FIELDS = ("seed", "levels_path", "train_levels", "add_generated", "difficulty", "num_boxes", "size",
                 "test_levels_path", "test_levels")
 
 
-def open_checkpoint(args: Args) -> tuple[Args, Optional[dict], Optional[str]]:
-    """For --resume or --eval-checkpoint: args with the checkpoint's network and level flags where
-    the command line leaves the default (a flag given otherwise is refused where the checkpoint
-    fixes it), the checkpoint, and its folder, where a resumed run writes."""
+def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
+    """--resume or --eval-checkpoint: args with the checkpoint's network and level flags wherever the
+    command line leaves the default (one it fixes, given otherwise, is refused), and the checkpoint."""
     if args.resume is not None and args.eval_checkpoint is not None:
         raise SystemExit("give --resume (continue training) or --eval-checkpoint (search only), not both.")
-    path = args.resume or args.eval_checkpoint
+    path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     if path is None:
-        return args, None, None
-    flag, default = "--resume" if args.resume else "--eval-checkpoint", Args()
-    ckpt = load_checkpoint(path, flag)
-    saved = ckpt["args"]
-    fixed = NET_FIELDS + (LEVEL_FIELDS if args.resume else ())
+        return args, None
+    ckpt, default = load_checkpoint(path, flag), Args()
+    saved, fixed = ckpt["args"], NET_FIELDS + (LEVEL_FIELDS if args.resume else ())
     clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (it has {saved[k]})" for k in fixed
              if getattr(args, k) not in (saved[k], getattr(default, k))]
     if clash:
         raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
                          "drop them, and its own are used.")
-    folder = os.path.dirname(path) or "."
-    if args.resume and not os.access(folder, os.W_OK):
-        raise SystemExit(f"--resume {path}: a resumed run writes beside its checkpoint, and {folder} is not writable.")
     own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k)}
-    return dataclasses.replace(args, **own), ckpt, folder
-
-
-def restore(ckpt: dict, args: Args, net: nn.Module, optimizer, train_levels: list[Level]) -> TrainState:
-    """Load a checkpoint's network, optimizer and loop state (the learning rate stays --learning-rate's)."""
-    if args.resume and ckpt["train_names"] != [lv.name for lv in train_levels]:
-        raise SystemExit(f"--resume {args.resume} was trained on other levels than its flags give now (did "
-                         f"{args.levels_path or 'the generator'} change?); resume it with the levels it had.")
-    net.load_state_dict(ckpt["net"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    for group in optimizer.param_groups:
-        group["lr"] = args.learning_rate
-    return TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
-
-
-def resume_command(path: str) -> str:
-    """This run's command line with `--resume path` in place of any earlier --resume."""
-    argv = sys.argv[1:]
-    drop = {k for k, a in enumerate(argv) if a == "--resume"} | {k + 1 for k, a in enumerate(argv) if a == "--resume"}
-    keep = [a for k, a in enumerate(argv) if k not in drop and not a.startswith("--resume=")]
-    return shlex.join(["python", sys.argv[0], *keep, "--resume", path])
-
-
-def search_split(levels, evaluate, budget, args, rank, world_size, distributed, stop) -> tuple[Optional[list], float]:
-    """Each rank searches levels rank, rank + world_size, ..., --batch-levels / world_size at once;
-    returns all results in level order on every rank and the slowest rank's seconds, or (None, 0)
-    on every rank when Ctrl-C stopped any rank's search."""
-    start = time.time()
-    mine = batched_search(levels[rank::world_size], evaluate, budget, args.search,
-                          args.batch_levels // world_size, stop=stop)
-    parts = [(mine, time.time() - start)] * world_size  # every rank's (results, seconds)
-    if distributed:
-        dist.all_gather_object(parts, parts[0])
-    if any(part is None for part, _ in parts):
-        return None, 0.0
-    results = [None] * len(levels)
-    for r, (part, _) in enumerate(parts):
-        results[r::world_size] = part
-    return results, max(s for _, s in parts)
+    return dataclasses.replace(args, **own), ckpt
 
 
 def main(args: Args) -> dict:
     """Bootstrap-train the policy (and heuristic), then search the held-out levels (with
-    --eval-checkpoint, only search). Returns eval/solved, eval/levels, eval/mean_expansions (over
-    solved levels), eval/median_expansions, eval/max_expansions, eval/mean_length,
-    eval/total_expansions, eval/solved_within_B (for the B of WITHIN below --eval-budget),
-    eval/bound_violations (LevinTS), charts/expansions_per_s (evaluation), train/solved,
-    train/levels, train/seconds, sweep, charts/budget, wall_time, and with --compare-uniform the
-    same eval keys under uniform/ for the uniform policy."""
+    --eval-checkpoint, only search). Returns summarize's eval/* and charts/expansions_per_s,
+    train/solved, train/levels, train/seconds, sweep, charts/budget, wall_time, the last losses/*,
+    and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
     check_args(args)
-    args, ckpt, run_dir = open_checkpoint(args)
-    validate(args)
+    args, ckpt = open_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
+    validate(args, world_size)
     is_main = rank == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    stop = StopFlag()  # from here on Ctrl-C stops the run at the next search round, and keeps its work
+    run_dir = (os.path.dirname(args.resume) or ".") if args.resume else None  # a resumed run writes beside it
+    if args.resume and not os.access(run_dir, os.W_OK):
+        raise SystemExit(f"--resume {args.resume}: cannot write in {run_dir}; copy it to a folder you can write to.")
     if run_dir is None and is_main:
         run_dir = make_run_dir(f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}")
     ckpt_path = args.resume or os.path.join(run_dir or "", "levin_ts.pt")
@@ -974,7 +892,15 @@ def main(args: Args) -> dict:
     train_levels, test_levels = get_levels(args)
     net = PolicyHeuristicNet(args.channels, args.hidden).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    st = restore(ckpt, args, net, optimizer, train_levels) if ckpt else TrainState(budget=args.budget)
+    st = TrainState(budget=args.budget)
+    if ckpt:  # its network, optimizer (at --learning-rate) and loop state
+        if args.resume and ckpt["train_names"] != [lv.name for lv in train_levels]:
+            raise SystemExit(f"--resume {args.resume} was trained on other levels than its flags give now (did "
+                             f"{args.levels_path or 'the generator'} change?); resume it with the levels it had.")
+        net.load_state_dict(ckpt["net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.param_groups[0]["lr"] = args.learning_rate
+        st = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
     # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
     model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
     wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
@@ -988,21 +914,35 @@ def main(args: Args) -> dict:
             algo=ALGO, search=args.search, net=net.state_dict(), optimizer=optimizer.state_dict(),
             train_names=[lv.name for lv in train_levels], args=dataclasses.asdict(args), **dataclasses.asdict(st)))
 
-    def interrupted(where: str) -> None:
-        """After Ctrl-C: rank 0 saves the run as of its last whole sweep and says how to resume it."""
-        if is_main and args.eval_checkpoint is None:
-            save()
-            print(f"interrupted {where}: saved {ckpt_path}")
-            print(f"to resume it: {resume_command(ckpt_path)}")
-        elif is_main:
-            print("interrupted during the search; nothing to save.", file=sys.stderr)
-        sys.exit(130)
+    def search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = args.search) -> tuple[list, float]:
+        """Rank r searches levels r, r + world_size, ... (--batch-levels / world_size at once): all the
+        results in level order on every rank, and the slowest rank's seconds. Ctrl-C stops every rank's
+        search: rank 0 saves the run as of its last whole sweep and prints the command that resumes it."""
+        t = time.time()
+        mine = batched_search(levels[rank::world_size], evaluate, budget, algo, args.batch_levels // world_size,
+                              stop=stop)
+        parts = [(mine, time.time() - t)] * world_size  # every rank's (results, seconds)
+        if distributed:
+            dist.all_gather_object(parts, parts[0])
+        if any(part is None for part, _ in parts):
+            if is_main:
+                print(f"interrupted at sweep {st.sweep}")
+                save()
+                argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
+                argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
+                print(f"to resume it: {shlex.join(['python', sys.argv[0], *argv, '--resume', ckpt_path])}")
+            sys.exit(130)
+        results = [None] * len(levels)
+        for r, (part, _) in enumerate(parts):
+            results[r::world_size] = part
+        return results, max(s for _, s in parts)
 
     evaluate = network_evaluator(net, device, args.h_weight)
     # Solved levels are not searched again, so their training samples are built once.
     samples = [] if args.eval_checkpoint else [
         x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
-    start, row, wrote = time.time(), {}, False
+    start, row = time.time(), {}
+    stop = None if args.eval_checkpoint else StopFlag(listen=is_main)
     # A sweep starts only if one as long as the last still ends within --train-minutes.
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
            and st.trained_s + st.last_s < args.train_minutes * 60):
@@ -1015,10 +955,8 @@ def main(args: Args) -> dict:
         if not chosen:
             break
         net.eval()
-        results, search_s = search_split([train_levels[i] for i in chosen], evaluate, st.budget, args,
-                                         rank, world_size, distributed, stop)
-        if results is None:  # Ctrl-C: this sweep is dropped, and the resumed run starts it again
-            interrupted(f"at sweep {st.sweep}")
+        # After Ctrl-C this sweep is dropped, and the resumed run starts it again.
+        results, search_s = search([train_levels[i] for i in chosen], evaluate, st.budget)
         st.cursor = (chosen[-1] + 1) % n
         new = [(i, r) for i, r in zip(chosen, results) if r["solved"]]
         for i, r in new:
@@ -1063,21 +1001,15 @@ def main(args: Args) -> dict:
                 wandb.log(row, step=st.sweep)
             if args.save_model:
                 save()
-                wrote = True
 
     net.eval()
-    results, seconds = search_split(test_levels, evaluate, args.eval_budget, args, rank, world_size, distributed, stop)
-    if results is None:
-        interrupted(f"during the evaluation after sweep {st.sweep}")
+    results, seconds = search(test_levels, evaluate, args.eval_budget)
     metrics = summarize(results, args.search, seconds, args.eval_budget)
     metrics.update({"train/solved": len(st.memory), "train/levels": len(train_levels), "train/seconds": st.trained_s,
                     "sweep": st.sweep, "charts/budget": st.budget, "wall_time": time.time() - start,
                     **{k: v for k, v in row.items() if k.startswith("losses/")}})
     if args.compare_uniform:
-        uniform, seconds = search_split(test_levels, uniform_evaluator, args.eval_budget,
-                                        dataclasses.replace(args, search="lts"), rank, world_size, distributed, stop)
-        if uniform is None:
-            interrupted(f"during the evaluation after sweep {st.sweep}")
+        uniform, seconds = search(test_levels, uniform_evaluator, args.eval_budget, "lts")
         metrics.update({k.replace("eval/", "uniform/"): v for k, v in
                         summarize(uniform, "lts", seconds, args.eval_budget).items() if k.startswith("eval/")})
     if is_main:
@@ -1106,10 +1038,9 @@ def main(args: Args) -> dict:
                 "eval/solved_level": wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
             wandb.log({**metrics, **picture}, step=st.sweep + 1)
             wandb.finish()
-        if wrote:
-            print(f"saved {ckpt_path}; to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}")
-        elif args.eval_checkpoint is None and not args.save_model:
-            print(f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
+        if args.eval_checkpoint is None:
+            print(f"to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}" if args.save_model
+                  else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:
         dist.destroy_process_group()
     return metrics
@@ -1117,4 +1048,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
-    main(tyro.cli(Args))
+    try:
+        main(tyro.cli(Args))
+    except KeyboardInterrupt:  # Ctrl-C before the training loop listens for it
+        print("stopped by Ctrl-C before training; nothing was saved.", file=sys.stderr)
+        sys.exit(130)

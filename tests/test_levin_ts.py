@@ -379,7 +379,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_the_run(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    saved = re.search(r"interrupted at sweep (\d+): saved (\S+)", out)
+    saved = re.search(r"^interrupted at sweep (\d+)\nsaved (\S+)$", out, re.M)
     command = re.search(r"^to resume it: python (.+)$", out, re.M)
     assert saved and command, out
     ckpt = lts.load_checkpoint(str(tmp_path / saved[2]), "--resume")
