@@ -463,12 +463,12 @@ def save_model(path: str, q_network: nn.Module, args: Args) -> None:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -477,6 +477,13 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+    def agreed(self, device: torch.device) -> bool:
+        """Every rank calls this at the same step: any rank's request becomes every rank's."""
+        flag = torch.tensor([float(self.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.requested = bool(flag.item())
+        return self.requested
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -596,7 +603,7 @@ def main(args: Args) -> dict:
     def online_q(obs):
         return q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
 
-    stop = StopFlag(listen=is_main)
+    stop = StopFlag()
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs  # environment steps so far, all ranks together
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
@@ -637,7 +644,8 @@ def main(args: Args) -> dict:
         if global_step > args.learning_starts and iteration % target_every == 0:
             soft_update(target_network, q_network, args.tau)
 
-        if is_main and (global_step % args.log_interval < args.num_envs or iteration == num_iterations):
+        log_now = global_step % args.log_interval < args.num_envs or iteration == num_iterations
+        if is_main and log_now:
             check_finite("the TD loss", td_loss.item(), global_step, "lower --learning-rate.")
             sps = int(global_step / (time.time() - start_time))
             mean_ret = np.mean(recent_returns) if recent_returns else float("nan")
@@ -646,7 +654,8 @@ def main(args: Args) -> dict:
             if wandb:
                 wandb.log({"losses/td_loss": td_loss.item(), "charts/epsilon": epsilon,
                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
-        if stop.requested:
+        # Under torchrun the ranks agree to stop at the progress steps (one small all-reduce).
+        if stop.requested if not distributed else log_now and stop.agreed(device):
             break
 
     envs.close()

@@ -451,12 +451,12 @@ def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) 
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -465,6 +465,13 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+    def agreed(self, device: torch.device) -> bool:
+        """Every rank calls this at the same step: any rank's request becomes every rank's."""
+        flag = torch.tensor([float(self.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.requested = bool(flag.item())
+        return self.requested
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -581,7 +588,7 @@ def main(args: Args) -> dict:
     autoreset = np.zeros(n_envs, dtype=bool)
     running_return = np.zeros(n_envs)  # discounted return so far, for reward scaling
 
-    stop = StopFlag(listen=is_main)
+    stop = StopFlag()
     for iteration in range(1, num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
@@ -667,7 +674,8 @@ def main(args: Args) -> dict:
             if wandb:
                 wandb.log({**stats, "charts/learning_rate": optimizer.param_groups[0]["lr"],
                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
-        if stop.requested:
+        # Under torchrun the ranks agree to stop after each iteration (one small all-reduce).
+        if stop.agreed(device) if distributed else stop.requested:
             break
 
     envs.close()
