@@ -207,7 +207,8 @@ class Args:
 
 
 # =============================================================================================
-# ALGORITHM: Sokoban and its levels, the network, LevinTS and PHS* search, the Levin loss, training. Read this first.
+# ALGORITHM: Sokoban and its levels, the network, LevinTS and PHS* search, the Levin loss,
+# training. Read this first.
 # =============================================================================================
 # ----------------------------------------------------------------------------- Sokoban
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
