@@ -737,12 +737,12 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -751,6 +751,13 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+    def agreed(self, device: torch.device) -> bool:
+        """Every rank calls this at the same step: any rank's request becomes every rank's."""
+        flag = torch.tensor([float(self.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.requested = bool(flag.item())
+        return self.requested
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
@@ -914,12 +921,10 @@ def main(args: Args) -> dict:
             if device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
-    stop = StopFlag()  # every rank listens, and all stop at the same step: save() gathers every rank's random state
+    stop = StopFlag()
     while it < args.num_iterations:
-        stopping = torch.tensor([float(stop.requested)], device=device)
-        if distributed:
-            dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
-        if stopping:
+        # Under torchrun the ranks agree at every step: save() gathers every rank's random state.
+        if stop.requested if not distributed else stop.agreed(device):
             break
         if cursor + args.batch_size > n_train:  # a new epoch
             order, cursor = torch.randperm(n_train, generator=order_gen), 0
