@@ -228,7 +228,7 @@ def date_task(num_train: int, num_heldout: int) -> dict[str, list[tuple[str, str
     days = (datetime.date(2049, 12, 31) - first).days + 1
     if 2 * num_heldout >= days:
         raise SystemExit(f"--num-heldout {num_heldout} leaves no training dates: the task has {days} "
-                         f"dates; use at most {days // 2 - 1}.")
+                         f"dates; use at most {(days - 1) // 2}.")
     rng = random.Random(DATA_SEED)
     order = list(range(days))
     rng.shuffle(order)
