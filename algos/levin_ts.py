@@ -794,12 +794,12 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it, and
+    search() gathers every rank's results, so a stop on any rank is a stop on all of them."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -943,7 +943,7 @@ def main(args: Args) -> dict:
     samples = [] if args.eval_checkpoint else [
         x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
     start, row = time.time(), {}
-    stop = None if args.eval_checkpoint else StopFlag(listen=is_main)
+    stop = None if args.eval_checkpoint else StopFlag()
     # A sweep starts only if one as long as the last still ends within --train-minutes.
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
            and st.trained_s + st.last_s < args.train_minutes * 60):
