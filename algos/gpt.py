@@ -565,12 +565,12 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
@@ -579,6 +579,13 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
+
+    def agreed(self, device: torch.device) -> bool:
+        """Every rank calls this at the same step: any rank's request becomes every rank's."""
+        flag = torch.tensor([float(self.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.requested = bool(flag.item())
+        return self.requested
 
 
 
@@ -765,7 +772,7 @@ def main(args: Args) -> dict:
     start_time = log_time = time.time()
     loss_sum, loss_count, eval_seconds = 0.0, 0, 0.0
     it = start_iter
-    stop = StopFlag(listen=is_main)
+    stop = StopFlag()
     while True:
         if it % args.eval_interval == 0 or it == args.max_iters:
             eval_start = time.time()
@@ -781,11 +788,8 @@ def main(args: Args) -> dict:
             eval_time = time.time() - eval_start
             log_time += eval_time  # ms/iter counts training steps only
             eval_seconds += eval_time
-        if distributed:  # rank 0's Ctrl-C stops every rank: the exact resume needs all their RNG states
-            flag = torch.tensor(float(stop.requested), device=device)
-            dist.broadcast(flag, src=0)
-            stop.requested = flag.item() > 0
-        if it == args.max_iters or stop.requested:
+        # Under torchrun the ranks stop at the same iteration: the exact resume needs all their RNG states.
+        if it == args.max_iters or (stop.agreed(device) if distributed else stop.requested):
             break
         lr = learning_rate(it, args)
         for group in optimizer.param_groups:

@@ -450,12 +450,11 @@ def save_model(path: str, agent: Agent, args: Args) -> None:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun rank 0 alone listens: it
-    saves and exits, and torchrun then ends the other ranks."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it."""
 
-    def __init__(self, listen: bool = True):
+    def __init__(self):
         self.requested, self.at = False, 0.0
-        signal.signal(signal.SIGINT, self.handler if listen else signal.SIG_IGN)
+        signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
