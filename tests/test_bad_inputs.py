@@ -28,6 +28,15 @@ ALL = sorted(p.stem for p in ALGOS.glob("*.py"))
 PROBES = (0, -1, math.nan, math.inf, -math.inf)
 
 
+def script_module(script: str):
+    """The script's module, imported once: a second import would register its gymnasium envs
+    again, with classes that the module a test file already holds no longer matches."""
+    module = sys.modules.get(script)
+    if module is None or getattr(module, "__file__", "") != str(ALGOS / f"{script}.py"):
+        module = load_script(script)
+    return module
+
+
 def entry(script: str, key: str):
     if key not in SCRIPTS.get(f"{script}.py", {}):
         pytest.fail(f"tests/scripts.py has no '{key}' for algos/{script}.py: add it (see its docstring).")
@@ -57,7 +66,7 @@ def allowed(rule, v) -> bool:
 
 @pytest.mark.parametrize("script", ALL)
 def test_every_numeric_field_declares_its_range(script):
-    fields = numeric_fields(load_script(script))
+    fields = numeric_fields(script_module(script))
     assert fields, f"{script}.py: found no numeric Args fields"
     missing = sorted(name for name, (_, rule) in fields.items() if rule is None)
     assert not missing, f"{script}.py: numeric fields without a Range: {missing}"
@@ -65,7 +74,7 @@ def test_every_numeric_field_declares_its_range(script):
 
 @pytest.mark.parametrize("script", ALL)
 def test_out_of_range_values_are_refused_with_one_sentence(script):
-    module = load_script(script)
+    module = script_module(script)
     base, tried, refused = module.Args(), 0, 0
     for name, (kind, rule) in numeric_fields(module).items():
         is_tuple = isinstance(getattr(base, name), tuple)
