@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,109 @@ def test_attention_equals_plain_multi_head_attention(n_kv_head):
         torch.testing.assert_close(attn(x, None), reference_attention(x, attn, 4, n_kv_head), atol=1e-5, rtol=1e-5)
 
 
+def rotation_matrices(positions, head_dim: int, base: float) -> torch.Tensor:
+    """R_m for each position m (len(positions), d_head, d_head): block-diagonal, the block of the
+    pair (2j, 2j+1) the rotation [[cos a, -sin a], [sin a, cos a]] by a = m base^(-2j/d_head)
+    (Su et al. 2021, eq. 15), built entry by entry, independently of gpt.rope_frequencies."""
+    R = torch.zeros(len(positions), head_dim, head_dim, dtype=torch.float64)
+    for i, m in enumerate(positions):
+        for j in range(head_dim // 2):
+            a = m * base ** (-2 * j / head_dim)
+            R[i, 2 * j:2 * j + 2, 2 * j:2 * j + 2] = torch.tensor([[math.cos(a), -math.sin(a)],
+                                                                   [math.sin(a), math.cos(a)]])
+    return R.float()
+
+
+def reference_rope_attention(x, attn, n_head, n_kv_head, positions, base):
+    """reference_attention with the query and key of position m multiplied by R_m."""
+    B, T, C = x.shape
+    hd = C // n_head
+    R = rotation_matrices(positions, hd, base)  # (T, hd, hd)
+    wq, wk, wv = attn.qkv.weight.split([n_head * hd, n_kv_head * hd, n_kv_head * hd])
+    heads = []
+    for h in range(n_head):
+        g = h // (n_head // n_kv_head)
+        q = torch.einsum("tij,btj->bti", R, x @ wq[h * hd:(h + 1) * hd].T)
+        k = torch.einsum("tij,btj->bti", R, x @ wk[g * hd:(g + 1) * hd].T)
+        v = x @ wv[g * hd:(g + 1) * hd].T
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        heads.append(scores.softmax(-1) @ v)
+    return torch.cat(heads, dim=-1) @ attn.proj.weight.T
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1])
+def test_attention_with_rope_equals_explicit_rotation_matrices(n_kv_head):
+    """The layer as the model calls it (RoPE on, positions 5..14 as after a 5-token prefix)
+    against q_m = R_m W_q x_m, k_n = R_n W_k x_n with R built from cos and sin: catches a key
+    rotated the other way or not at all, a wrong theta_j, and a query head paired with the wrong
+    key/value group (issue 24: the learning test passed the first of these)."""
+    torch.manual_seed(0)
+    args = gpt.Args(n_head=4, n_kv_head=n_kv_head, n_embd=32, pos_encoding="rope")
+    attn = gpt.CausalSelfAttention(args, layer=0)
+    x = torch.randn(3, 10, 32)
+    positions = range(5, 15)
+    freqs = gpt.rope_frequencies(8, 64, args.rope_base)[5:15]
+    with torch.no_grad():
+        expected = reference_rope_attention(x, attn, 4, n_kv_head, positions, args.rope_base)
+        torch.testing.assert_close(attn(x, freqs), expected, atol=1e-5, rtol=1e-5)
+        # ... and the rotations matter here: without them the output is another one.
+        assert not torch.allclose(attn(x, freqs), reference_attention(x, attn, 4, n_kv_head), atol=1e-3)
+
+
+def test_attention_scores_depend_only_on_the_offset(monkeypatch):
+    """Inside the layer: with the same input vector at every position, q_m = R_m q and k_n = R_n k,
+    so the score q_m . k_n = q . R_(n-m) k of every head must depend on n - m only (a Toeplitz
+    matrix), though not be constant; and the layer's output is the same at positions 0..15 as
+    at 30..45 for any input (Su et al. 2021, eq. 16)."""
+    seen = {}
+    sdpa = gpt.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):  # the queries and keys the layer hands to the attention kernel
+        seen["q"], seen["k"] = q, k
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    args = gpt.Args(n_head=4, n_kv_head=2, n_embd=32, pos_encoding="rope")
+    attn = gpt.CausalSelfAttention(args, layer=0)
+    freqs = gpt.rope_frequencies(8, 64, args.rope_base)
+    T = 16
+    with torch.no_grad():
+        attn(torch.randn(32).expand(1, T, 32), freqs[:T])
+        q, k = seen["q"][0], seen["k"][0].repeat_interleave(2, dim=0)  # (heads, T, d_head)
+        scores = q @ k.transpose(-1, -2)  # (heads, m, n), before the mask
+        for d in range(-T + 1, T):
+            diagonal = scores.diagonal(offset=d, dim1=-2, dim2=-1)  # the entries with n - m = d
+            torch.testing.assert_close(diagonal, diagonal[:, :1].expand_as(diagonal), atol=1e-4, rtol=1e-4)
+        assert (scores[:, 0, 0] - scores[:, 0, 9]).abs().min() > 1e-3  # the offset does count
+        x = torch.randn(2, T, 32)
+        torch.testing.assert_close(attn(x, freqs[30:30 + T]), attn(x, freqs[:T]), atol=1e-5, rtol=1e-5)
+
+
+def test_swiglu_is_w2_of_silu_w1x_times_w3x():
+    torch.manual_seed(0)
+    mlp = gpt.SwiGLU(32)
+    x = torch.randn(2, 5, 32)
+    w1, w3 = mlp.gate_up.weight.chunk(2)  # gate_up holds W1 then W3
+    with torch.no_grad():
+        expected = (torch.nn.functional.silu(x @ w1.T) * (x @ w3.T)) @ mlp.proj.weight.T
+        torch.testing.assert_close(mlp(x), expected, atol=1e-6, rtol=1e-5)
+    assert w1.shape == (96, 32)  # 8/3 d = 85.3, rounded up to a multiple of 32
+
+
+def test_weight_decay_on_every_matrix_and_on_nothing_else():
+    model = tiny_model()
+    args = gpt.Args(weight_decay=0.1)
+    groups = gpt.configure_optimizer(model, args, torch.device("cpu")).param_groups
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    params = list(model.parameters())  # the tied embedding once
+    assert len(decay) == sum(len(g["params"]) for g in groups) == len(params)
+    for name, p in model.named_parameters():
+        assert decay[id(p)] == (0.1 if p.dim() == 2 else 0.0), name
+    assert sum(p.dim() == 1 for p in params) == 2 * 2 + 1  # the norm gains: 2 per block and the final one
+
+
 def num_parameters(args: "gpt.Args", vocab_size: int) -> int:
     """The closed form: embedding (tied with the head) + per layer [qkv, out proj, SwiGLU, 2 norm
     gains] + final norm + a learned position table. GQA shrinks k and v to n_kv_head heads."""
@@ -140,6 +244,18 @@ def test_a_future_token_never_changes_an_earlier_logit(pos):
         assert not torch.allclose(a[:, j], b[:, j])
 
 
+def test_batches_pair_each_window_with_its_next_tokens():
+    """get_batch: x is data[i:i+T] for a random start i, and y the same window one token later,
+    so the model learns p(x_(t+1) | x_<=t); every start, up to len - T - 1, can be drawn."""
+    data = torch.arange(100) * 7
+    x, y = gpt.get_batch(data, 2000, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (2000, 8)
+    starts = x[:, 0] // 7
+    assert torch.equal(x, data[starts[:, None] + torch.arange(8)])
+    assert torch.equal(y, data[starts[:, None] + torch.arange(1, 9)])
+    assert set(starts.tolist()) == set(range(92))
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     args = gpt.Args(n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=16)
@@ -173,6 +289,22 @@ def test_learning_rate_schedule():
     assert lrs[9] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-4)
     assert lrs[60] == pytest.approx(0.55e-3)  # half way down the cosine
     assert lrs[110] == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_exact_val_loss_is_the_mean_over_every_block_of_the_split():
+    """The number a run reports at its end: each non-overlapping block of T tokens of val.bin
+    predicts the T tokens one step later, every prediction weighted alike (1600 tokens: 99
+    blocks of 16, so the batches of 4 x batch_size are not all full)."""
+    data, meta = gpt.load_dataset(str(FIXTURE), 16)
+    model = tiny_model(vocab=meta["vocab_size"])
+    args = gpt.Args(block_size=16, batch_size=4, eval_iters=2)
+    val = data["val"]
+    with torch.no_grad():
+        logits = torch.cat([model(val[i:i + 16][None])[0] for i in range(0, 99 * 16, 16)])
+        log_p = logits.log_softmax(-1).gather(-1, val[1:99 * 16 + 1].view(99, 16, 1))
+        out = gpt.estimate_loss(model, data, args, nullcontext(), torch.device("cpu"), exact_val=True)
+    assert out["val/loss"] == pytest.approx(-log_p.mean().item(), rel=1e-5)
+    assert out["val/loss"] == pytest.approx(math.log(meta["vocab_size"]), abs=0.1)  # the untrained model
 
 
 def main_tiny(tmp_path, monkeypatch, **kw) -> dict:
@@ -331,13 +463,16 @@ def prepare_shakespeare_char(out: Path) -> Path:
 
 
 def test_learns_shakespeare_char(tmp_path, monkeypatch):
-    """150 steps of the default model: the validation loss falls from ln 65 = 4.17 to below 2.6
-    (characters drawn by their frequency alone would give 3.3)."""
+    """150 steps of the default model, seed 1: the exact val loss falls from 4.248 (untrained)
+    to 2.215. The bar, 2.33, sits where the broken models fail, measured with the same 150 steps
+    (issue 24; it was 2.6, which all of them passed): keys rotated the other way from the
+    queries 2.448, no positions at all (RoPE left out) 2.447, attention output zeroed (a bigram
+    model) 2.511; characters drawn by their frequency alone give 3.3."""
     data = prepare_shakespeare_char(tmp_path / "shakespeare_char")
     monkeypatch.chdir(tmp_path)
     metrics = gpt.main(gpt.Args(data_dir=str(data), max_iters=150, eval_interval=150, log_interval=50,
                                 save_model=False))
-    assert metrics["val/loss"] < 2.6, metrics
+    assert metrics["val/loss"] < 2.33, metrics
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -345,28 +480,26 @@ def test_learns_shakespeare_char(tmp_path, monkeypatch):
 NANOGPT_BABY = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
                 "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                 "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
-NANOGPT_FACTS = dict(val=1.8857, ms_per_iter=96.0)  # ../shared/FACTS.md, measured on this machine kind
 
 
 @pytest.mark.benchmark
 def test_faster_than_nanogpt_to_the_same_loss(tmp_path):
     """gpt.py's default run (nanoGPT's baby sizes: 4 layers, 4 heads, 128 wide, block 64, batch
-    12) must reach val loss <= 1.88 in at most 80% of nanoGPT's wall time. With NANOGPT_DIR set
-    to a nanoGPT checkout whose data/shakespeare_char is prepared, nanoGPT runs right before,
-    on the same machine; without it the reference is FACTS' 96 ms/iter x 2,000 iterations."""
-    data = prepare_shakespeare_char(tmp_path / "shakespeare_char")
-    rows = []
+    12) must reach val loss <= 1.88 in at most 80% of nanoGPT's wall time, nanoGPT run right
+    before on the same machine (NANOGPT_DIR: a nanoGPT checkout whose data/shakespeare_char is
+    prepared). Without a checkout nothing can be timed side by side, so the test skips: a fixed
+    reference would pass or fail with the machine's load (FACTS' 96 ms/iter x 2,000 = 192 s let
+    gpt.py be 1.29x slower than the 119.2 s nanoGPT measured here); the loss alone is
+    test_default_run_reaches_the_loss_over_seeds's."""
     nanogpt_dir = os.environ.get("NANOGPT_DIR")
-    if nanogpt_dir:
-        start = time.time()
-        proc = run([sys.executable, "train.py", *NANOGPT_BABY], cwd=Path(nanogpt_dir), timeout=900)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        nano_val = float(re.findall(r"step 2000: train loss [\d.]+, val loss ([\d.]+)", proc.stdout)[-1])
-        rows.append(("nanoGPT train.py (baby CPU config)", nano_val, 2000, time.time() - start))
-        reference, source = rows[0][3], "nanoGPT measured just before"
-    else:
-        reference = NANOGPT_FACTS["ms_per_iter"] * 2000 / 1000
-        source = "FACTS' 96 ms/iter x 2,000 (NANOGPT_DIR unset: not measured here)"
+    if not nanogpt_dir:
+        pytest.skip("needs NANOGPT_DIR, a nanoGPT checkout with data/shakespeare_char prepared, to time it side by side")
+    data = prepare_shakespeare_char(tmp_path / "shakespeare_char")
+    start = time.time()
+    proc = run([sys.executable, "train.py", *NANOGPT_BABY], cwd=Path(nanogpt_dir), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nano_val = float(re.findall(r"step 2000: train loss [\d.]+, val loss ([\d.]+)", proc.stdout)[-1])
+    rows = [("nanoGPT train.py (baby CPU config)", nano_val, 2000, time.time() - start)]
     start = time.time()
     proc = run([sys.executable, str(ALGOS / "gpt.py"), "--data-dir", str(data)], cwd=tmp_path, timeout=900)
     wall = time.time() - start
@@ -376,9 +509,9 @@ def test_faster_than_nanogpt_to_the_same_loss(tmp_path):
     print("\n| run | val loss | iterations | wall s | ms/iter (whole process) |\n|---|---|---|---|---|")
     for name, v, n, w in rows:
         print(f"| {name} | {v:.4f} | {n} | {w:.1f} | {1000 * w / n:.1f} |")
-    print(f"gpt.py / reference wall time: {wall / reference:.2f} (reference {reference:.1f} s: {source})")
+    print(f"gpt.py / nanoGPT wall time: {wall / rows[0][3]:.2f}")
     assert float(val) <= 1.88
-    assert wall <= 0.8 * reference
+    assert wall <= 0.8 * rows[0][3]
 
 
 @pytest.mark.benchmark
