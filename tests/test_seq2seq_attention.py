@@ -58,6 +58,74 @@ def test_attention_weights_sum_to_one_and_are_zero_on_padding(kind):
     assert (h[~mask] == 0).all()
 
 
+def reference_attention(att, kind, s, h, lengths):
+    """e_j, a_j and c of the module docstring, one sentence and one position at a time."""
+    weights, contexts = torch.zeros(h.shape[:2]), torch.zeros(h.size(0), h.size(2))
+    for b, n in enumerate(lengths):
+        scores = []
+        for j in range(n):  # real positions only: padding takes no part
+            if kind == "bahdanau":  # v^T tanh(W s + U h_j)
+                e = att.v.weight[0] @ torch.tanh(att.W.weight @ s[b] + att.U.weight @ h[b, j] + att.U.bias)
+            elif kind == "dot":  # s^T h_j
+                e = s[b] @ h[b, j]
+            else:  # s^T W_a h_j
+                e = s[b] @ (att.W_a.weight @ h[b, j])
+            scores.append(e)
+        a = torch.exp(torch.stack(scores))
+        weights[b, :n] = a / a.sum()
+        contexts[b] = sum(weights[b, j] * h[b, j] for j in range(n))
+    return contexts, weights
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_scores_softmax_and_context_match_the_formulas(kind):
+    """Each score function against e_j written out (additive, dot, general), the softmax over
+    the real source positions of each sentence, and c = sum_j a_j h_j. Padded positions hold
+    large junk: the mask must keep it out of the weights and the context."""
+    torch.manual_seed(0)
+    dim, lengths = 6, [5, 2, 4]
+    att = s2s.Attention(kind, dim)
+    with torch.no_grad():
+        for p in att.parameters():
+            p.copy_(torch.randn_like(p))  # larger than the default init: the scores differ clearly
+    s, h = 0.5 * torch.randn(3, dim), 0.5 * torch.randn(3, 5, dim)
+    mask = torch.arange(5) < torch.tensor(lengths).unsqueeze(1)
+    h[~mask] = 50.0  # junk where the padding is
+    with torch.no_grad():
+        context, weights = att(s, att.keys(h), h, mask)
+        expected_context, expected_weights = reference_attention(att, kind, s, h, lengths)
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(context, expected_context)
+    assert weights.max() < 0.98 and (weights[mask] > 0.01).sum() >= 10  # a real mix, not one-hot
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_decoder_step_attends_in_its_papers_order(kind):
+    """Bahdanau: s_{t-1} queries, the GRU reads [E y; c_t]. Luong: the GRU reads [E y; h~_{t-1}]
+    (input feeding) first, s_t queries, h~_t = tanh(W_c [c_t; s_t]) is the next step's feed."""
+    model = tiny_model(kind, seed=7)
+    src, src_len = random_batch([5, 2, 7], seed=7)
+    state, feed, keys, values, mask = model.encode(src, src_len)
+    dec, y = model.decoder, torch.tensor([s2s.BOS, 5, 6])
+    with torch.no_grad():
+        for _ in range(3):  # later steps too, where the feed is not zero
+            logits, new_state, new_feed, weights = dec.step(y, state, feed, keys, values, mask)
+            e = dec.embed(y)
+            if kind == "bahdanau":
+                context, expected_weights = dec.attention(state, keys, values, mask)
+                expected_state = dec.cell(torch.cat([e, context], -1), state)
+                h_tilde = torch.tanh(dec.combine(torch.cat([expected_state, context, e], -1)))
+            else:
+                expected_state = dec.cell(torch.cat([e, feed], -1), state)
+                context, expected_weights = dec.attention(expected_state, keys, values, mask)
+                h_tilde = torch.tanh(dec.combine(torch.cat([context, expected_state], -1)))
+            torch.testing.assert_close(weights, expected_weights)
+            torch.testing.assert_close(new_state, expected_state)
+            torch.testing.assert_close(new_feed, h_tilde)
+            torch.testing.assert_close(logits, dec.out(h_tilde))
+            state, feed, y = new_state, new_feed, logits.argmax(-1)
+
+
 # ----------------------------------------------------------------------------- decoding
 @pytest.mark.parametrize("kind", KINDS)
 def test_batched_greedy_equals_one_by_one(kind):
@@ -91,6 +159,13 @@ def sequence_score(model, src, src_len, seq, alpha):
     return total / ((5 + len(seq)) / 6) ** alpha
 
 
+def test_length_penalty_is_gnmt():
+    """lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14): 1 at |Y| = 1, 2^alpha at |Y| = 7."""
+    lp = s2s.length_penalty(torch.tensor([1.0, 7.0, 19.0]), 0.6)
+    torch.testing.assert_close(lp, torch.tensor([1.0, 2 ** 0.6, 4 ** 0.6]))
+    torch.testing.assert_close(s2s.length_penalty(torch.tensor([3.0, 9.0]), 0.0), torch.ones(2))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_wide_beam_finds_the_exhaustive_best(alpha):
     """With a beam wider than the number of hypotheses, beam search is exhaustive: its answer
@@ -116,6 +191,59 @@ def test_teacher_forcing_zero_feeds_own_predictions():
     free_running = model(src, src_len, junk_target, teacher_forcing=0.0).argmax(-1)
     for g, f in zip(greedy.tolist(), free_running.tolist()):
         assert until_eos(g) == until_eos(f)[:len(until_eos(g))]
+
+
+def record_decoder_inputs(model, monkeypatch) -> list:
+    """Make model.decoder.step record the token each step reads (and its logits)."""
+    calls, step = [], model.decoder.step
+
+    def recording(y_prev, *rest):
+        logits, *out = step(y_prev, *rest)
+        calls.append((y_prev.clone(), logits.detach()))
+        return (logits, *out)
+
+    monkeypatch.setattr(model.decoder, "step", recording)
+    return calls
+
+
+def test_teacher_forcing_one_reads_the_true_previous_token(monkeypatch):
+    """Step t reads <s> then y_1 .. y_{t-1}: the logits of forward() are the decoder's step by step
+    on the true prefix, and position t's logits do not depend on y_t or later tokens."""
+    model = tiny_model("dot", seed=8)
+    src, src_len = random_batch([4, 6], seed=8)
+    tgt_in = torch.tensor([[s2s.BOS, 5, 6, 7, 8], [s2s.BOS, 8, 4, 4, 5]])
+    calls = record_decoder_inputs(model, monkeypatch)
+    with torch.no_grad():
+        logits = model(src, src_len, tgt_in)
+    assert torch.equal(torch.stack([y for y, _ in calls], 1), tgt_in)
+    changed = tgt_in.clone()
+    changed[:, 3:] = 4
+    with torch.no_grad():
+        torch.testing.assert_close(model(src, src_len, changed)[:, :3], logits[:, :3])
+        assert not torch.allclose(model(src, src_len, changed)[:, 3:], logits[:, 3:])
+
+
+def test_teacher_forcing_feeds_own_guesses_at_the_right_rate(monkeypatch):
+    """--teacher-forcing 0.7: each step after the first reads the true token with probability 0.7
+    and the model's own argmax of the previous step otherwise (0.3 of 1800 draws here)."""
+    model = tiny_model("bahdanau", seed=9)
+    src, src_len = random_batch([3, 5] * 100, seed=9)
+    junk = 8  # a token the model never predicts: a step that reads it reads the true token
+    with torch.no_grad():
+        model.decoder.out.bias[junk] = -100.0
+    tgt_in = torch.full((200, 10), junk)
+    tgt_in[:, 0] = s2s.BOS
+    calls = record_decoder_inputs(model, monkeypatch)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model(src, src_len, tgt_in, teacher_forcing=0.7)
+    own = 0
+    for t in range(1, 10):
+        y, previous_guess = calls[t][0], calls[t - 1][1].argmax(-1)
+        assert (previous_guess != junk).all()
+        assert ((y == junk) | (y == previous_guess)).all()
+        own += int((y != junk).sum())
+    assert 0.27 < own / 1800 < 0.33, own / 1800
 
 
 def test_loss_ignores_padding():
@@ -145,7 +273,7 @@ SACREBLEU_MISSING = "sacreBLEU is a test dependency: pip install -r requirements
 
 
 def test_13a_tokenizer_matches_sacrebleu():
-    sacrebleu = pytest.importorskip("sacrebleu", reason=SACREBLEU_MISSING)
+    pytest.importorskip("sacrebleu", reason=SACREBLEU_MISSING)
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
     reference = Tokenizer13a()
     rng = random.Random(0)
@@ -154,7 +282,21 @@ def test_13a_tokenizer_matches_sacrebleu():
     lines += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
     for line in lines:
         assert s2s.tokenize_13a(line) == reference(line.rstrip()).split(), repr(line)
-    assert sacrebleu  # imported
+
+
+def test_bleu_formula_by_hand():
+    """Worked by hand, so a wrong formula fails without sacreBLEU too: clipped n-gram counts
+    summed over the corpus, the geometric mean of p_1..p_4, and the brevity penalty."""
+    # "a" twice in the hypothesis, once in the reference: clipped to 1. p_n = 5/6, 4/5, 3/4, 2/3.
+    assert s2s.corpus_bleu(["a a b c d e"], ["a b c d e f"]) == pytest.approx(100 * (1 / 3) ** 0.25)
+    # All n-grams match but the hypothesis is 6 tokens for 8: BP = exp(1 - 8/6).
+    assert s2s.corpus_bleu(["a b c d e f"], ["a b c d e f g h"]) == pytest.approx(100 * math.exp(-1 / 3))
+    # Longer than the reference: no bonus, BP = 1; p_n = 6/8, 5/7, 4/6, 3/5.
+    assert s2s.corpus_bleu(["a b c d e f g h"], ["a b c d e f"]) == pytest.approx(
+        100 * (6 / 8 * 5 / 7 * 4 / 6 * 3 / 5) ** 0.25)
+    # A corpus sums counts before dividing: (5+6)/(6+6), (4+5)/(5+5), (3+4)/(4+4), (2+3)/(3+3), BP = 1.
+    assert s2s.corpus_bleu(["a a b c d e", "u v w x y z"], ["a b c d e f", "u v w x y z"]) == pytest.approx(
+        100 * (11 / 12 * 9 / 10 * 7 / 8 * 5 / 6) ** 0.25)
 
 
 def test_bleu_equals_sacrebleu():
@@ -339,7 +481,9 @@ def test_bad_flags_fail_with_one_sentence(tmp_path):
 
 # ----------------------------------------------------------------------------- learning
 def test_learns_the_date_task(tmp_path, monkeypatch):
-    """A short run (a fifth of the default) already translates held-out dates."""
+    """A short run (a fifth of the default) already translates held-out dates: greedy exact
+    match 0.987 (seed 1). Measured in a copy: with the attention context zeroed (no attention)
+    the same run scores 0.007, and an untrained model (1 iteration) 0."""
     monkeypatch.chdir(tmp_path)
     metrics = s2s.main(s2s.Args(num_iterations=250, eval_interval=250, num_train=8000, num_heldout=300,
                                 beam_size=3))
@@ -350,12 +494,18 @@ def test_learns_the_date_task(tmp_path, monkeypatch):
 
 
 def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch):
+    """Word-level 'translation' with dot attention: the digits spelled in French, in reverse
+    order, which a decoder can only do well by looking back at the source. Seed 1 scores greedy
+    BLEU 97.6 and exact match 0.98. Measured in a copy: with the attention context zeroed (no
+    attention) BLEU 67.9 and exact match 0.75; with uniform weights over the source (the context
+    a plain mean of h_j) 87.3 and 0.91; untrained (1 iteration) 0.1 and 0.03. The bars sit
+    between the working model and those."""
     monkeypatch.chdir(tmp_path)
     write_corpus(tmp_path / "pairs.tsv", 3000)
     metrics = s2s.main(s2s.Args(data_path=str(tmp_path / "pairs.tsv"), tokenizer="word", num_iterations=200,
                                 eval_interval=200, heldout_fraction=0.05, attention="dot", teacher_forcing=0.8,
                                 beam_size=3, save_model=True))
-    assert metrics["eval/bleu"] > 60, metrics
+    assert metrics["eval/bleu"] > 93 and metrics["eval/exact_match"] >= 0.95, metrics
     [checkpoint] = tmp_path.glob("runs/*/seq2seq_attention.pt")
     assert s2s.load_checkpoint(str(checkpoint), "--eval-checkpoint")["iteration"] == 200
     # --eval-checkpoint takes the data and model flags from the checkpoint and scores it alike.
