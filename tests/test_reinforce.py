@@ -65,10 +65,11 @@ def test_collect_keeps_one_whole_episode_per_sub_env():
     """Steps after an episode's end (the NEXT_STEP autoreset step and the next episode) are masked."""
     envs = rf.make_envs("LengthEnv-v0", 6)
     agent = rf.Agent(2, envs.single_action_space, (8,), value=False)
-    for seed in (0, None, None):
+    for seed in (9, None, None):  # seed 9: episodes of 2, 3 and 4 steps in every batch
         obs, actions, rewards, alive = rf.collect_episodes(envs, agent, CPU, seed=seed)
         episodes = obs[0, :, 0]
         lengths = alive.sum(0)
+        assert lengths.min() == 2 and lengths.max() == 4, "a batch should wait 2 steps past its shortest episode"
         np.testing.assert_array_equal(lengths, 2 + episodes % 3)
         assert len(alive) == lengths.max() and alive.any(1).all()
         for i, n in enumerate(lengths):
@@ -76,6 +77,22 @@ def test_collect_keeps_one_whole_episode_per_sub_env():
             np.testing.assert_array_equal(obs[:n, i, 1], np.arange(n))
             assert alive[:n, i].all() and not alive[n:, i].any()
         np.testing.assert_array_equal(rewards.sum(0), lengths)
+
+
+gym.register("LengthEnvLimit3-v0", entry_point=LengthEnv, max_episode_steps=3)
+
+
+def test_collect_ends_an_episode_at_a_time_limit_too():
+    """Truncated (a time limit) ends an episode as terminated does: with a limit of 3 steps the
+    4-step episodes stop after 3, and nothing of the episode the autoreset starts is kept."""
+    envs = rf.make_envs("LengthEnvLimit3-v0", 6)
+    agent = rf.Agent(2, envs.single_action_space, (8,), value=False)
+    obs, actions, rewards, alive = rf.collect_episodes(envs, agent, CPU, seed=0)
+    episodes = obs[0, :, 0]
+    assert (episodes % 3 == 2).any(), "no episode reached the limit: pick another seed"
+    np.testing.assert_array_equal(alive.sum(0), np.minimum(2 + episodes % 3, 3))
+    np.testing.assert_array_equal(rewards.sum(0), alive.sum(0))
+    assert len(alive) == 3
 
 
 def corridor_batch(p: float, n: int, seed: int):
@@ -121,6 +138,56 @@ def test_policy_gradient_is_unbiased_on_the_corridor(baseline):
     if baseline != "none":  # a baseline lowers the variance: the reason to have one
         no_baseline = ((returns * ((actions == 1).float() - p)) * alive).sum(0).numpy()
         assert per_episode.std() < 0.8 * no_baseline.std()
+
+
+@pytest.mark.parametrize("baseline", ["value", "rloo"])
+def test_main_policy_gradient_is_unbiased_and_its_baseline_lowers_the_variance(baseline, tmp_path, monkeypatch):
+    """One update of main() itself on the corridor, from P(right) = 0.4 and (value) v = v(0.4): the
+    gradient main() leaves on the policy is the mean of the per-episode estimates built from the
+    advantages main() computed, matches the analytic d v(p) / d theta, and with either baseline has
+    a lower variance than without: the per-episode spread is 17.1 (value) and 24.4 (rloo) against
+    29.6 and 31.7 without a baseline. A value baseline added instead of subtracted (b = -v) is as
+    unbiased, but its spread is 51.4; an unfitted critic (its loss dropped or sign-flipped) fails the
+    least-squares gradient check."""
+    p, n = 0.4, 1000
+    agents, batches, advantages = [], [], []
+
+    class AgentAtP(rf.Agent):  # main() builds this one: P(right) = p, and v(s) = v(p) for the value baseline
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            with torch.no_grad():
+                self.actor[0].bias.copy_(torch.tensor([0.0, math.log(p / (1 - p))]))
+                if self.critic is not None:
+                    self.critic[0].bias.fill_(rf.corridor_value(p))
+            agents.append(self)
+
+    collect, loss = rf.collect_episodes, rf.reinforce_loss
+    monkeypatch.setattr(rf, "Agent", AgentAtP)
+    monkeypatch.setattr(rf, "collect_episodes", lambda *a, **kw: batches.append(collect(*a, **kw)) or batches[-1])
+    monkeypatch.setattr(rf, "reinforce_loss", lambda lp, adv, *a: advantages.append(adv.detach()) or loss(lp, adv, *a))
+    monkeypatch.chdir(tmp_path)
+    rf.main(corridor_args(seed=7, baseline=baseline, episodes_per_update=n, total_timesteps=1, eval_episodes=1))
+    [agent], [(obs, actions, rewards, alive)], [adv] = agents, batches, advantages  # one update
+    estimate = -agent.actor[0].bias.grad  # the last update's gradient stays after optimizer.step()
+
+    right = torch.as_tensor(actions == 1).float() - p  # d log pi(a) / d theta_right
+    alive = torch.as_tensor(alive).float()
+    per_episode = (adv * right * alive).sum(0).numpy()
+    assert estimate[1].item() == pytest.approx(per_episode.mean(), rel=1e-4)
+    assert estimate[0].item() == pytest.approx(-per_episode.mean(), rel=1e-4)
+    dv_dp = (2 * (p - p * p) - (2 * p - 4) * (1 - 2 * p)) / (p - p * p) ** 2
+    analytic = dv_dp * p * (1 - p)
+    se = per_episode.std() / math.sqrt(n)
+    returns = rf.reward_to_go(torch.as_tensor(rewards).float(), gamma=1.0)
+    no_baseline = (returns * right * alive).sum(0).numpy()
+    print(f"main(), baseline {baseline}: estimate {per_episode.mean():.3f} +- {se:.3f}, analytic {analytic:.3f}, "
+          f"spread {per_episode.std():.2f} vs {no_baseline.std():.2f} without a baseline")
+    assert abs(per_episode.mean() - analytic) < 4 * se
+    assert per_episode.std() < 0.9 * no_baseline.std()
+    if baseline == "value":  # the critic is fitted to G_t by least squares over the steps played (S&B 13.4)
+        v = rf.corridor_value(p)
+        fit = 2 * ((v - returns) * alive).sum() / alive.sum()
+        assert agent.critic[0].bias.grad.item() == pytest.approx(fit.item(), rel=1e-4)
 
 
 def test_corridor_dynamics_match_the_book():
@@ -273,31 +340,114 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_rloo_across_two_ranks(tmp_path):
-    """The RLOO group spans both ranks (its sums are all-reduced, padded to the longest episode)."""
+# Run by each rank of a torchrun: main() with spies that keep, per update, the batch, the returns,
+# the advantages and the weights it was computed with, and at the end the weights and gradients.
+TWO_RANK_DRIVER = """
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import load_script
+rf = load_script("reinforce")
+seen = dict(batches=[], weights=[], returns=[], advantages=[])
+collect, rtg, loss = rf.collect_episodes, rf.reward_to_go, rf.reinforce_loss
+def spy_collect(envs, agent, *a, **kw):
+    seen["weights"].append({{k: v.detach().clone() for k, v in agent.state_dict().items()}})
+    seen["batches"].append(collect(envs, agent, *a, **kw))
+    return seen["batches"][-1]
+def spy_rtg(*a):
+    seen["returns"].append(rtg(*a))
+    return seen["returns"][-1]
+def spy_loss(logprob, adv, *a):
+    seen["advantages"].append(adv.detach().clone())
+    return loss(logprob, adv, *a)
+class SpyAgent(rf.Agent):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        seen["agent"] = self
+rf.Agent, rf.collect_episodes, rf.reward_to_go, rf.reinforce_loss = SpyAgent, spy_collect, spy_rtg, spy_loss
+metrics = rf.main(rf.Args(baseline="rloo", seed=3, total_timesteps=600, episodes_per_update=4, eval_episodes=2,
+                          log_interval=100_000))
+agent = seen.pop("agent")
+seen.update(final={{k: v.detach().clone() for k, v in agent.state_dict().items()}},
+            grads={{n: p.grad.clone() for n, p in agent.named_parameters()}}, global_step=metrics["global_step"])
+torch.save(seen, f"rank{{os.environ['RANK']}}.pt")
+"""
+
+
+def test_rloo_across_two_ranks_equals_one_process(tmp_path):
+    """torchrun, 2 ranks x 2 episodes of a k = 4 RLOO group: on every update each rank's advantages
+    are those one process computes from all 4 episodes (the group sums all-reduced, padded to the
+    longest episode), and the gradient both ranks step with, and their final weights, are the same
+    and equal one process's gradient of the 4-episode loss (DDP averages them)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(TWO_RANK_DRIVER.format(tests=str(ROOT / "tests")))
     logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "--log-dir", str(logs), "--redirects", "3", str(ALGOS / "reinforce.py"), "--baseline", "rloo",
-           *"--total-timesteps 3000 --episodes-per-update 4 --eval-episodes 5".split()]
+           "--log-dir", str(logs), "--redirects", "3", str(driver)]
     proc = run(cmd, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [rank0] = list(logs.glob("*/attempt_0/0/stdout.log"))
     assert "2 rank(s) x 2 episode(s) per update" in rank0.read_text()
     assert "greedy eval" in rank0.read_text()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    updates = len(ranks[0]["advantages"])
+    assert updates >= 3 and all(len(r["advantages"]) == updates for r in ranks)
+    assert ranks[0]["global_step"] == ranks[1]["global_step"]
+    for name, value in ranks[0]["final"].items():
+        assert torch.equal(value, ranks[1]["final"][name]), f"the ranks' {name} differ"
+
+    for u in range(updates):
+        returns = [r["returns"][u] for r in ranks]  # [T_r, 2]
+        assert not torch.equal(returns[0][0], returns[1][0]), "the ranks should play different episodes"
+        longest = max(len(g) for g in returns)
+        group = torch.cat([torch.nn.functional.pad(g, (0, 0, 0, longest - len(g))) for g in returns], 1)
+        one_process = group - rf.rloo_baseline(group, group.sum(1), 4)  # [T, 4]
+        for r, g in enumerate(returns):
+            torch.testing.assert_close(ranks[r]["advantages"][u], one_process[:len(g), 2 * r:2 * r + 2])
+            torch.testing.assert_close(ranks[r]["weights"][u], ranks[0]["weights"][u])
+
+    # The last update's gradient, computed in one process from the 4 episodes and the same weights.
+    envs = rf.make_envs("CartPole-v1", 1)
+    agent = rf.Agent(4, envs.single_action_space, (64, 64), value=False)
+    agent.load_state_dict(ranks[0]["weights"][-1])
+    loss = 0
+    for r in ranks:
+        obs, actions, _, alive = (torch.as_tensor(x) for x in r["batches"][-1])
+        logprob, _, _ = agent(obs.flatten(0, 1).float(), actions.flatten(0, 1))
+        loss = loss + rf.reinforce_loss(logprob.view(alive.shape), r["advantages"][-1], alive.float(), 4)
+    loss.backward()
+    envs.close()
+    for name, param in agent.named_parameters():
+        for r in ranks:
+            torch.testing.assert_close(r["grads"][name], param.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_learns_cartpole_quickly(tmp_path, monkeypatch):
-    """Fails if learning breaks: a random policy scores about 22 here."""
+    """Fails if learning breaks. Greedy return after 60k steps (20 episodes), measured in a copy of
+    the repo: seed 1 scores 329.8 (seeds 2 and 3: 140.1, 268.9); the untrained policy (no optimizer
+    step) 12.7 (seeds 2, 3: 21.1, 9.8); the policy loss with its sign flipped (gradient descent on J)
+    9.8. The bar (150) sits between them, not at the edge of seed 1's result (it was 300, which
+    seed 2 would fail). At this budget one seed cannot tell the value baseline from none (284.2,
+    160.9, 299.4) or from b = -v (307.4, 120.7, 331.7): those are caught by
+    test_main_policy_gradient_is_unbiased_and_its_baseline_lowers_the_variance."""
     monkeypatch.chdir(tmp_path)
     metrics = rf.main(rf.Args(seed=1, total_timesteps=60_000, eval_episodes=20, log_interval=100_000))
-    assert metrics["eval/mean_return"] >= 300, metrics
+    assert metrics["eval/mean_return"] >= 150, metrics
 
 
 def test_learns_the_corridor_quickly(tmp_path, monkeypatch):
+    """After 30k steps (seed 1) P(right) is 0.599 (p* 0.586), v(P(right)) -11.67 (v* -11.66) and the
+    500-episode evaluation -12.02 +- 0.41 (standard error). The untrained policy: P(right) 0.5,
+    v(0.5) = -12.00, evaluation -12.22; the loss's sign flipped: P(right) 0.386, evaluation -14.14.
+    500 sampled episodes cannot tell -12.00 from -11.66 (the old clause, return within 1.5 of v*,
+    passed the untrained policy), so the return is checked through the analytic v(P(right)),
+    and the evaluation only against that policy's own value."""
     monkeypatch.chdir(tmp_path)
     metrics = rf.main(corridor_args(seed=1, total_timesteps=30_000, eval_episodes=500, log_interval=100_000))
-    assert abs(metrics["eval/prob_right"] - rf.CORRIDOR_P_STAR) < 0.05, metrics
-    assert abs(metrics["eval/mean_return"] - rf.CORRIDOR_V_STAR) < 1.5, metrics
+    p = metrics["eval/prob_right"]
+    assert abs(p - rf.CORRIDOR_P_STAR) < 0.05, metrics
+    assert rf.corridor_value(p) > rf.CORRIDOR_V_STAR - 0.15, metrics  # the untrained v(0.5) is 0.34 below
+    se = metrics["eval/std_return"] / math.sqrt(metrics["eval/episodes"])
+    assert abs(metrics["eval/mean_return"] - rf.corridor_value(p)) < 4 * se, metrics
 
 
 # Full runs: each seed as a user types it, one process at a time, so the wall time is the whole
@@ -331,9 +481,9 @@ def run_seeds(args: list[str]) -> list[dict]:
 @pytest.mark.parametrize("baseline", ["value", "rloo", "none"])
 def test_benchmark_cartpole(baseline):
     rows = run_seeds(["--baseline", baseline])
-    if baseline != "none":  # the bar of issue 4; "none" is run for the comparison
-        assert sum(r["mean"] >= 475 for r in rows) >= 4
-        assert all(r["steps"] <= 300_000 for r in rows)
+    # The README: >= 475 in 4/5 seeds (value, none) and 5/5 (rloo), within 300k steps (250-254k).
+    assert sum(r["mean"] >= 475 for r in rows) >= (5 if baseline == "rloo" else 4)
+    assert all(r["steps"] <= 254_000 for r in rows)
 
 
 @pytest.mark.benchmark
