@@ -2,7 +2,7 @@
 errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 
 import dataclasses
-import re
+import json
 import sys
 
 import gymnasium as gym
@@ -86,6 +86,54 @@ def test_gaussian_head_log_prob_and_entropy_by_the_formula():
     torch.testing.assert_close(entropy, (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum().expand(5))
 
 
+def test_categorical_head_log_prob_and_entropy_by_the_formula():
+    """The Discrete head is a softmax over the logits: log pi(a|s) = l_a - log sum_b exp(l_b)
+    and H = -sum_a pi(a|s) log pi(a|s) (written out here, not through log_softmax)."""
+    torch.manual_seed(0)
+    agent = ppo.Agent(4, gym.spaces.Discrete(3), (16,))
+    with torch.no_grad():
+        agent.actor[-1].weight.mul_(300.0)  # logits of order 1, not 0.01: a wrong formula shows
+    x, actions = torch.randn(6, 4), torch.tensor([0, 1, 2, 2, 1, 0])
+    _, logprob, entropy, _ = agent(x, actions)
+    logits = agent.actor(x).detach()
+    assert logits.std() > 0.3
+    probs = logits.exp() / logits.exp().sum(-1, keepdim=True)
+    torch.testing.assert_close(logprob, probs[torch.arange(6), actions].log())
+    torch.testing.assert_close(entropy, -(probs * probs.log()).sum(-1))
+
+
+def test_agent_samples_follow_its_distribution():
+    """20,000 samples in one state: the Categorical's frequencies are softmax(l) (l = 1, 0, -1:
+    0.665, 0.245, 0.090), the Gaussian's mean and standard deviation are mu and exp(log_std)
+    per dimension (an argmax or the mean instead of a sample would not explore)."""
+    torch.manual_seed(0)
+    n = 20_000
+    agent = ppo.Agent(4, gym.spaces.Discrete(3), (16,))
+    with torch.no_grad():
+        agent.actor[-1].weight.zero_()
+        agent.actor[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        actions, _, _, _ = agent(torch.randn(n, 4))
+    freq = torch.bincount(actions, minlength=3) / n
+    torch.testing.assert_close(freq, torch.softmax(torch.tensor([1.0, 0.0, -1.0]), 0), atol=0.015, rtol=0)
+    agent = ppo.Agent(4, gym.spaces.Box(-2.0, 2.0, (2,)), (16,))
+    with torch.no_grad():
+        agent.actor[-1].weight.zero_()
+        agent.actor[-1].bias.copy_(torch.tensor([0.5, -1.0]))
+        agent.log_std.copy_(torch.tensor([-1.0, 0.5]))
+        actions, _, _, _ = agent(torch.randn(n, 4))
+    torch.testing.assert_close(actions.mean(0), torch.tensor([0.5, -1.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(actions.std(0), torch.tensor([-1.0, 0.5]).exp(), rtol=0.03, atol=0)
+
+
+def test_observation_normalisation_by_the_formula():
+    agent = ppo.Agent(2, gym.spaces.Discrete(2), (8,), normalize_obs=True)
+    agent.obs_mean.copy_(torch.tensor([1.0, -2.0]))
+    agent.obs_std.copy_(torch.tensor([2.0, 0.5]))
+    obs = torch.tensor([[3.0, -1.0], [1.0, 10.0]])
+    torch.testing.assert_close(agent.normalize(obs), torch.tensor([[1.0, 2.0], [0.0, 10.0]]))  # 24 clipped to 10
+    assert torch.equal(ppo.Agent(2, gym.spaces.Discrete(2), (8,)).normalize(obs), obs)
+
+
 def test_agent_log_probs_match_its_samples():
     """Sampling (no actions given) and the update's pass agree on log pi(a|s) for both heads
     (the ratio starts at exactly 1)."""
@@ -162,6 +210,74 @@ def test_reset_steps_are_left_out_and_final_observations_are_valued(monkeypatch,
     assert starts >= 8
 
 
+def test_main_normalises_each_minibatch_and_anneals_the_step_size(monkeypatch, tmp_path):
+    """Runs main()'s real update loop (8 iterations x 2 epochs x 4 minibatches) and records what
+    reaches the loss and the optimizer: each minibatch's advantages are its GAE advantages
+    (returns - V_old) shifted to mean 0 and scaled to std 1, and the step size of iteration i
+    of N is lr (1 - (i - 1) / N), or lr throughout without --anneal-lr; the global gradient norm
+    reaching Adam is at most --max-grad-norm (and is clipped to it on several steps)."""
+    losses, lrs, norms = [], [], []
+    real_loss = ppo.ppo_loss
+
+    def recording_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, *rest):
+        losses.append((advantages.clone(), returns - oldvalue))
+        return real_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, *rest)
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, *a, **k):
+            lrs.append(self.param_groups[0]["lr"])
+            norms.append(torch.cat([p.grad.ravel() for p in self.param_groups[0]["params"]]).norm().item())
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    monkeypatch.chdir(tmp_path)
+    args = cartpole(seed=2, **TINY)  # 2048 steps of 4 x 64: N = 8 iterations, lr 1e-3
+    ppo.main(args)
+    assert len(losses) == len(lrs) == 8 * 2 * 4
+    for mb_adv, gae_adv in losses:
+        assert gae_adv.std() > 0.1
+        torch.testing.assert_close(mb_adv, (gae_adv - gae_adv.mean()) / (gae_adv.std() + 1e-8))
+    expected = [1e-3 * (1 - i / 8) for i in range(8) for _ in range(2 * 4)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert max(norms) <= 0.5 * (1 + 1e-5) and sum(n > 0.49 for n in norms) >= 8, "clipped to --max-grad-norm 0.5"
+    lrs.clear()
+    ppo.main(dataclasses.replace(args, anneal_lr=False))
+    assert lrs == [1e-3] * 64
+
+
+def test_each_rollout_bootstraps_from_v_of_the_observation_after_it(monkeypatch, tmp_path):
+    """In main(), GAE's next_value is the critic's V of the observation that follows the rollout
+    (the first one the next rollout acts on), not 0: 8 rollouts of 4 envs x 64 steps."""
+    gae_calls, critic_calls, acted = [], [], []
+    real_gae = ppo.compute_gae
+
+    def recording_gae(rewards, values, next_value, *rest):
+        gae_calls.append((next_value.clone(), critic_calls[-1]))  # the critic's last call came just before
+        return real_gae(rewards, values, next_value, *rest)
+
+    class RecordingAgent(ppo.Agent):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.critic.register_forward_hook(lambda m, i, o: critic_calls.append((i[0].clone(), o.detach().clone())))
+
+        def forward(self, x, actions=None):
+            if actions is None:
+                acted.append(x.clone())
+            return super().forward(x, actions)
+
+    monkeypatch.setattr(ppo, "compute_gae", recording_gae)
+    monkeypatch.setattr(ppo, "Agent", RecordingAgent)
+    monkeypatch.chdir(tmp_path)
+    ppo.main(cartpole(seed=2, **TINY))
+    assert len(gae_calls) == 8 and len(acted) == 8 * 64
+    for i, (next_value, (critic_in, critic_out)) in enumerate(gae_calls):
+        assert critic_out.abs().min() > 0
+        torch.testing.assert_close(next_value, critic_out.squeeze(-1))
+        if i < 7:
+            torch.testing.assert_close(critic_in, acted[(i + 1) * 64])
+
+
 def test_env_id_picks_the_preset_and_any_flag_wins(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["ppo.py", "--learning-rate", "3e-4", "--env-id", "CartPole-v1"])
     args = ppo.parse_args()
@@ -225,23 +341,106 @@ def test_saved_model_keeps_its_statistics_and_evaluates_alike(tmp_path, monkeypa
         assert evaluated[key] == trained[key]
 
 
-def test_torchrun_two_ranks_share_normalisation_statistics(tmp_path):
-    """Under torchrun the running statistics are summed over the ranks (all_reduce) and the
-    environments split between them; rank 0's checkpoint then evaluates like its final eval."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ALGOS / "ppo.py"), "--env-id", "Pendulum-v1", "--total-timesteps", "2048", "--num-envs", "4",
-           "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2", "--normalize-obs",
-           "--eval-episodes", "2", "--save-model"]
-    proc = run(cmd, cwd=tmp_path, timeout=300)
+TWO_RANK_DRIVER = """
+import dataclasses, json, os, sys
+import gymnasium as gym
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import load_script
+
+ppo = load_script("ppo")
+seen, made, agents, stats = [], [], [], []
+
+
+class Recorder(gym.vector.VectorWrapper):
+    # Every observation the training envs return, with its reward and its step's done flag.
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        seen.append((obs.copy(), np.zeros(len(obs)), np.zeros(len(obs), bool)))
+        return obs, info
+
+    def step(self, actions):
+        obs, reward, term, trunc, info = self.env.step(actions)
+        seen.append((obs.copy(), reward.copy(), term | trunc))
+        return obs, reward, term, trunc, info
+
+
+real_make_envs = ppo.make_envs
+def make_envs(env_id, n):  # the first call makes the training envs; the evaluation's are not recorded
+    made.append(n)
+    return Recorder(real_make_envs(env_id, n)) if len(made) == 1 else real_make_envs(env_id, n)
+
+
+class Agent(ppo.Agent):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        agents.append(self)
+
+
+class RunningMeanStd(ppo.RunningMeanStd):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        stats.append(self)
+
+
+ppo.make_envs, ppo.Agent, ppo.RunningMeanStd = make_envs, Agent, RunningMeanStd
+metrics = ppo.main(dataclasses.replace(ppo.preset("Pendulum-v1"), **json.loads(sys.argv[2])))
+[agent], [obs_rms, reward_rms] = agents, stats
+assert obs_rms.mean.shape == (3,) and reward_rms.mean.shape == ()
+np.savez(f"rank{os.environ['RANK']}.npz", obs=np.stack([o for o, _, _ in seen]),
+         reward=np.stack([r for _, r, _ in seen]), done=np.stack([d for _, _, d in seen]),
+         obs_mean=agent.obs_mean.numpy(), obs_std=agent.obs_std.numpy(), return_var=reward_rms.var,
+         params=np.concatenate([p.detach().numpy().ravel() for p in agent.parameters()]),
+         eval_mean=metrics.get("eval/mean_return", np.nan))
+"""
+
+
+def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_data(tmp_path):
+    """Pendulum under torchrun, 2 ranks x 2 envs x 2 rollouts of 128 steps (each env truncates
+    once, at step 200), both statistics on. Each rank records every observation and reward its
+    envs return; afterwards the ranks must hold the same observation mean and std and the same
+    variance of the discounted return, and these must equal one computation over both ranks'
+    data (the observations acted on, reset steps left out; the discounted return restarted after
+    each episode's end). The ranks' weights must agree too (DDP averages the gradients), and
+    rank 0's checkpoint evaluates like its final evaluation."""
+    (tmp_path / "driver.py").write_text(TWO_RANK_DRIVER)
+    gamma = 0.9  # the Pendulum preset's
+    config = dict(total_timesteps=1024, num_envs=4, num_steps=128, num_minibatches=4, update_epochs=2,
+                  normalize_obs=True, normalize_reward=True, eval_episodes=2, log_interval=10**9,
+                  save_model=True, seed=3)
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "driver.py", str(ALGOS.parent / "tests"), json.dumps(config)], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 rank(s) x 2 env(s)" in proc.stdout
+    assert "2 rank(s) x 2 env(s) x 128 steps" in proc.stdout
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+    observations, returns = [], []
+    for rank in ranks:
+        obs, reward, done = rank["obs"], rank["reward"], rank["done"]
+        assert obs.shape == (2 * 128 + 1, 2, 3) and done[1:].sum() == 2  # reset, 256 steps; 2 truncations
+        acted_on = obs[:-1][~done[:-1]]  # the last observation is only bootstrapped from
+        observations.append(acted_on)
+        for env in range(2):
+            g = 0.0
+            for t in range(1, len(obs)):  # step t - 1 acted on obs[t - 1] and returned reward[t]
+                g = g * gamma + reward[t, env]
+                if not done[t - 1, env]:  # a reset step is no transition: left out
+                    returns.append(g)
+                if done[t, env]:
+                    g = 0.0
+    assert not np.allclose(observations[0].mean(0), observations[1].mean(0), atol=0.05), "ranks saw alike data"
+    observations = np.concatenate(observations)
+    assert len(observations) == 2 * 2 * 256 - 4 and len(returns) == len(observations)
+    for rank in ranks:
+        np.testing.assert_allclose(rank["obs_mean"], observations.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(rank["obs_std"], np.sqrt(observations.var(0) + 1e-8), rtol=1e-5)
+        assert float(rank["return_var"]) == pytest.approx(np.var(returns), rel=1e-5)
+    np.testing.assert_array_equal(ranks[0]["params"], ranks[1]["params"])
     [path] = list((tmp_path / "runs").glob("*/ppo.pt"))
     ckpt = ppo.load_checkpoint(str(path), "--eval-checkpoint")
-    assert not torch.equal(ckpt["agent"]["obs_std"], torch.ones(3))
-    trained = float(re.search(r"deterministic eval: (-?[\d.]+)", proc.stdout).group(1))
-    proc = run([sys.executable, str(ALGOS / "ppo.py"), "--eval-checkpoint", str(path), "--eval-episodes", "2"],
-               cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0 and f"{trained:.2f} +-" in proc.stdout, proc.stdout
+    np.testing.assert_array_equal(ckpt["agent"]["obs_std"].numpy(), ranks[0]["obs_std"])
+    assert ckpt["return_var"] == float(ranks[0]["return_var"])
+    evaluated = ppo.main(ppo.Args(seed=3, eval_checkpoint=str(path), eval_episodes=2))
+    assert evaluated["eval/mean_return"] == float(ranks[0]["eval_mean"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -275,8 +474,12 @@ def test_envs_must_divide_among_ranks_and_a_checkpoint_must_be_ppos(tmp_path):
 
 
 def test_learns_cartpole_quickly(tmp_path, monkeypatch):
-    """Fails if learning breaks: a random policy scores about 22. The default run (100k steps,
-    about 10 s idle): shorter runs anneal the step size sooner and end anywhere from 125 to 500."""
+    """Fails if learning breaks. The default run (100k steps, about 10 s idle): shorter runs
+    anneal the step size sooner and end anywhere from 125 to 500. Measured at this seed (issue
+    24): the untrained agent (the same initial weights, lr 1e-12) scores 225.4 in this
+    deterministic eval (over initial-weight seeds 1-20 anywhere from 9 to 500, so the seed is
+    fixed), sampling from it about 21; broken variants score 9.75 with GAE bootstrapping through
+    terminations (no 1 - terminated) and 9.75 with the ratio inverted (pi_old / pi_theta)."""
     monkeypatch.chdir(tmp_path)
     metrics = ppo.main(cartpole(seed=1, eval_episodes=20))
     assert metrics["eval/mean_return"] >= 475, metrics
