@@ -338,6 +338,104 @@ def test_levin_loss_is_masked_weighted_cross_entropy():
     assert lts.levin_loss(logits, legal, actions, weights).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_solution_samples_replay_the_solution():
+    """Every state of a solution, with its move, the moves left (h's target), the legal moves
+    (the Levin loss's mask) and the search's expansions (its weight)."""
+    level = one(ROOM)
+    path = bfs(level)
+    samples = lts.solution_samples(level, path, 321)
+    assert len(samples) == len(path) >= 5
+    s = level.start
+    for t, (sample, a) in enumerate(zip(samples, path)):
+        assert (sample.level, sample.state, sample.action, sample.to_go, sample.expansions) == \
+               (level, s, a, len(path) - t, 321)
+        assert sample.legal == [level.step(s, b) is not None for b in range(4)]
+        s = level.step(s, a)
+    assert level.solved(s)
+    assert any(not all(x.legal) for x in samples)  # the mask is not trivially all legal here
+
+
+def test_train_step_sees_each_sample_turned_with_its_move_mask_and_weight(monkeypatch):
+    """What train_step hands the network and the Levin loss, sample by sample: the board under one
+    of the symmetries (several of the 8 on square boards, only the shape-keeping even ones on a
+    6 x 7 board), the solution's move turned with it (it leads to the turned next state), the
+    turned legal mask (the turned board's legal moves), the weight N / mean N, and, for PHS*,
+    the Huber loss of h on the moves left."""
+    real_loss, seen = lts.levin_loss, {}
+
+    def spy_loss(logits, legal, actions, weights):
+        seen.update(legal=legal, actions=actions, weights=weights)
+        return real_loss(logits, legal, actions, weights)
+
+    class Spy(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, obs):
+            logits, h = self.net(obs)
+            seen.update(obs=obs, h=h.detach().clone())
+            return logits, h
+
+    monkeypatch.setattr(lts, "levin_loss", spy_loss)
+    rng = np.random.default_rng(5)
+    square = [lts.generate_level(rng, 8, 2, 4) for _ in range(4)]
+    for levels, allowed in ((square, set(range(8))), ([one(ROOM)], {0, 2, 4, 6})):
+        samples = [x for n, lv in enumerate(levels) for x in lts.solution_samples(lv, bfs(lv), 50 * (n + 1) ** 2)]
+        torch.manual_seed(0)
+        net = lts.PolicyHeuristicNet(8, 16)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        mean_exp, batch_size = 77.0, 64
+        _, h_loss = lts.train_step(Spy(net), optimizer, samples, np.random.default_rng(9), batch_size, mean_exp,
+                                   "phs", torch.device("cpu"))
+        # the batch is drawn with replacement by the rng's first call
+        batch = [samples[k] for k in np.random.default_rng(9).integers(0, len(samples), batch_size)]
+        assert seen["weights"].tolist() == pytest.approx([b.expansions / mean_exp for b in batch])
+        assert len({b.expansions for b in batch}) == len(levels)  # the weights differ between levels
+        to_go = torch.tensor([float(b.to_go) for b in batch])
+        assert h_loss == pytest.approx(torch.nn.functional.smooth_l1_loss(seen["h"], to_go).item(), rel=1e-5)
+        used = set()
+        for j, b in enumerate(batch):
+            plain = torch.from_numpy(lts.encode([b.level], [b.state]))[0]
+            ks = [k for k in allowed if lts.symmetry(plain, k).shape == seen["obs"][j].shape
+                  and torch.equal(lts.symmetry(plain, k), seen["obs"][j])]
+            assert ks, f"sample {j}'s board is not one of its allowed symmetries"
+            used.add(ks[0])
+            board, state = level_from_planes(seen["obs"][j])
+            after = torch.from_numpy(lts.encode([b.level], [b.level.step(b.state, b.action)]))[0]
+            moved = board.step(state, int(seen["actions"][j]))
+            assert any(moved == level_from_planes(lts.symmetry(after, k))[1] for k in ks)
+            assert seen["legal"][j].tolist() == [board.step(state, a) is not None for a in range(4)]
+        assert len(used) >= (5 if allowed == set(range(8)) else 3)  # the symmetries are in use
+
+
+def test_main_trains_on_the_solutions_found_weighted_by_their_expansions(monkeypatch):
+    """A sweep's training samples are the states of the solutions that sweep's search found, each
+    carrying its level's expansions N, and the weights are normalised by the mean N of the solved
+    levels (the Levin loss's weight N / mean N)."""
+    searches, steps = [], []
+    real_search, real_step = lts.batched_search, lts.train_step
+
+    def spy_search(levels, evaluate, budget, *a, **kw):
+        results = real_search(levels, evaluate, budget, *a, **kw)
+        searches.append((levels, results))
+        return results
+
+    def spy_step(model, optimizer, samples, rng, batch_size, mean_exp, *a):
+        steps.append((list(samples), mean_exp))
+        return real_step(model, optimizer, samples, rng, batch_size, mean_exp, *a)
+
+    monkeypatch.setattr(lts, "batched_search", spy_search)
+    monkeypatch.setattr(lts, "train_step", spy_step)
+    lts.main(tiny_args(max_sweeps=1, train_steps=2, test_levels=2, eval_budget=50))
+    levels, results = searches[0]  # the sweep's search; the second is the evaluation
+    solved = [(lv, r) for lv, r in zip(levels, results) if r["solved"]]
+    assert len(solved) >= 10 and len({r["expansions"] for _, r in solved}) > 3
+    expected = [x for lv, r in solved for x in lts.solution_samples(lv, r["actions"], r["expansions"])]
+    assert len(steps) == 2 and all(samples == expected for samples, _ in steps)
+    assert steps[0][1] == pytest.approx(np.mean([r["expansions"] for _, r in solved]))
+
+
 # ---------------------------------------------------------------- training, checkpoints, learning
 def test_checkpoint_resume_continues_the_same_run(tmp_path):
     tiny_args = lambda **kw: globals()["tiny_args"](train_levels=30, test_levels=8, eval_budget=300, **kw)
@@ -444,7 +542,12 @@ def test_augment_turns_the_moves_and_the_legal_mask_with_the_board():
 
 def test_learned_policy_beats_the_uniform_policy():
     """Bootstrap training on easy generated levels: the held-out levels are solved more often
-    and with fewer expansions than with the uniform policy."""
+    and with fewer expansions than with the uniform policy. Seed 1, measured (issue 24): trained,
+    48/48 solved, mean 89 expansions; the uniform policy 38/48, mean 382, 29,520 in all; the
+    untrained network (--learning-rate 1e-12) 38/48, mean 384, 29,585 in all; the Levin loss with
+    its sign flipped (trained away from the solutions) 32/48, mean 375, 36,002 in all; trained on
+    unturned boards with turned moves, 38/48, mean 383, 29,571 in all. Each bar below fails for
+    all three."""
     m = lts.main(tiny_args(train_levels=200, test_levels=48, num_boxes=2, difficulty=6, budget=400,
                            eval_budget=1500, max_sweeps=2, sweep_levels=200, train_steps=150, batch_size=64,
                            batch_levels=48, compare_uniform=True))
