@@ -5,6 +5,7 @@ decode(encode(s)) == s, save/load and corrupt files, DDP shards, and the speed b
     python -m pytest -m benchmark -s tests/test_bpe.py        # speed on tinyshakespeare (prints a table)
 """
 
+import math
 import os
 import random
 import re
@@ -105,6 +106,55 @@ def test_training_stops_when_every_chunk_is_one_token(trainer):
     assert getattr(bpe, trainer)({"abc": 5, "ab": 1}, 10) == [(97, 98), (256, 99)]
 
 
+def test_merge_pair_replaces_left_to_right_without_overlap():
+    assert bpe.merge_pair([97, 97, 97], (97, 97), 256) == [256, 97]  # "aaa" -> [aa, a], as encoding does
+    assert bpe.merge_pair([97, 97, 97, 97], (97, 97), 256) == [256, 256]
+    assert bpe.merge_pair([97, 98, 97, 98, 99], (97, 98), 300) == [300, 300, 99]
+
+
+@pytest.mark.parametrize("trainer", ["train_naive", "train_incremental"])
+def test_merges_by_hand(trainer):
+    """Known answers, independent of the other trainer: the most frequent pair, counted with each
+    chunk's weight n(c), ties to the smallest pair, overlapping pairs merged left to right."""
+    train = getattr(bpe, trainer)
+    # Gage's example: aa (4) -> Z; then ab and Za tie at 2, ab is smaller -> Y; ZY -> X; then
+    # every pair occurs once and the smallest goes first.
+    assert train({"aaabdaaabac": 1}, 10) == [(97, 97), (97, 98), (256, 257), (97, 99), (100, 258), (258, 260),
+                                             (261, 259)]
+    # weighted: zy occurs 3 times, ab twice (unweighted, over unique chunks, ab would win 2 to 1)
+    assert train({"zy": 3, "ab": 1, "abc": 1}, 10) == [(122, 121), (97, 98), (257, 99)]
+
+
+def test_count_chunks_counts_every_occurrence():
+    assert bpe.count_chunks(["the cat the cat", " the"], GPT2) == Counter({" the": 2, " cat": 2, "the": 1})
+
+
+@pytest.mark.parametrize("name, chunks", [
+    ("gpt2", ["Hello", " world", "'s", " 12345", " DON", "'", "TS", "\n\n ", " x"]),
+    ("gpt4", ["Hello", " world", "'s", " ", "123", "45", " DON", "'T", "S", "\n\n", " ", " x"]),
+])
+def test_pre_split_by_hand(name, chunks):
+    """GPT-2's pattern: contractions in lower case only, numbers whole; GPT-4's: contractions in
+    either case, numbers in runs of at most 3 digits, newlines apart from the spaces after them."""
+    assert bpe.regex.findall(bpe.PATTERNS[name], "Hello world's 12345 DON'TS\n\n  x") == chunks
+
+
+def test_encoder_applies_merges_by_rank():
+    """Known answers, independent of tiktoken: the lowest-ranked pair first (not the leftmost),
+    the leftmost of equal pairs, and the pair a new token makes with its left neighbour."""
+    tok = bpe.Tokenizer.from_merges(GPT4, [(98, 99), (97, 256), (97, 97)])  # bc=256, a+bc=257, aa=258
+    assert tok.encode_chunk("abcd") == [257, 100]   # bc first (rank 256), then a+bc (257)
+    assert tok.encode_chunk("xabc") == [120, 257]
+    assert tok.encode_chunk("aaa") == [258, 97]    # leftmost first
+    assert tok.encode_chunk("aabc") == [97, 257]  # aa (258) ranks after bc (256) and a+bc (257)
+    tok = bpe.Tokenizer.from_merges(GPT4, [(97, 98), (98, 99)])  # ab=256, bc=257
+    assert tok.encode_chunk("abcd") == [256, 99, 100]  # ab (256) before bc (257), though both are possible
+    # a chunk whose bytes are a token is that token, as in tiktoken, though BPE would stop at a + bc
+    tok = bpe.Tokenizer.from_merges(GPT4, [(98, 99), (97, 98), (257, 99)])  # bc=256, ab=257, ab+c=258
+    assert tok.encode_chunk("abc") == [258] == bpe.to_tiktoken(tok).encode_ordinary("abc")
+    assert tok.encode_chunk("abcd") == [97, 256, 100]
+
+
 def test_both_trainers_log_the_same_progress():
     counts = bpe.count_chunks([code_text()[:20_000]], GPT2)
     logs = {name: [] for name in ("train_naive", "train_incremental")}
@@ -173,18 +223,40 @@ def test_special_tokens_both_ways(trained):
         trained.encode(text, allowed_special={"<|nope|>"})
 
 
+def test_special_tokens_take_the_ids_after_the_merges_and_the_longest_match():
+    tok = bpe.Tokenizer.from_merges(GPT4, [(97, 98)], ["<|end|>", "<|end|>2"])
+    assert tok.special == {"<|end|>": 257, "<|end|>2": 258} and tok.n_vocab == 259
+    assert tok.encode("ab<|end|>2<|end|>", allowed_special="all") == [256, 258, 257]  # not <|end|> then "2"
+    assert tok.decode([256, 258, 257]) == "ab<|end|>2<|end|>"
+
+
 @pytest.fixture(scope="module")
 def offline_tiktoken():
-    if CACHE.is_dir():
-        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(CACHE))
+    """tiktoken.get_encoding, reading TIKTOKEN_CACHE_DIR (../shared/data/tiktoken_cache when unset).
+    A skip only where no cache folder exists and the download fails; a cache folder that exists
+    but does not load (a damaged or incomplete cache) fails the test."""
     import tiktoken
 
-    def get(name):
-        try:
-            return tiktoken.get_encoding(name)
-        except Exception as e:  # no cache and no network
-            pytest.skip(f"tiktoken cannot load {name} ({type(e).__name__}): no cache at {CACHE} and no network")
-    return get
+    with pytest.MonkeyPatch.context() as env:
+        if "TIKTOKEN_CACHE_DIR" not in os.environ and CACHE.is_dir():
+            env.setenv("TIKTOKEN_CACHE_DIR", str(CACHE))
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "")
+
+        def get(name):
+            try:
+                return tiktoken.get_encoding(name)
+            except Exception as e:
+                if cache and os.path.isdir(cache):
+                    pytest.fail(f"TIKTOKEN_CACHE_DIR={cache} exists but tiktoken cannot load {name} from it "
+                                f"({type(e).__name__}: {e})")
+                pytest.skip(f"tiktoken cannot load {name} ({type(e).__name__}): no cache folder (TIKTOKEN_CACHE_DIR "
+                            f"{cache or 'unset'}; {CACHE} absent) and no network")
+        yield get
+
+
+@pytest.mark.parametrize("ours, theirs", [("gpt2", "gpt2"), ("gpt2", "r50k_base"), ("gpt4", "cl100k_base")])
+def test_patterns_are_tiktokens(ours, theirs, offline_tiktoken):
+    assert bpe.PATTERNS[ours] == offline_tiktoken(theirs)._pat_str
 
 
 @pytest.mark.parametrize("name", ["gpt2", "cl100k_base"])
@@ -282,16 +354,58 @@ def test_bad_arguments_fail_with_one_sentence(tmp_path, monkeypatch):
 
 
 def test_learning_compression_grows_with_the_vocabulary(tmp_path, monkeypatch):
+    """Bytes per token on the code corpus (104 KB): 1.0 untrained (bytes alone); the real trainer
+    1.719 at vocab 400 and 2.906 at 1,200. Broken variants measured in a copy: merging the least
+    frequent pair 1.001 and 1.012; pair counts not weighted by the chunk counts 1.570 and 2.349
+    (it passes the first bar, and the second catches it); measured on the same corpus and sizes."""
     monkeypatch.chdir(tmp_path)  # runs/ would go here
     corpus = tmp_path / "code.txt"
     corpus.write_text(code_text())
     small = bpe.main(bpe.Args(input=str(corpus), vocab_size=400, save_model=False))
-    large = bpe.main(bpe.Args(input=str(corpus), vocab_size=1200, save_model=False))
+    large = bpe.main(bpe.Args(input=str(corpus), vocab_size=1200))
     assert small["train/vocab_size"] == 400 and large["train/vocab_size"] == 1200
+    assert small["train/merges"] == 400 - 257 and large["train/merges"] == 1200 - 257
     # bytes per token: 1.0 with bytes alone; each merge can only join tokens
     assert 1.5 < small["compression_ratio"] < large["compression_ratio"]
     assert large["compression_ratio"] > 2.5
-    assert large["encode/mb_per_s"] > 0
+    # the metric is what the saved tokenizer does to the corpus
+    tok = bpe.load(str(next(tmp_path.glob("runs/*/tokenizer.bpe"))))
+    text = code_text()
+    assert large["compression_ratio"] == pytest.approx(len(text.encode("utf-8")) / len(tok.encode_ordinary(text)))
+
+
+@needs_shakespeare
+def test_encoding_speed_side_by_side_with_tiktoken_and_without_the_cache(trained):
+    """Encoding tinyshakespeare (1.1 MB) from an empty chunk cache, timed in CPU seconds (so that
+    other jobs on the machine do not move the ratios), best of 2, interleaved with tiktoken's
+    encoding of the same vocabulary and with encode_chunk on every chunk (no cache; the regex
+    split done beforehand, so an encoder without its cache scores below 1). README: ours 7.1
+    MB/s, tiktoken 17.4 (0.41); measured here 0.37-0.41 of tiktoken and 1.5-2.1x the uncached
+    loop, the low ends with load 10 on the 2 cores."""
+    text = SHAKESPEARE.read_text()
+    n_bytes, chunks, enc = len(text.encode("utf-8")), trained.split.findall(text), bpe.to_tiktoken(trained)
+
+    def ours():
+        trained.cache.clear()
+        return trained.encode_ordinary(text)
+
+    def uncached():
+        return [t for chunk in chunks for t in trained.encode_chunk(chunk)]
+
+    def tiktoken():
+        return enc.encode_ordinary(text)
+
+    mb_per_s = {}
+    for _ in range(2):
+        for f in (ours, uncached, tiktoken):
+            start = time.process_time()
+            ids = f()
+            rate = n_bytes / 1e6 / max(time.process_time() - start, 1e-9)
+            mb_per_s[f.__name__] = max(mb_per_s.get(f.__name__, 0), rate)
+            assert len(ids) > n_bytes / 4  # a real encoding (about 2.6 bytes per token)
+    print(f"\nMB/s of CPU time: {mb_per_s}")
+    assert mb_per_s["ours"] >= 0.25 * mb_per_s["tiktoken"], mb_per_s
+    assert mb_per_s["ours"] >= 1.25 * mb_per_s["uncached"], mb_per_s
 
 
 def test_script_trains_saves_shows_and_reloads(tmp_path):
@@ -367,27 +481,38 @@ def test_benchmark_speed_on_tinyshakespeare(tmp_path):
 @pytest.mark.benchmark
 @needs_shakespeare
 def test_benchmark_against_naive_and_tiktoken():
-    """Speed-up over the naive loop (same merges), and encoding next to tiktoken, on 100 KB."""
+    """Speed-up over the naive loop (same merges) on 100 KB, and encoding next to tiktoken on
+    tinyshakespeare, both in CPU seconds measured side by side. README: 68x (60x on a loaded
+    machine; 57x here with load 10 on 2 cores); ours 7.1 MB/s against tiktoken's 17.4 (0.41;
+    0.34 here under that load)."""
     text = SHAKESPEARE.read_text()[:100_000]
     counts = bpe.count_chunks([text], GPT4)
-    start = time.perf_counter()
-    fast = bpe.train_incremental(counts, 512 - 256)
-    fast_s = time.perf_counter() - start
-    start = time.perf_counter()
+    fast_s = math.inf
+    for _ in range(3):  # best of 3: it takes a few hundredths of a second
+        start = time.process_time()
+        fast = bpe.train_incremental(counts, 512 - 256)
+        fast_s = min(fast_s, time.process_time() - start)
+    start = time.process_time()
     slow = bpe.train_naive(counts, 512 - 256)
-    naive_s = time.perf_counter() - start
+    naive_s = time.process_time() - start
     assert fast == slow
     tok = bpe.Tokenizer.from_merges(GPT4, bpe.train_incremental(bpe.count_chunks([SHAKESPEARE.read_text()], GPT4), 767), [EOT])
     enc, full = bpe.to_tiktoken(tok), SHAKESPEARE.read_text()
-    mb_ours, mb_warm, _ = bpe.time_encoding(tok, [full])
-    start = time.perf_counter()
-    ids = enc.encode_ordinary(full)
-    mb_tiktoken = len(full.encode()) / 1e6 / (time.perf_counter() - start)
-    assert ids == tok.encode_ordinary(full)
+    n_bytes, mb_ours, mb_tiktoken = len(full.encode()), 0, 0
+    for _ in range(3):  # best of 3, interleaved
+        tok.cache.clear()
+        start = time.process_time()
+        ours = tok.encode_ordinary(full)  # from an empty cache
+        mb_ours = max(mb_ours, n_bytes / 1e6 / (time.process_time() - start))
+        start = time.process_time()
+        ids = enc.encode_ordinary(full)
+        mb_tiktoken = max(mb_tiktoken, n_bytes / 1e6 / (time.process_time() - start))
+        assert ids == ours
     print(f"\n100 KB, vocab 512: incremental {fast_s:.3f} s, naive {naive_s:.1f} s ({naive_s / fast_s:.0f}x), "
           f"identical merges\nencode tinyshakespeare, vocab 1,024: ours {mb_ours:.1f} MB/s (empty cache), "
-          f"tiktoken {mb_tiktoken:.1f} MB/s, identical ids")
-    assert naive_s / fast_s >= 20
+          f"tiktoken {mb_tiktoken:.1f} MB/s, identical ids (CPU seconds)")
+    assert naive_s / fast_s >= 40, f"the incremental trainer only {naive_s / fast_s:.0f}x the naive one"
+    assert mb_ours >= 0.3 * mb_tiktoken, f"ours {mb_ours:.1f} MB/s against tiktoken's {mb_tiktoken:.1f}"
 
 
 def test_a_folder_is_read_whole_without_hidden_folders(tmp_path):
