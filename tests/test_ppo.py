@@ -383,13 +383,20 @@ class RunningMeanStd(ppo.RunningMeanStd):
         stats.append(self)
 
 
-ppo.make_envs, ppo.Agent, ppo.RunningMeanStd = make_envs, Agent, RunningMeanStd
+real_gae, gae_rewards = ppo.compute_gae, []
+def compute_gae(rewards, *rest):  # the rewards GAE sees, after the scaling
+    gae_rewards.append(rewards.numpy().copy())
+    return real_gae(rewards, *rest)
+
+
+ppo.make_envs, ppo.Agent, ppo.RunningMeanStd, ppo.compute_gae = make_envs, Agent, RunningMeanStd, compute_gae
 metrics = ppo.main(dataclasses.replace(ppo.preset("Pendulum-v1"), **json.loads(sys.argv[2])))
 [agent], [obs_rms, reward_rms] = agents, stats
 assert obs_rms.mean.shape == (3,) and reward_rms.mean.shape == ()
 np.savez(f"rank{os.environ['RANK']}.npz", obs=np.stack([o for o, _, _ in seen]),
          reward=np.stack([r for _, r, _ in seen]), done=np.stack([d for _, _, d in seen]),
-         obs_mean=agent.obs_mean.numpy(), obs_std=agent.obs_std.numpy(), return_var=reward_rms.var,
+         gae_rewards=np.stack(gae_rewards), obs_mean=agent.obs_mean.numpy(), obs_std=agent.obs_std.numpy(),
+         return_var=reward_rms.var,
          params=np.concatenate([p.detach().numpy().ravel() for p in agent.parameters()]),
          eval_mean=metrics.get("eval/mean_return", np.nan))
 """
@@ -401,7 +408,8 @@ def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_
     envs return; afterwards the ranks must hold the same observation mean and std and the same
     variance of the discounted return, and these must equal one computation over both ranks'
     data (the observations acted on, reset steps left out; the discounted return restarted after
-    each episode's end). The ranks' weights must agree too (DDP averages the gradients), and
+    each episode's end), and each rollout's rewards reach GAE divided by the standard deviation
+    of the returns so far. The ranks' weights must agree too (DDP averages the gradients), and
     rank 0's checkpoint evaluates like its final evaluation."""
     (tmp_path / "driver.py").write_text(TWO_RANK_DRIVER)
     gamma = 0.9  # the Pendulum preset's
@@ -424,12 +432,19 @@ def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_
             for t in range(1, len(obs)):  # step t - 1 acted on obs[t - 1] and returned reward[t]
                 g = g * gamma + reward[t, env]
                 if not done[t - 1, env]:  # a reset step is no transition: left out
-                    returns.append(g)
+                    returns.append((t - 1, g))
                 if done[t, env]:
                     g = 0.0
     assert not np.allclose(observations[0].mean(0), observations[1].mean(0), atol=0.05), "ranks saw alike data"
     observations = np.concatenate(observations)
     assert len(observations) == 2 * 2 * 256 - 4 and len(returns) == len(observations)
+    # Rollout k's rewards reach GAE divided by the std of the returns of rollouts 1..k.
+    scales = [np.sqrt(np.var([g for t, g in returns if t < 128 * k]) + 1e-8) for k in (1, 2)]
+    for rank in ranks:
+        for k in (0, 1):
+            rewards = rank["reward"][1 + 128 * k:1 + 128 * (k + 1)]
+            np.testing.assert_allclose(rank["gae_rewards"][k], np.clip(rewards / scales[k], -10, 10), rtol=1e-5)
+    returns = [g for _, g in returns]
     for rank in ranks:
         np.testing.assert_allclose(rank["obs_mean"], observations.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(rank["obs_std"], np.sqrt(observations.var(0) + 1e-8), rtol=1e-5)
