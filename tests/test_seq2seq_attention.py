@@ -166,18 +166,66 @@ def test_length_penalty_is_gnmt():
     torch.testing.assert_close(s2s.length_penalty(torch.tensor([3.0, 9.0]), 0.0), torch.ones(2))
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_wide_beam_finds_the_exhaustive_best(alpha):
+def test_wide_beam_finds_the_exhaustive_best():
     """With a beam wider than the number of hypotheses, beam search is exhaustive: its answer
-    must be the best-scoring of all sequences (ending in </s>, or cut at max_len)."""
+    must be the best-scoring of all sequences (ending in </s>, or cut at max_len) by
+    log P / lp. </s> is made less likely here, so that the length penalty changes the answer:
+    [</s>] is best by log P alone (alpha 0), a three-token sequence from alpha 1 on."""
     model = tiny_model("general", tgt_vocab=6, seed=5)
+    with torch.no_grad():
+        model.decoder.out.bias[s2s.EOS] -= 1.5
     src, src_len = random_batch([4], seed=4)
     max_len, V = 3, 6
     candidates = [list(seq) for n in range(1, max_len + 1) for seq in itertools.product(range(V), repeat=n)
                   if s2s.EOS not in seq[:-1] and (seq[-1] == s2s.EOS or n == max_len)]
-    best = max(candidates, key=lambda seq: sequence_score(model, src, src_len, seq, alpha))
-    found = s2s.beam_search(model, src, src_len, beam_size=V ** max_len, max_len=max_len, alpha=alpha)
-    assert until_eos(found[0].tolist()) == best
+    with torch.no_grad():
+        log_p = [sequence_score(model, src, src_len, seq, 0.0) for seq in candidates]
+    bests = []
+    for alpha in (0.0, 0.6, 1.0, 2.0):
+        best = max(zip(log_p, candidates), key=lambda x: x[0] / ((5 + len(x[1])) / 6) ** alpha)[1]
+        found = s2s.beam_search(model, src, src_len, beam_size=V ** max_len, max_len=max_len, alpha=alpha)
+        assert until_eos(found[0].tolist()) == best, alpha
+        bests.append(best)
+    assert bests[0] == [s2s.EOS] and len(bests[2]) == 3  # the length penalty mattered
+
+
+def reference_beam(model, src, src_len, K, max_len, alpha, prune_alpha):
+    """Beam search for one sentence, written plainly: every live hypothesis extended by every
+    token, a finished one kept as it is; the K best by log P / lp(length, prune_alpha) survive;
+    the answer is the best by log P / lp(length, alpha)."""
+    lp = lambda n, a: ((5 + n) / 6) ** a  # noqa: E731
+    beams = [([], 0.0, False)]
+    for _ in range(max_len):
+        candidates = []
+        for seq, log_p, done in beams:
+            if done:
+                candidates.append((seq, log_p, True))
+                continue
+            logits = model(src, src_len, torch.tensor([[s2s.BOS] + seq]))[0, -1]
+            for token, x in enumerate(logits.log_softmax(-1).tolist()):
+                candidates.append((seq + [token], log_p + x, token == s2s.EOS))
+        beams = sorted(candidates, key=lambda c: c[1] / lp(len(c[0]), prune_alpha), reverse=True)[:K]
+        if all(done for _, _, done in beams):
+            break
+    return max(beams, key=lambda c: c[1] / lp(len(c[0]), alpha))[0]
+
+
+def test_narrow_beam_keeps_the_best_by_length_penalised_score():
+    """Beam 2 against the plain reference: the K hypotheses kept at each step are the best by
+    log P / lp, not by log P (which gives another answer for one sentence here: checked below)."""
+    model = tiny_model("bahdanau", seed=11)
+    with torch.no_grad():
+        model.decoder.out.bias[s2s.EOS] += 0.5  # hypotheses finish early and compete with live ones
+    src, src_len = random_batch([3, 6, 4, 5, 2, 6, 3, 4], seed=11)
+    alpha, differs = 3.0, 0
+    found = s2s.beam_search(model, src, src_len, beam_size=2, max_len=6, alpha=alpha)
+    with torch.no_grad():
+        for i, n in enumerate(src_len.tolist()):
+            one = (src[i:i + 1, :n], src_len[i:i + 1])
+            expected = reference_beam(model, *one, 2, 6, alpha, prune_alpha=alpha)
+            assert until_eos(found[i].tolist()) == expected, i
+            differs += expected != reference_beam(model, *one, 2, 6, alpha, prune_alpha=0.0)
+    assert differs >= 1
 
 
 def test_teacher_forcing_zero_feeds_own_predictions():
