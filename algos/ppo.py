@@ -107,71 +107,49 @@ class Args:
     """PPO. --env-id picks the defaults shown here: PRESETS[env_id], else these (CleanRL's ppo.py) for discrete
     actions or BOX_ARGS for Box actions; any flag still wins. Every count is for the whole run, all ranks together."""
 
-    exp_name: str = "ppo"
-    """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0, 10**9)] = 1
-    """seed of the experiment (rank r uses seed + r)"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; small networks run fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = False
-    """save the agent and its normalisation statistics to runs/<run_name>/ppo.pt"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this saved model deterministically and exit, no training"""
+    exp_name: str = "ppo"  # name of this experiment (part of the run name)
+    seed: Annotated[int, Range(0, 10**9)] = 1  # seed of the experiment (rank r uses seed + r)
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small networks run fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = False  # save the agent and its normalisation statistics to runs/<run_name>/ppo.pt
+    eval_checkpoint: Optional[str] = None  # evaluate this saved model deterministically and exit, no training
+    # deterministic evaluation episodes at the end (argmax action, or the Gaussian's mean)
     eval_episodes: Annotated[int, Range(1)] = 100
-    """deterministic evaluation episodes at the end (argmax action, or the Gaussian's mean)"""
+    # print progress every this many environment steps (all ranks together)
     log_interval: Annotated[int, Range(1)] = 10_000
-    """print progress every this many environment steps (all ranks together)"""
 
+    # a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)
     env_id: str = "CartPole-v1"
-    """a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)"""
+    # stop the update epochs early once the approximate KL passes this (0 = never)
     target_kl: Annotated[float, Range(0)] = 0.0
-    """stop the update epochs early once the approximate KL passes this (0 = never)"""
-    total_timesteps: Annotated[int, Range(1)] = 500_000
-    """environment steps (all ranks together)"""
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps (all ranks together)
+    # parallel environments (all ranks together; each rank steps num_envs / world_size)
     num_envs: Annotated[int, Range(1)] = 4
-    """parallel environments (all ranks together; each rank steps num_envs / world_size)"""
-    num_steps: Annotated[int, Range(1)] = 128
-    """steps per environment in each rollout"""
+    num_steps: Annotated[int, Range(1)] = 128  # steps per environment in each rollout
+    # minibatches each rollout is cut into, per epoch (all ranks together: DDP averages the ranks' shares)
     num_minibatches: Annotated[int, Range(1)] = 4
-    """minibatches each rollout is cut into, per epoch (all ranks together: DDP averages the ranks' shares)"""
-    update_epochs: Annotated[int, Range(1)] = 4
-    """passes over each rollout"""
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4
-    """Adam step size"""
-    anneal_lr: bool = True
-    """let the step size fall linearly to 0 over the run"""
-    gamma: Annotated[float, Range(0, 1)] = 0.99
-    """discount factor"""
+    update_epochs: Annotated[int, Range(1)] = 4  # passes over each rollout
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4  # Adam step size
+    anneal_lr: bool = True  # let the step size fall linearly to 0 over the run
+    gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
+    # lambda of GAE (0: one-step TD error, 1: Monte Carlo return minus V)
     gae_lambda: Annotated[float, Range(0, 1)] = 0.95
-    """lambda of GAE (0: one-step TD error, 1: Monte Carlo return minus V)"""
-    clip_coef: Annotated[float, Range(0, lo_open=True)] = 0.2
-    """eps of the clipped surrogate objective"""
-    clip_vloss: bool = False
-    """clip the value loss around the rollout's values too (PPO2's baselines variant)"""
-    ent_coef: Annotated[float, Range(0)] = 0.01
-    """c_e, weight of the entropy bonus (0 = none)"""
-    vf_coef: Annotated[float, Range(0, lo_open=True)] = 0.5
-    """c_v, weight of the value loss"""
-    max_grad_norm: Annotated[float, Range(0, lo_open=True)] = 0.5
-    """clip the global gradient norm to this"""
-    normalize_obs: bool = False
-    """normalise observations by their running mean and standard deviation"""
+    clip_coef: Annotated[float, Range(0, lo_open=True)] = 0.2  # eps of the clipped surrogate objective
+    clip_vloss: bool = False  # clip the value loss around the rollout's values too (PPO2's baselines variant)
+    ent_coef: Annotated[float, Range(0)] = 0.01  # c_e, weight of the entropy bonus (0 = none)
+    vf_coef: Annotated[float, Range(0, lo_open=True)] = 0.5  # c_v, weight of the value loss
+    max_grad_norm: Annotated[float, Range(0, lo_open=True)] = 0.5  # clip the global gradient norm to this
+    normalize_obs: bool = False  # normalise observations by their running mean and standard deviation
+    # divide rewards by the running standard deviation of the discounted return
     normalize_reward: bool = False
-    """divide rewards by the running standard deviation of the discounted return"""
+    # initial log standard deviation of the Gaussian policy (Box actions only; its variance stays a float32)
     log_std_init: Annotated[float, Range(-20, 20)] = 0.0
-    """initial log standard deviation of the Gaussian policy (Box actions only; its variance stays a float32)"""
+    # widths of the hidden layers of the policy and the value network (separate networks)
     hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)
-    """widths of the hidden layers of the policy and the value network (separate networks)"""
 
 
 # Box actions without a preset: CleanRL's ppo_continuous_action.py numbers.
