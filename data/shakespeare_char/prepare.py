@@ -1,16 +1,21 @@
-"""Tiny Shakespeare at character level, for algos/gpt.py.
+"""Tiny Shakespeare at character level, for algos/gpt.py (and the text for algos/bpe.py).
 
-Downloads the 1.1 MB corpus (or reads a local copy with --from-file), maps each distinct
+Downloads the 1.1 MB corpus (or copies a local file given with --from-file), maps each distinct
 character to an integer id in sorted order, and writes, next to this file:
+    input.txt            the text itself (bpe.py's default --input), downloaded or copied
     train.bin, val.bin   the first 90% and the last 10% of the text as uint16 token ids
     meta.json            {"tokenizer": "char", "vocab_size": V, "itos": [the V characters]}
 
     python data/shakespeare_char/prepare.py
-    python data/shakespeare_char/prepare.py --from-file ../shared/data/tinyshakespeare.txt
+    python data/shakespeare_char/prepare.py --from-file ../shared/data/tinyshakespeare.txt   # offline
+
+Bad input (a missing, empty or non-UTF-8 file, a folder, a fraction outside (0, 1)) and a failed
+download end with one sentence on stderr and exit code 1.
 """
 
 import argparse
 import json
+import math
 import os
 import urllib.request
 
@@ -18,47 +23,114 @@ import numpy as np
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 HERE = os.path.dirname(os.path.abspath(__file__))
+OFFLINE = "without network, pass a local copy of the text with --from-file PATH"
 
 
-def read_text(from_file: str | None, cache: str) -> str:
-    """The corpus: a local file if given, else the cached download, else a fresh download."""
-    if from_file:
-        with open(from_file, encoding="utf-8") as f:
-            return f.read()
-    if not os.path.exists(cache):
-        print(f"downloading {URL}")
-        with urllib.request.urlopen(URL, timeout=60) as response:
-            data = response.read()
-        with open(cache + ".tmp", "wb") as f:
+def decode(data: bytes, name: str) -> str:
+    """The bytes of `name` as text, refused with one sentence if empty or not UTF-8."""
+    if not data:
+        raise SystemExit(f"{name} is empty: give the tinyshakespeare text (1.1 MB).")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"{name} is not UTF-8 text (byte {e.start}): give a plain-text file.") from None
+
+
+def read_local(path: str, flag: str) -> str:
+    if not os.path.exists(path):
+        raise SystemExit(f"{flag}{path}: no such file.")
+    if os.path.isdir(path):
+        raise SystemExit(f"{flag}{path} is a folder: give the text file itself.")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SystemExit(f"{flag}{path} cannot be read ({e.strerror or type(e).__name__}).") from None
+    return decode(data, flag + path)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    try:
+        with open(path + ".tmp", "wb") as f:
             f.write(data)
-        os.replace(cache + ".tmp", cache)
-    with open(cache, encoding="utf-8") as f:
-        return f.read()
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        raise SystemExit(f"cannot write {path} ({e.strerror or type(e).__name__}).") from None
+
+
+def read_text(from_file: str | None, cache: str, url: str) -> tuple[str, str]:
+    """The corpus and where it came from: a local file if given (copied to `cache`), else the
+    cached download, else a fresh download into `cache`."""
+    if from_file:
+        text = read_local(from_file, "--from-file ")
+        if not (os.path.exists(cache) and os.path.samefile(from_file, cache)):
+            write_bytes(cache, text.encode("utf-8"))
+        return text, f"copied from {from_file}"
+    if os.path.exists(cache):
+        return read_local(cache, ""), "already downloaded"
+    print(f"downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+    except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
+        reason = getattr(e, "reason", None) or e
+        raise SystemExit(f"could not download {url} ({reason}): {OFFLINE}.") from None
+    text = decode(data, url)
+    write_bytes(cache, data)
+    return text, f"downloaded from {url}"
+
+
+def fraction(value: str) -> float:
+    """--val-fraction: a number strictly between 0 and 1 (nan and inf refused with one sentence)."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and 0 < x < 1):
+        raise SystemExit(f"--val-fraction {value}: give a number strictly between 0 and 1, e.g. 0.1.")
+    return x
 
 
 def write_split(path: str, ids: list[int]) -> None:
-    np.array(ids, dtype=np.uint16).tofile(path + ".tmp")
-    os.replace(path + ".tmp", path)
+    write_bytes(path, np.array(ids, dtype=np.uint16).tobytes())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from-file", help="read this local copy of the text instead of downloading")
-    parser.add_argument("--out-dir", default=HERE, help="where to write train.bin, val.bin, meta.json")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="the last fraction of the text kept for validation")
+    parser.add_argument("--from-file", help="copy this local file of the text instead of downloading (works offline)")
+    parser.add_argument("--out-dir", default=HERE, help="where to write input.txt, train.bin, val.bin, meta.json")
+    parser.add_argument("--val-fraction", default="0.1",
+                        help="the last fraction of the text kept for validation, strictly between 0 and 1")
+    parser.add_argument("--url", default=URL, help="where to download the text from")
     args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    text = read_text(args.from_file, os.path.join(args.out_dir, "input.txt"))
+    args.val_fraction = fraction(args.val_fraction)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise SystemExit(f"--out-dir {args.out_dir} is a file, not a folder.")
+    try:
+        os.makedirs(args.out_dir, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"cannot create --out-dir {args.out_dir} ({e.strerror or type(e).__name__}).") from None
+    cache = os.path.join(args.out_dir, "input.txt")
+    text, source = read_text(args.from_file, cache, args.url)
     itos = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(itos)}
     ids = [stoi[ch] for ch in text]
     n_train = int(len(ids) * (1 - args.val_fraction))
-    write_split(os.path.join(args.out_dir, "train.bin"), ids[:n_train])
-    write_split(os.path.join(args.out_dir, "val.bin"), ids[n_train:])
-    with open(os.path.join(args.out_dir, "meta.json"), "w") as f:
-        json.dump({"tokenizer": "char", "vocab_size": len(itos), "itos": itos}, f)
-    print(f"{len(text):,} characters, vocab {len(itos)}: train {n_train:,} tokens, "
-          f"val {len(ids) - n_train:,} tokens -> {args.out_dir}")
+    if n_train == 0 or n_train == len(ids):
+        raise SystemExit(f"{len(ids)} characters split at --val-fraction {args.val_fraction} leave an empty "
+                         "train or val split: give more text or another fraction.")
+    if len(itos) > 65536:
+        raise SystemExit(f"the text has {len(itos)} distinct characters; uint16 token files hold at most 65,536.")
+    paths = {name: os.path.join(args.out_dir, name) for name in ("input.txt", "train.bin", "val.bin", "meta.json")}
+    write_split(paths["train.bin"], ids[:n_train])
+    write_split(paths["val.bin"], ids[n_train:])
+    meta = json.dumps({"tokenizer": "char", "vocab_size": len(itos), "itos": itos})
+    write_bytes(paths["meta.json"], meta.encode("utf-8"))
+    print(f"{len(text):,} characters ({source}), vocab {len(itos)}: "
+          f"train {n_train:,} tokens, val {len(ids) - n_train:,} tokens")
+    for path in paths.values():
+        print(f"wrote {path} ({os.path.getsize(path):,} bytes)" if path != cache or source != "already downloaded"
+              else f"kept {path} ({os.path.getsize(path):,} bytes)")
 
 
 if __name__ == "__main__":
