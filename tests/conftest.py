@@ -12,7 +12,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ALGOS = ROOT / "algos"
-SHARED_DATA = ROOT.parent / "shared" / "data"  # offline data beside the checkout, if any
+# Offline copies of the downloads (tinyshakespeare, tiktoken's cache, Boxoban, Multi30k): the folder
+# ALGOS_DATA_DIR names, else ../shared/data beside the checkout. Tests that need it skip without it.
+DATA_ENV = "ALGOS_DATA_DIR"
+SHARED_DATA = Path(os.environ.get(DATA_ENV) or ROOT.parent / "shared" / "data").expanduser().resolve()
+
+
+def no_data(what: str) -> str:
+    """The skip reason of a test that needs SHARED_DATA/<what>: names the variable and the missing path."""
+    source = f"{DATA_ENV}={os.environ[DATA_ENV]}" if os.environ.get(DATA_ENV) else f"{DATA_ENV} unset, default ../shared/data"
+    return f"needs {SHARED_DATA / what} ({source}): set {DATA_ENV} to the folder of offline data to run it"
 
 
 def load_script(name: str):
