@@ -14,13 +14,13 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ALGOS, SHARED_DATA, load_script, run
+from conftest import ALGOS, SHARED_DATA, load_script, no_data, run
 
 bpe = load_script("bpe")
 SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
 CACHE = SHARED_DATA / "tiktoken_cache"
 needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.exists(),
-                                       reason=f"{SHAKESPEARE} is absent (the offline copy of tinyshakespeare)")
+                                       reason=no_data("tinyshakespeare.txt"))
 GPT2, GPT4 = bpe.PATTERNS["gpt2"], bpe.PATTERNS["gpt4"]
 EOT = "<|endoftext|>"
 
@@ -232,7 +232,7 @@ def test_special_tokens_take_the_ids_after_the_merges_and_the_longest_match():
 
 @pytest.fixture(scope="module")
 def offline_tiktoken():
-    """tiktoken.get_encoding, reading TIKTOKEN_CACHE_DIR (../shared/data/tiktoken_cache when unset).
+    """tiktoken.get_encoding, reading TIKTOKEN_CACHE_DIR ($ALGOS_DATA_DIR/tiktoken_cache when unset).
     A skip only where no cache folder exists and the download fails; a cache folder that exists
     but does not load (a damaged or incomplete cache) fails the test."""
     import tiktoken
@@ -250,7 +250,7 @@ def offline_tiktoken():
                     pytest.fail(f"TIKTOKEN_CACHE_DIR={cache} exists but tiktoken cannot load {name} from it "
                                 f"({type(e).__name__}: {e})")
                 pytest.skip(f"tiktoken cannot load {name} ({type(e).__name__}): no cache folder (TIKTOKEN_CACHE_DIR "
-                            f"{cache or 'unset'}; {CACHE} absent) and no network")
+                            f"{cache or 'unset'}) and no network; {no_data('tiktoken_cache')}")
         yield get
 
 
@@ -271,7 +271,7 @@ def test_imported_gpt2_and_cl100k_match_tiktoken(name, offline_tiktoken):
         assert tok.encode("hello world") == [31373, 995]
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "r50k_base.tiktoken").exists(), reason="no r50k_base.tiktoken in ../shared/data")
+@pytest.mark.skipif(not (SHARED_DATA / "r50k_base.tiktoken").exists(), reason=no_data("r50k_base.tiktoken"))
 def test_import_of_a_tiktoken_file(offline_tiktoken):
     tok = bpe.from_tiktoken(str(SHARED_DATA / "r50k_base.tiktoken"), GPT2, [EOT])
     assert tok.special == {EOT: 50256}

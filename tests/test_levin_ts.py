@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, SHARED_DATA, load_script, run
+from conftest import ALGOS, SHARED_DATA, load_script, no_data, run
 
 lts = load_script("levin_ts")
 U, D, L, R = range(4)
@@ -138,7 +138,7 @@ def test_bad_levels_path_is_one_sentence(tmp_path):
         lts.main(tiny_args(levels_path=str(tmp_path / "latin1.txt"), test_levels=1))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
+@pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason=no_data("boxoban"))
 def test_loader_reads_the_boxoban_files():
     levels = lts.load_levels(str(SHARED_DATA / "boxoban" / "unfiltered" / "train" / "000.txt"))
     assert len(levels) == 1000
@@ -579,7 +579,7 @@ def boxoban_run(search):
 
 
 @pytest.mark.benchmark
-@pytest.mark.skipif(not BOXOBAN.is_dir(), reason="no ../shared/data/boxoban (offline Boxoban copy)")
+@pytest.mark.skipif(not BOXOBAN.is_dir(), reason=no_data("boxoban/unfiltered/train"))
 def test_boxoban_lts_and_phs_after_an_hour_of_training():
     solved, levels, mean, total, speed, violations = boxoban_run("lts")
     assert levels == 1000 and solved >= 950 and mean <= 5000 and speed >= 2000 and violations == "0"

@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import ALGOS, SHARED_DATA, load_script, run
+from conftest import ALGOS, SHARED_DATA, load_script, no_data, run
 
 s2s = load_script("seq2seq_attention")
 KINDS = ["bahdanau", "dot", "general"]
@@ -423,7 +423,7 @@ def test_tokenizers_round_trip():
 
 def test_tiktoken_tokenizer(monkeypatch):
     if not (SHARED_DATA / "tiktoken_cache").is_dir():
-        pytest.skip(f"{SHARED_DATA / 'tiktoken_cache'} is absent: tiktoken cannot load gpt2 offline")
+        pytest.skip(f"tiktoken cannot load gpt2 offline: {no_data('tiktoken_cache')}")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
     tok = s2s.Tokenizer("tiktoken", "gpt2")
     assert tok.split("hello world") == ["31373", "995"]
