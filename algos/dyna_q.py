@@ -10,27 +10,26 @@ agent rechecks a model that may have gone stale when the environment changed.
     model learning (e)            Model(S,A) <- R, S'     (a deterministic model: last outcome)
     Dyna-Q+ planning reward       R + kappa sqrt(tau),    tau = time steps since A last tried in S
 
-The letters are the steps of the Tabular Dyna-Q box on p.164; `DynaQ` below has one method per
-step. Acting is epsilon-greedy with ties broken at random: with all Q = 0 the first episode is
-a random walk, which on the Dyna maze takes about 869 steps on average (the book's figure shows
-about 1700). Terminal transitions store `terminated` in the model and do not bootstrap.
+The letters are the steps of the Tabular Dyna-Q box on p.164, one method of `DynaQ` each. Acting is
+epsilon-greedy with ties broken at random, so with all Q = 0 the first episode is a random walk: about
+869 steps on the Dyna maze (the book's figure shows about 1700). Terminal transitions (the model keeps
+`terminated`) do not bootstrap.
 
-The file registers the book's three mazes with gymnasium (6x9 grids; moves up, down, right,
-left; walls and edges block; reward +1 on reaching the goal, which ends the episode):
+The file registers the book's three mazes with gymnasium (6x9 grids; moves up, down, right, left; walls
+and edges block; reward +1 on reaching the goal, which ends the episode), each with a preset (PRESETS)
+of its figure's settings, so that picking a figure is picking its maze:
     DynaMaze-v0      Example 8.1, Figure 8.2: steps per episode for n = 0, 5, 50 planning steps
     BlockingMaze-v0  Example 8.2, Figure 8.4: the short way round is blocked after 1000 steps
     ShortcutMaze-v0  Example 8.3, Figure 8.5: a shorter way opens after 3000 steps
-Each has a preset with its figure's settings (PRESETS): picking a figure is picking its maze.
-Any other gymnasium env with Discrete observation and action spaces works too (FrozenLake-v1,
-Taxi-v4, CliffWalking-v1); on a stochastic one (FrozenLake's slippery ice) the model, one outcome
-per (S, A), is an approximation. On Taxi the table starts optimistic (--q-init 20, above any
-return; S&B Section 2.6), so that the agent tries every action before it trusts one; planning
-then washes the optimism out. Every curve is the mean of --num-runs independent runs.
+Any other gymnasium env with Discrete observation and action spaces works too (FrozenLake-v1, Taxi-v4,
+CliffWalking-v1); on a stochastic one (FrozenLake's slippery ice) the model, one outcome per (S, A), is
+an approximation. On Taxi the table starts optimistic (--q-init 20, above any return; S&B Section 2.6),
+so the agent tries every action before it trusts one; planning then washes the optimism out.
 
-Distributed: under torchrun the --num-runs runs are split across ranks (rank r does runs r,
-r + world_size, ...), and their summed curves are all-reduced, so two ranks give exactly the
-curves of one process (run i is seeded with seed + i wherever it runs). Rank 0 alone prints,
-logs, plots and saves. It runs on the CPU only: each update touches one table entry.
+Every curve is the mean of --num-runs independent runs. Under torchrun the runs are split across ranks
+(rank r does runs r, r + world_size, ...) and their summed curves all-reduced, so two ranks give exactly
+the curves of one process (run i is seeded with seed + i wherever it runs). Rank 0 alone prints, logs,
+plots and saves. CPU only: each update touches one table entry.
 
 References
     Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., Sections 8.2-8.3
@@ -86,46 +85,33 @@ class Range:
 
 @dataclass
 class Args:
-    """Dyna-Q / Dyna-Q+. These defaults serve an env without a preset; --env-id picks its preset
-    (PRESETS in the file) first, so --help and the config printed at start show the numbers used."""
+    """Dyna-Q / Dyna-Q+. --help shows the numbers --env-id runs with: its PRESETS entry, or these defaults."""
 
-    exp_name: str = "dyna_q"
-    """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0)] = 1
-    """seed of the experiment (run i uses seed + i on whichever rank runs it)"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = False
-    """save every run's final Q table to runs/<run_name>/q_tables.npz"""
-    eval_episodes: Annotated[int, Range(1)] = 10
-    """greedy episodes per run at the end, in the run's own env"""
+    exp_name: str = "dyna_q"  # name of this experiment (part of the run name)
+    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (run i uses seed + i on any rank)
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = False  # save every run's final Q table to runs/<run_name>/q_tables.npz
+    eval_episodes: Annotated[int, Range(1)] = 10  # greedy episodes per run at the end, in the run's own env
 
+    # DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (Fig 8.4), ShortcutMaze-v0 (Fig 8.5) or any discrete gymnasium id
     env_id: str = "DynaMaze-v0"
-    """DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (Fig 8.4), ShortcutMaze-v0 (Fig 8.5), or any discrete gymnasium id"""
+    # the agents to compare; each runs once per value of --planning-steps
     agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)
-    """the agents to compare; each runs once per value of --planning-steps"""
+    # n, the planning updates per real step (0 is plain one-step Q-learning)
     planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)
-    """n, the planning updates per real step (0 is plain one-step Q-learning)"""
-    num_runs: Annotated[int, Range(1)] = 10
-    """independent runs averaged into each curve (all ranks together)"""
+    num_runs: Annotated[int, Range(1)] = 10  # independent runs averaged into each curve (all ranks together)
+    # episodes per run, for a steps-per-episode curve (giving it on the command line unsets --total-steps)
     num_episodes: Annotated[Optional[int], Range(1)] = 300
-    """episodes per run, for a steps-per-episode curve (giving it on the command line unsets --total-steps)"""
+    # time steps per run, for a cumulative-reward curve (giving it on the command line unsets --num-episodes)
     total_steps: Annotated[Optional[int], Range(1)] = None
-    """time steps per run, for a cumulative-reward curve (giving it on the command line unsets --num-episodes)"""
-    alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.1
-    """step size"""
-    epsilon: Annotated[float, Range(0, 1)] = 0.1
-    """probability of a random action"""
-    gamma: Annotated[float, Range(0, 1)] = 0.95
-    """discount factor"""
-    kappa: Annotated[float, Range(0)] = 1e-3
-    """Dyna-Q+ bonus weight: planning reward R + kappa sqrt(tau)"""
+    alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.1  # step size
+    epsilon: Annotated[float, Range(0, 1)] = 0.1  # probability of a random action
+    gamma: Annotated[float, Range(0, 1)] = 0.95  # discount factor
+    kappa: Annotated[float, Range(0)] = 1e-3  # Dyna-Q+ bonus weight: planning reward R + kappa sqrt(tau)
+    # initial Q(s, a); above every return it is optimistic (S&B 2.6): untried actions look best
     q_init: Annotated[float, Range()] = 0.0
-    """initial Q(s, a); above every return it is optimistic (S&B 2.6): untried actions look best"""
 
 
 # The settings of each figure, whole Args values; any flag given on the command line still wins.
@@ -155,10 +141,9 @@ def preset(env_id: str) -> Args:
 # agents, one run, greedy evaluation. Read this first.
 # =============================================================================================
 class Maze(gym.Env):
-    """A grid of Sutton & Barto's Examples 8.1-8.3. The state is row * width + col. A move into
-    a wall or off the grid leaves the agent where it is. Reward +1 on entering the goal, which
-    ends the episode; 0 otherwise. Once `change_at` time steps have been taken since the env was
-    made (counted across episodes, as in the book), `walls_after` replaces `walls`."""
+    """A grid of Examples 8.1-8.3 (rules in the module docstring); the state is row * width + col. Once
+    `change_at` time steps have passed since the env was made (across episodes, as in the book),
+    `walls_after` replaces `walls`."""
 
     MOVES = ((-1, 0), (1, 0), (0, 1), (0, -1))  # up, down, right, left
 
@@ -219,7 +204,7 @@ def greedy(q_s: list, rng: random.Random) -> int:
     return rng.choice([a for a, q in enumerate(q_s) if q == best])
 
 
-# One step S, A -> R, S', real or simulated: what the model keeps of each (S, A) tried, and what planning replays.
+# One step S, A -> R, S', real or simulated: what the model keeps of each (S, A) tried and planning replays.
 Transition = namedtuple("Transition", "s a r s2 terminated")
 
 
@@ -310,13 +295,12 @@ def run_once(env: gym.Env, agent: DynaQ, n: int, args: Args, seed: int) -> list:
         cumulative_reward += r
         if args.total_steps:
             curve.append(cumulative_reward)
+        s = s2
         if terminated or truncated:
             if args.num_episodes:
                 curve.append(episode_steps)
             s, _ = env.reset()
             episode_steps = 0
-        else:
-            s = s2
     return curve
 
 
@@ -446,9 +430,7 @@ def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bo
     """The figure as a PNG, written atomically."""
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
-    xs = np.arange(1, curves.shape[1] + 1)
-    for curve, label in zip(curves, labels):
-        ax.plot(xs, curve, label=label)
+    ax.plot(np.arange(1, curves.shape[1] + 1), curves.T, label=labels)
     if by_episode:
         ax.set(xlabel="Episodes", ylabel="Steps per episode")
         if curves.shape[1] > 1:  # like Fig 8.2, leave the first episode (a random walk) off the scale
@@ -503,7 +485,7 @@ def main(args: Args) -> dict:
     finished = np.zeros(args.num_runs)  # 1 for each run that every agent completed
     time_steps = np.zeros(1)            # real time steps, all agents and runs
     start_time = last_print = time.time()
-    stop = StopFlag()  # every rank listens, unlike dqn.py: the report sums the runs that each rank finished
+    stop = StopFlag()  # every rank listens: the report sums the runs that each rank finished
     for done, run in enumerate(my_runs, 1):
         if stop.requested:
             break
@@ -544,9 +526,8 @@ def main(args: Args) -> dict:
             max(e.squared_returns / e.episodes - (e.returns / e.episodes) ** 2, 0.0))
         metrics[f"eval/mean_length/{label}"] = e.lengths / e.episodes
     if is_main:
-        x_name = "episode" if by_episode else "time step"
         print(f"\n{'steps per episode' if by_episode else 'cumulative reward'}, mean of {num_runs} runs")
-        print(f"{x_name:>10} " + " ".join(f"{label:>14}" for label in labels))
+        print(f"{'episode' if by_episode else 'time step':>10} " + " ".join(f"{label:>14}" for label in labels))
         for x in summary_rows(length, by_episode):
             print(f"{x:>10} " + " ".join(f"{curve[x - 1]:>14.1f}" for curve in curves))
         print()
