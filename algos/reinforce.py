@@ -1,60 +1,51 @@
-"""REINFORCE: Monte Carlo policy gradient, with no baseline, a learned value baseline, or
-leave-one-out (RLOO), in one file.
+"""REINFORCE (Monte Carlo policy gradient) with a value, a leave-one-out (RLOO) or no baseline, in one file.
 
-REINFORCE (Williams 1992) plays whole episodes with a stochastic policy pi(a|s; theta) and
-then nudges theta so that actions followed by a high return become more likely. No value
-function is needed to learn; one can be added as a baseline, which lowers the variance of the
-update without biasing it.
+REINFORCE (Williams 1992) plays whole episodes with a stochastic policy pi(a|s; theta) and then nudges
+theta so that actions followed by a high return become more likely. No value function is needed to learn; one
+can be added as a baseline, which lowers the variance of the update without biasing it.
 
     objective           J(theta) = E_pi[ G_0 ],   G_t = r_t+1 + gamma r_t+2 + ... (to the episode end)
     policy gradient     grad J = E_pi[ sum_t G_t grad log pi(A_t|S_t) ]      (S&B eq. 13.5-13.8;
                         exact for gamma = 1, see below for gamma < 1)
-    reward-to-go        only rewards *after* A_t appear in G_t: earlier rewards do not depend
-                        on A_t, so their terms have expectation zero and only add variance.
+    reward-to-go        only rewards *after* A_t appear in G_t: earlier rewards do not depend on A_t, so
+                        their terms have expectation zero and only add variance.
     with a baseline     grad J = E_pi[ sum_t (G_t - b_t) grad log pi(A_t|S_t) ]      (S&B eq. 13.10)
                         for any b_t that does not depend on A_t, because
                         E_a[ b grad log pi(a|s) ] = b sum_a grad pi(a|s) = b grad 1 = 0.
     value baseline      b_t = v(S_t; w), a network fitted to G_t by least squares (S&B sec. 13.4)
     RLOO baseline       k episodes per update; episode i is baselined by the mean of the others,
                         b_t^i = 1/(k-1) sum_{j != i} G_t^j                (Ahmadian et al. 2024)
-                        The other episodes are independent of episode i, so b_t^i does not
-                        depend on A_t^i and the estimator stays unbiased. With reward-to-go the
-                        mean is taken at each time step t (G_t^j = 0 once episode j has ended),
-                        a baseline that follows how much of the episode is left.
+                        The other episodes are independent of episode i, so b_t^i does not depend on
+                        A_t^i and the estimator stays unbiased. With reward-to-go the mean is taken at
+                        each t (G_t^j = 0 once episode j has ended): it follows how much is left.
     the estimate        g = 1/k sum_i sum_t (G_t^i - b_t^i) grad log pi(A_t^i|S_t^i)
     entropy bonus       optionally, + ent_coef * sum_t H(pi(.|S_t)) per episode (biases g on purpose).
 
-The steps are Adam's (one per update, on -g, and on the least-squares loss of v), not the plain
-SGD of S&B's boxes: the scale of g changes a lot as episodes grow, and Adam follows it.
+The steps are Adam's (one per update, on -g, and on the least-squares loss of v), not the plain SGD of S&B's
+boxes: the scale of g changes a lot as episodes grow, and Adam follows it. With gamma < 1 S&B's box also
+multiplies step t by gamma^t; like nearly every implementation this file leaves that factor out (Thomas 2014
+shows the result is then not the exact gradient of the discounted objective). With gamma = 1, as on the short
+corridor, g is exactly unbiased.
 
-With gamma < 1 S&B's box also multiplies step t by gamma^t; like nearly every implementation
-this file leaves that factor out (Thomas 2014 shows the result is then not the exact gradient
-of the discounted objective). With gamma = 1, as on the short corridor, g is exactly unbiased.
+Each update collects k fresh episodes, one per sub-environment, from a reset to their end: waiting for whole
+episodes keeps every episode on-policy and does not favour short ones. gymnasium 1.x vector envs reset a
+finished sub-env on the *next* step() (NEXT_STEP autoreset); the file masks out every step of a sub-env after
+its episode ended (the autoreset step and the new episode it starts included) until the slowest episode of
+the batch ends. `global_step` counts every env step simulated, those masked out included.
 
-Each update collects k fresh episodes, one per sub-environment, from a reset to their end:
-waiting for whole episodes keeps every episode on-policy and does not favour short ones.
-gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP autoreset);
-the file masks out every step of a sub-env after its episode ended, the autoreset step and the
-new episode it starts included, until the slowest episode of the batch ends. `global_step`
-counts every env step simulated, those masked out included.
+Actions: Categorical over a Discrete space; over a Box, a diagonal Gaussian with a learned state-independent
+log std (the env gets the sample clipped to the bounds; its log-probability is the unclipped sample's).
 
-Actions: Categorical over a discrete action space, or a diagonal Gaussian with a learned,
-state-independent log standard deviation over a Box (the sampled action is clipped to the
-bounds when sent to the env; its log-probability is that of the unclipped sample).
+The short corridor (S&B Example 13.1), registered below as ShortCorridor-v0: three non-terminal states that
+look the same to the agent, the second with left and right swapped, -1 per step. The observation is constant,
+so the policy is one pair of logits and the value baseline one number (S&B Fig. 13.1-13.2). With p = P(right)
+the start value is v(p) = (2p - 4) / (p (1 - p)), best at p* = 2 - sqrt(2) ~ 0.586, v* ~ -11.66. The best
+policy is stochastic, so there the final evaluation samples from the policy and reports eval/prob_right beside
+p* and v*; elsewhere it is greedy (the most likely action, or the Gaussian's mean).
 
-The short corridor (S&B Example 13.1) is written below and registered as ShortCorridor-v0:
-three non-terminal states that look the same to the agent, the second with left and right
-swapped, -1 per step. The observation is a constant, so the policy is one pair of logits and
-the value baseline one number, as in S&B Fig. 13.1-13.2. With p = P(right), the start value is
-v(p) = (2p - 4) / (p (1 - p)), best at p* = 2 - sqrt(2) ~ 0.586, v* ~ -11.66. The best policy is
-stochastic, so there the final evaluation runs the stochastic policy and reports
-eval/prob_right next to p* and v*. Elsewhere the evaluation is greedy (the most likely action,
-or the Gaussian's mean).
-
-Distributed: under torchrun each rank plays k / world_size of the k episodes of an update;
-DistributedDataParallel averages the gradients, and the RLOO baseline sums the returns of all
-ranks, so the policy gradient is the one a single process would compute from the same k
-episodes. Rank 0 alone prints, logs, evaluates and saves.
+Distributed: under torchrun each rank plays k / world_size of the k episodes of an update; DDP averages the
+gradients, and the RLOO baseline sums the returns of all ranks, so the policy gradient is the one a single
+process would compute from the same k episodes. Rank 0 alone prints, logs, evaluates and saves.
 
 References
     Williams 1992, "Simple statistical gradient-following algorithms for connectionist
@@ -119,57 +110,40 @@ class Args:
     """REINFORCE. --env-id picks that environment's tuned numbers (PRESETS) as the defaults shown
     here; any flag still wins. Every count is for the whole run, all ranks together."""
 
-    exp_name: str = "reinforce"
-    """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
-    """seed of the experiment (rank r uses seed + r)"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; small networks run fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = False
-    """save the policy (and value network) to runs/<run_name>/reinforce.pt"""
+    exp_name: str = "reinforce"  # name of this experiment (part of the run name)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the experiment (rank r uses seed + r)
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small networks run fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = False  # save the policy (and value network) to runs/<run_name>/reinforce.pt
+    # evaluate this saved model (in its own env, greedy or not as it was trained) and exit, no training
     eval_checkpoint: Optional[str] = None
-    """evaluate this saved model (in its own env, greedy or not as it was trained) and exit, no training"""
-    log_interval: Annotated[int, Range(1)] = 10_000
-    """print progress every this many environment steps (all ranks together)"""
+    log_interval: Annotated[int, Range(1)] = 10_000  # print progress every this many environment steps
 
+    # a gymnasium id with a Discrete or Box action space ("module:Env-v0" imports module first)
     env_id: str = "CartPole-v1"
-    """a gymnasium id with a Discrete or Box action space ("module:Env-v0" imports module first)"""
+    # none: G_t; value: G_t - v(S_t) with a learned v (S&B 13.4); rloo: G_t minus the other episodes' mean
     baseline: Literal["none", "value", "rloo"] = "value"
-    """none: G_t; value: G_t - v(S_t) with a learned v (S&B 13.4); rloo: G_t minus the other episodes' mean"""
+    # environment steps (all ranks together); training stops at the first update past it
     total_timesteps: Annotated[int, Range(1)] = 500_000
-    """environment steps (all ranks together); training stops at the first update past it"""
-    episodes_per_update: Annotated[int, Range(1)] = 8
-    """k: whole episodes per update (all ranks together; one per sub-env)"""
+    episodes_per_update: Annotated[int, Range(1)] = 8  # k: whole episodes per update (one per sub-env)
+    # Adam step size of the policy (alpha^theta in S&B)
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
-    """Adam step size of the policy (alpha^theta in S&B)"""
+    # Adam step size of the value baseline (alpha^w in S&B)
     value_learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
-    """Adam step size of the value baseline (alpha^w in S&B)"""
-    anneal_lr: bool = True
-    """let both step sizes fall linearly to 0 over the run (steadier final policy)"""
-    gamma: Annotated[float, Range(0, 1)] = 0.99
-    """discount factor"""
-    ent_coef: Annotated[float, Range(0)] = 0.0
-    """weight of the entropy bonus (0 = plain REINFORCE)"""
+    anneal_lr: bool = True  # let both step sizes fall linearly to 0 over the run (steadier final policy)
+    gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
+    ent_coef: Annotated[float, Range(0)] = 0.0  # weight of the entropy bonus (0 = plain REINFORCE)
+    # widths of the hidden layers of the policy and value networks (none: linear)
     hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)
-    """widths of the hidden layers of the policy and value networks (none: linear)"""
-    greedy_eval: bool = True
-    """evaluate the most likely action (True) or the stochastic policy itself (False)"""
-    eval_episodes: Annotated[int, Range(1)] = 100
-    """evaluation episodes at the end"""
+    greedy_eval: bool = True  # evaluate the most likely action (True) or the stochastic policy itself (False)
+    eval_episodes: Annotated[int, Range(1)] = 100  # evaluation episodes at the end
 
 
-# Tuned environments: whole Args values; any flag given on the command line still wins.
-# How each was found is in the README's reinforce.py section.
+# Tuned environments, whole Args values (how each was found: the README's reinforce.py section).
 PRESETS = {
     # Half the generic budget: greedy 475+ in 4-5 of 5 seeds by then (see the README's table).
     "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=250_000),
@@ -190,9 +164,8 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right. Left in state 0 bumps
-    into the wall and stays; in state 1 the actions are reversed. Every step costs -1. The observation
-    is always 0: the agent cannot tell the states apart."""
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right (reversed in state 1);
+    left in state 0 bumps into the wall and stays. Every step costs -1; the observation is always 0."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -203,10 +176,8 @@ class ShortCorridor(gym.Env):
         return np.zeros(1, np.float32), {}
 
     def step(self, action):
-        move = 1 if action == 1 else -1
-        if self.state == 1:
-            move = -move  # the state with reversed actions
-        self.state = max(self.state + move, 0)
+        right = (action == 1) != (self.state == 1)  # the actions are reversed in state 1
+        self.state = max(self.state + (1 if right else -1), 0)
         return np.zeros(1, np.float32), -1.0, self.state == 3, False, {}
 
 
@@ -290,9 +261,8 @@ class Agent(nn.Module):
 
 def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device,
                      seed: Optional[int] = None):
-    """Play one whole episode in every sub-env, from a reset until the slowest one ends. Returns arrays
-    [T, num_envs, ...] (time first) of observations, actions, rewards and `alive`, False for every step
-    after a sub-env's episode ended (its NEXT_STEP autoreset step and the episode that starts)."""
+    """One whole episode in every sub-env, from a reset until the slowest ends: arrays [T, num_envs, ...]
+    of observations, actions, rewards and `alive` (False from a sub-env's autoreset step on)."""
     obs, _ = envs.reset(seed=seed)
     alive = np.ones(envs.num_envs, dtype=bool)
     steps = []
@@ -307,8 +277,7 @@ def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.dev
 
 
 def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    """G_t = r_t+1 + gamma G_t+1 along the time axis (dim 0), with G = 0 past the end; rewards
-    after an episode's end must already be 0."""
+    """G_t = r_t+1 + gamma G_t+1 along dim 0 (time), G = 0 past the end (where rewards must be 0)."""
     returns = torch.zeros_like(rewards)
     future = torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
@@ -362,8 +331,7 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def parse_args() -> Args:
-    """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
-    other flag overrides, so --help and the printed config show the numbers actually used."""
+    """Presets first, then the command line, so --help and the printed config show the numbers used."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
         if arg == "--env-id" and i + 1 < len(argv):
@@ -524,10 +492,9 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 
 def main(args: Args) -> dict:
-    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
-    eval/mean_return, eval/std_return, eval/episodes (rank 0), eval/prob_right (short corridor),
-    and for training also charts/SPS, global_step, wall_time, and the last update's
-    losses/policy_loss, losses/entropy (and losses/value_loss)."""
+    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics: eval/mean_return,
+    eval/std_return, eval/episodes (rank 0), eval/prob_right (short corridor); when training also charts/SPS,
+    global_step, wall_time, the last update's losses/policy_loss, losses/entropy (and losses/value_loss)."""
     check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
@@ -543,14 +510,12 @@ def main(args: Args) -> dict:
 
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     local_k = args.episodes_per_update // world_size
-    wandb = None
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "
               f"per update on {device}, run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
-        if args.track:
-            wandb = start_wandb(args, run_name, run_dir)
+    wandb = start_wandb(args, run_name, run_dir) if is_main and args.track else None
 
     envs = make_envs(args.env_id, local_k)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
@@ -561,23 +526,21 @@ def main(args: Args) -> dict:
     if agent.critic is not None:
         groups.append({"params": agent.critic.parameters(), "lr": args.value_learning_rate})
     optimizer = torch.optim.Adam(groups)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     global_step, recent_returns, losses = 0, [], {}
     start_time, next_log = time.time(), args.log_interval
     stop = StopFlag()  # every rank listens: the ranks agree below, so none is left inside a collective
     while global_step < args.total_timesteps:
         if args.anneal_lr:
-            for g, lr in zip(optimizer.param_groups, base_lrs):
+            for g, lr in zip(optimizer.param_groups, (args.learning_rate, args.value_learning_rate)):
                 g["lr"] = lr * max(1.0 - global_step / args.total_timesteps, 0.0)
         batch = collect_episodes(envs, agent, device, seed=seed * 1_000 if global_step == 0 else None)
         obs, actions, rewards, alive = (torch.as_tensor(x, device=device) for x in batch)
         obs, rewards, alive = obs.float(), rewards.float(), alive.float()
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
-        # Env steps of all ranks, including those of sub-envs whose episode already ended while the
-        # slowest one finishes (they are simulated, so they count), the longest episode of all
-        # ranks (the RLOO sums are padded to it), and whether any rank was asked to stop (Ctrl-C).
+        # Summed over ranks: env steps (those of sub-envs waiting for the slowest too: they are simulated).
+        # Max over ranks: the longest episode (RLOO sums are padded to it), whether any rank heard Ctrl-C.
         counts = torch.tensor([returns.numel(), len(returns), stop.requested], device=device)
         if distributed:
             dist.all_reduce(counts[:1])
@@ -611,7 +574,7 @@ def main(args: Args) -> dict:
 
         episode_returns = (rewards * alive).sum(0).tolist()
         recent_returns = (recent_returns + episode_returns)[-20:]
-        if is_main and wandb:
+        if wandb:
             wandb.log({"charts/episodic_return": float(np.mean(episode_returns)), **losses,
                        "global_step": global_step}, step=global_step)
         if is_main and (global_step >= next_log or global_step >= args.total_timesteps):
