@@ -1,6 +1,7 @@
 """gpt.py: RoPE, grouped-query attention, the KV cache, causality, learning, resume, bad input,
 the data scripts; and (marker `benchmark`) the race against nanoGPT's CPU baby run."""
 
+import copy
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, ROOT, SHARED_DATA, load_script, run, script_env
+from conftest import ALGOS, ROOT, SHARED_DATA, load_script, no_data, run, script_env
 
 gpt = load_script("gpt")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "shakespeare_char_tiny"
@@ -283,6 +284,61 @@ def test_sampling_restricts_to_top_k_and_top_p():
     assert set(gpt.sample_next(logits, 1e-3, None, None, g).flatten().tolist()) == {0}  # near-greedy
 
 
+def test_init_scales_the_residual_projections_by_one_over_sqrt_2_n_layer():
+    """GPT-2's init: every matrix N(0, 0.02), except the two projections that write into the
+    residual stream (attention's output and the MLP's down projection), N(0, 0.02 / sqrt(2 n_layer)),
+    so that the residual stream's variance does not grow with depth."""
+    torch.manual_seed(0)
+    n_layer = 6
+    model = gpt.GPT(gpt.Args(n_layer=n_layer, n_head=4, n_kv_head=2, n_embd=128, block_size=16), 50)
+    matrices = {n: p for n, p in model.named_parameters() if p.dim() == 2}
+    scaled = {n for n in matrices if n.endswith(("attn.proj.weight", "mlp.proj.weight"))}
+    assert len(scaled) == 2 * n_layer
+    for name, p in matrices.items():
+        std = 0.02 / math.sqrt(2 * n_layer) if name in scaled else 0.02
+        assert p.mean().item() == pytest.approx(0.0, abs=3 * std / math.sqrt(p.numel()) + 1e-9), name
+        assert p.std().item() == pytest.approx(std, rel=0.05), name  # >= 6,400 samples: about 1% error
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, 0.05])
+def test_each_step_applies_the_mean_gradient_of_its_micro_batches_clipped(grad_clip, tmp_path, monkeypatch):
+    """main() with --grad-accum 3: the gradient the optimizer applies at each step is the gradient
+    of the mean loss over that step's 3 micro-batches (each micro-step's loss divided by 3), and,
+    with --grad-clip c, that gradient scaled to a global norm of c where its norm exceeds c
+    (clip_grad_norm_); --grad-clip 0 applies it as it is. Checked against a copy of the model
+    taken just before each step, on the very batches main() drew."""
+    batches, steps = [], []
+    real_get_batch, real_configure = gpt.get_batch, gpt.configure_optimizer
+
+    def get_batch(*a, **kw):
+        batches.append(real_get_batch(*a, **kw))
+        return batches[-1]
+
+    def configure_optimizer(model, *a, **kw):
+        optimizer = real_configure(model, *a, **kw)
+
+        def before_step(*_):  # the micro-steps come right after the evaluation: the last 3 batches are theirs
+            grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+            steps.append((copy.deepcopy(model), grads, batches[-3:]))
+        optimizer.register_step_pre_hook(before_step)
+        return optimizer
+
+    monkeypatch.setattr(gpt, "get_batch", get_batch)
+    monkeypatch.setattr(gpt, "configure_optimizer", configure_optimizer)
+    main_tiny(tmp_path, monkeypatch, max_iters=3, grad_accum=3, grad_clip=grad_clip, eval_interval=3)
+    assert len(steps) == 3
+    for model, applied, micro in steps:
+        model.zero_grad(set_to_none=True)
+        loss = sum(model(x, y)[1] for x, y in micro) / len(micro)
+        loss.backward()
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+        scale = min(1.0, grad_clip / (norm + 1e-6)) if grad_clip > 0 else 1.0
+        if grad_clip > 0:
+            assert norm > 2 * grad_clip, "the test needs gradients that the clip shrinks"
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(applied[name], scale * p.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_learning_rate_schedule():
     args = gpt.Args(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
     lrs = [gpt.learning_rate(it, args) for it in range(111)]
@@ -433,8 +489,7 @@ def test_char_prepare_roundtrip(tmp_path):
     assert "".join(meta["itos"][i] for i in ids) == text
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "tiktoken_cache").is_dir(), reason="needs ../shared/data/tiktoken_cache "
-                    "(tiktoken's GPT-2 vocabulary offline)")
+@pytest.mark.skipif(not (SHARED_DATA / "tiktoken_cache").is_dir(), reason=no_data("tiktoken_cache"))
 def test_gpt2_bpe_prepare_roundtrip(tmp_path, monkeypatch):
     import tiktoken
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_DATA / "tiktoken_cache"))
@@ -455,7 +510,7 @@ def test_gpt2_bpe_prepare_roundtrip(tmp_path, monkeypatch):
 
 def prepare_shakespeare_char(out: Path) -> Path:
     if not (SHARED_DATA / "tinyshakespeare.txt").exists():
-        pytest.skip("needs ../shared/data/tinyshakespeare.txt (offline copy of tinyshakespeare)")
+        pytest.skip(no_data("tinyshakespeare.txt"))
     proc = run([sys.executable, str(ROOT / "data/shakespeare_char/prepare.py"), "--from-file",
                 str(SHARED_DATA / "tinyshakespeare.txt"), "--out-dir", str(out)], cwd=out.parent, timeout=120)
     assert proc.returncode == 0, proc.stderr
