@@ -1,10 +1,9 @@
 """Deep Q-Network (DQN) with a Double DQN switch, in one file.
 
-DQN learns the optimal action-value function Q*(s, a) with a neural network and acts
-epsilon-greedily on it. Two ideas make Q-learning with a network stable (Mnih et al. 2015):
-an experience replay buffer, sampled uniformly, that breaks the correlation between
-consecutive transitions; and a target network, a lagged copy of the Q-network, that holds
-the regression target still for a while.
+DQN learns the optimal action-value function Q*(s, a) with a neural network and acts epsilon-greedily on
+it. Two ideas make Q-learning with a network stable (Mnih et al. 2015): an experience replay buffer, sampled
+uniformly, that breaks the correlation between consecutive transitions; and a target network, a lagged
+copy of the Q-network, that holds the regression target still for a while.
 
     n-step return  G = r_t + gamma r_t+1 + ... + gamma^(m-1) r_t+m-1,   m = n, or fewer at an episode end
     TD target      y = G + gamma^m (1 - terminated) Q_target(s_t+m, a*)
@@ -12,31 +11,22 @@ the regression target still for a while.
     Double DQN     a* = argmax_a Q(s_t+m, a)       (van Hasselt et al. 2016, eq. 4)
     loss           L(theta) = E_(s,a,G,s')~D [ huber(Q(s_t, a_t; theta) - y) ]
 
-The Huber loss is the paper's "error clipping": its gradient is the TD error clipped to
-[-1, 1], so no separate gradient-norm clipping is needed.
+The Huber loss is the paper's "error clipping": its gradient is the TD error clipped to [-1, 1], so no
+separate gradient-norm clipping is needed.
 
-With n = 1 this is the DQN of the paper. n > 1 (Sutton & Barto 2nd ed. sec. 7.1; one of
-Rainbow's parts, Hessel et al. 2018) carries a reward n steps back per update instead of one,
-which is what a sparse task like MountainCar needs. `terminated` means the MDP ended (the
-car reached the flag, the pole fell): there is no future, so nothing is bootstrapped. A
-time-limit `truncated` episode did not end, the clock just ran out, so the target still
-bootstraps from the true last observation. The buffer stores each transition's bootstrap
-discount gamma^m (1 - terminated), which covers both cases.
+With n = 1 this is the DQN of the paper. n > 1 (Sutton & Barto 2nd ed. sec. 7.1; one of Rainbow's parts,
+Hessel et al. 2018) carries a reward n steps back per update instead of one, which is what a sparse task
+like MountainCar needs. `terminated` means the MDP ended (the car reached the flag, the pole fell): there
+is no future, so nothing is bootstrapped. A time-limit `truncated` episode did not end, the clock just ran
+out, so the target still bootstraps from the true last observation. The buffer stores each transition's
+bootstrap discount gamma^m (1 - terminated), which covers both cases.
 
-Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action
-is held for a random number of steps (epsilon z-greedy, Dabney et al. 2021).
+Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action is held for
+a random number of steps (epsilon z-greedy, Dabney et al. 2021).
 
-gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP autoreset):
-that call ignores the action and returns the reset observation with reward 0. Such a step is
-not a transition of the MDP and is never written to the replay buffer.
-
-Inputs are rescaled to [-1, 1] with the observation space's bounds where they are finite:
-MountainCar's velocity lives in +-0.07 and would otherwise be a nearly invisible input.
-
-Distributed: every count (steps, envs, buffer, batch) is for the whole run. Under torchrun each
-rank steps its num_envs / world_size environments into its own share of the replay buffer and
-samples its share of each minibatch; DistributedDataParallel averages the gradients. Rank 0
-alone prints, logs, evaluates and saves.
+Distributed: every count (steps, envs, buffer, batch) is for the whole run. Under torchrun each rank steps
+its num_envs / world_size environments into its own share of the replay buffer and samples its share of
+each minibatch; DistributedDataParallel averages the gradients. Rank 0 alone prints, logs, evaluates, saves.
 
 References
     Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518.
@@ -45,8 +35,7 @@ References
         AAAI, arXiv:1509.06461.
     Hessel et al. 2018, "Rainbow: Combining Improvements in Deep Reinforcement Learning",
         AAAI, arXiv:1710.02298 (n-step returns in DQN).
-    Dabney, Ostrovski, Barreto 2021, "Temporally-Extended epsilon-Greedy Exploration",
-        ICLR, arXiv:2006.01782.
+    Dabney, Ostrovski, Barreto 2021, "Temporally-Extended epsilon-Greedy Exploration", ICLR, arXiv:2006.01782.
     Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., ch. 6-7.
 
 Usage
@@ -99,77 +88,46 @@ class Args:
     """DQN. --env-id picks that environment's tuned numbers (PRESETS) as the defaults shown here;
     any flag still wins. Every count is for the whole run, all ranks together."""
 
-    exp_name: str = "dqn"
-    """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0)] = 1
-    """seed of the experiment (rank r uses seed + r)"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; small networks run fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = False
-    """save the Q-network to runs/<run_name>/dqn.pt"""
-    eval_checkpoint: Optional[str] = None
-    """evaluate this saved model greedily and exit, no training"""
-    eval_episodes: Annotated[int, Range(1)] = 100
-    """greedy evaluation episodes at the end"""
-    log_interval: Annotated[int, Range(1)] = 5000
-    """print progress every this many environment steps (all ranks together)"""
+    exp_name: str = "dqn"  # name of this experiment (part of the run name)
+    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (rank r uses seed + r)
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small networks run fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = False  # save the Q-network to runs/<run_name>/dqn.pt
+    eval_checkpoint: Optional[str] = None  # evaluate this saved model greedily and exit, no training
+    eval_episodes: Annotated[int, Range(1)] = 100  # greedy evaluation episodes at the end
+    log_interval: Annotated[int, Range(1)] = 5000  # print progress every this many environment steps
 
-    env_id: str = "MountainCar-v0"
-    """a gymnasium id with a discrete action space ("module:Env-v0" imports module first)"""
-    loss: Literal["huber", "mse"] = "huber"
-    """regression loss on the TD error"""
-    double_dqn: bool = True
-    """choose a* with the online network (Double DQN) instead of the target network"""
-    total_timesteps: Annotated[int, Range(1)] = 500_000
-    """environment steps (all ranks together)"""
-    num_envs: Annotated[int, Range(1)] = 1
-    """parallel environments (all ranks together; each rank steps num_envs / world_size)"""
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4
-    """Adam step size"""
-    anneal_lr: bool = False
-    """let the step size fall linearly to 0 over the run (steadier final weights)"""
-    buffer_size: Annotated[int, Range(1)] = 10_000
-    """replay buffer capacity in transitions (all ranks together; each rank keeps its share)"""
-    gamma: Annotated[float, Range(0, 1)] = 0.99
-    """discount factor"""
+    env_id: str = "MountainCar-v0"  # a discrete-action gymnasium id ("module:Env-v0" imports module first)
+    loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
+    double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps
+    num_envs: Annotated[int, Range(1)] = 1  # parallel environments (each rank steps num_envs / world_size)
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4  # Adam step size
+    anneal_lr: bool = False  # let the step size fall linearly to 0 over the run (steadier final weights)
+    buffer_size: Annotated[int, Range(1)] = 10_000  # replay buffer capacity in transitions, split among ranks
+    gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
+    # target update rate: 1.0 copies the weights, < 1 is Polyak averaging
     tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0
-    """target update rate: 1.0 copies the weights, < 1 is Polyak averaging"""
-    target_network_frequency: Annotated[int, Range(1)] = 500
-    """update the target network every this many environment steps (all ranks together)"""
-    batch_size: Annotated[int, Range(1)] = 128
-    """transitions per gradient step (all ranks together; each rank samples its share)"""
-    start_e: Annotated[float, Range(0, 1)] = 1.0
-    """epsilon at the start"""
-    end_e: Annotated[float, Range(0, 1)] = 0.05
-    """epsilon at the end of the linear schedule"""
+    target_network_frequency: Annotated[int, Range(1)] = 500  # update the target every this many env steps
+    batch_size: Annotated[int, Range(1)] = 128  # transitions per gradient step (each rank samples its share)
+    start_e: Annotated[float, Range(0, 1)] = 1.0  # epsilon at the start
+    end_e: Annotated[float, Range(0, 1)] = 0.05  # epsilon at the end of the linear schedule
+    # fraction of total-timesteps over which epsilon falls from start-e to end-e
     exploration_fraction: Annotated[float, Range(0, 1)] = 0.5
-    """fraction of total-timesteps over which epsilon falls from start-e to end-e"""
+    # epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy
     ez_mu: Annotated[float, Range(0)] = 0.0
-    """epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy"""
-    learning_starts: Annotated[int, Range(1)] = 10_000
-    """environment steps of pure collection before learning (all ranks together)"""
-    train_frequency: Annotated[int, Range(1)] = 10
-    """do gradient-steps updates every this many environment steps (all ranks together)"""
-    gradient_steps: Annotated[int, Range(1)] = 1
-    """updates per training round"""
-    n_step: Annotated[int, Range(1)] = 1
-    """n of the n-step return (1 = one-step Q-learning)"""
-    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (120, 84)
-    """widths of the Q-network's hidden layers"""
+    learning_starts: Annotated[int, Range(1)] = 10_000  # environment steps of pure collection before learning
+    train_frequency: Annotated[int, Range(1)] = 10  # do gradient-steps updates every this many env steps
+    gradient_steps: Annotated[int, Range(1)] = 1  # updates per training round
+    n_step: Annotated[int, Range(1)] = 1  # n of the n-step return (1 = one-step Q-learning)
+    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (120, 84)  # widths of the Q-network's hidden layers
 
 
-# Tuned environments: whole Args values; any flag given on the command line still wins.
-# How each was found is in the README's dqn.py section.
+# Tuned environments: whole Args values; flags still win. How each was found: README, dqn.py section.
 PRESETS = {
     # RL Zoo's tuned DQN with a smaller network; 8-step returns carry the rare flag rewards back.
     "MountainCar-v0": dataclasses.replace(
@@ -199,7 +157,9 @@ def preset(env_id: str) -> Args:
 # the target-network update, exploration, evaluation. Read this first.
 # =============================================================================================
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """Synchronous vector env (NEXT_STEP autoreset) that records episode returns."""
+    """Synchronous vector env that records episode returns. gymnasium 1.x resets a finished sub-env on the
+    *next* step() (NEXT_STEP autoreset): that call ignores the action and returns the reset observation with
+    reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer."""
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
     except (gym.error.Error, ModuleNotFoundError) as e:
@@ -215,18 +175,17 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
 
 
 class QNetwork(nn.Module):
-    """MLP from an observation to one value per action, Q(s, . ; theta)."""
+    """MLP Q(s, . ; theta): one value per action. Inputs are rescaled to [-1, 1] with the observation
+    space's bounds where they are finite: MountainCar's velocity lives in +-0.07 and would otherwise be a
+    nearly invisible input; unbounded inputs pass through unchanged."""
 
     def __init__(self, obs_space: gym.spaces.Box, n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
         low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
         bounded = np.isfinite(low) & np.isfinite(high) & (high > low)
-        # Rescale bounded inputs to [-1, 1]; unbounded ones pass through unchanged.
-        center, scale = np.zeros_like(low), np.ones_like(low)
-        center[bounded] = (high[bounded] + low[bounded]) / 2
-        scale[bounded] = (high[bounded] - low[bounded]) / 2
-        self.register_buffer("obs_center", torch.tensor(center, dtype=torch.float32))
-        self.register_buffer("obs_scale", torch.tensor(scale, dtype=torch.float32))
+        low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)  # [-1, 1] maps to itself
+        self.register_buffer("obs_center", torch.tensor((high + low) / 2, dtype=torch.float32))
+        self.register_buffer("obs_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
         layers, width = [], obs_space.shape[0]
         for h in hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU()]
@@ -236,14 +195,16 @@ class QNetwork(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net((obs - self.obs_center) / self.obs_scale)
 
+    @torch.inference_mode()
+    def q_values(self, obs: np.ndarray) -> torch.Tensor:
+        """Q(s, .) of a batch of numpy observations, for acting: no gradients."""
+        return self(torch.as_tensor(obs, dtype=torch.float32, device=self.obs_center.device))
+
 
 class NStepWindow:
-    """Turns each sub-env's stream of one-step transitions into n-step ones.
-
-    Every sub-env keeps its last n (obs, action, reward). When the window is full, its oldest
-    entry leaves as (s_t, a_t, G, s_t+n, gamma^n); when an episode ends, every entry leaves,
-    bootstrapping from the last observation with gamma^m, or with 0 if the episode terminated.
-    """
+    """Turns each sub-env's stream of one-step transitions into n-step ones: every sub-env keeps its
+    last n (obs, action, reward); a full window's oldest entry leaves as (s_t, a_t, G, s_t+n, gamma^n),
+    and an episode's end flushes every entry (discount gamma^m, or 0 if the episode terminated)."""
 
     def __init__(self, n: int, num_envs: int, gamma: float):
         self.n, self.gamma = n, gamma
@@ -253,12 +214,7 @@ class NStepWindow:
         """Add one real transition of sub-env `env`; return the n-step transitions now complete."""
         window = self.windows[env]
         window.append((obs, action, reward))
-        if terminated or truncated:
-            leaving = len(window)  # the episode is over: every entry leaves
-        elif len(window) == self.n:
-            leaving = 1  # the oldest entry now has its n rewards
-        else:
-            return []
+        leaving = len(window) if terminated or truncated else int(len(window) == self.n)
         out = []
         for k in range(leaving):
             rewards = [r for _, _, r in window[k:]]
@@ -275,18 +231,15 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_dim: int, rng: np.random.Generator):
         self.capacity, self.rng, self.pos, self.size = capacity, rng, 0, 0
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.obs, self.next_obs = np.zeros((2, capacity, obs_dim), np.float32)
         self.actions = np.zeros(capacity, np.int64)
-        self.returns = np.zeros(capacity, np.float32)
-        self.discounts = np.zeros(capacity, np.float32)
+        self.returns, self.discounts = np.zeros((2, capacity), np.float32)
 
     def add(self, obs, action, ret, next_obs, discount) -> None:
         """Write one transition at the cursor; past the end the cursor wraps to the oldest row."""
-        i = self.pos
-        self.obs[i], self.actions[i], self.returns[i] = obs, action, ret
-        self.next_obs[i], self.discounts[i] = next_obs, discount
-        self.pos = (i + 1) % self.capacity
+        self.obs[self.pos], self.actions[self.pos], self.returns[self.pos] = obs, action, ret
+        self.next_obs[self.pos], self.discounts[self.pos] = next_obs, discount
+        self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, device: torch.device):
@@ -302,8 +255,7 @@ def td_target(q_network: nn.Module, target_network: nn.Module, returns: torch.Te
     with torch.no_grad():
         next_q_target = target_network(next_obs)
         chooser = q_network(next_obs) if double_dqn else next_q_target
-        next_actions = chooser.argmax(dim=1, keepdim=True)
-        next_q = next_q_target.gather(1, next_actions).squeeze(1)
+        next_q = next_q_target.gather(1, chooser.argmax(dim=1, keepdim=True)).squeeze(1)
         return returns + discounts * next_q
 
 
@@ -323,12 +275,11 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
             mu: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
     """Epsilon z-greedy (Dabney et al. 2021, Alg. 1) for a batch of sub-envs.
 
-    A sub-env that is not already exploring starts, with probability epsilon, to hold one
-    uniformly random action for n ~ zeta(mu) steps, P(n) proportional to n^-mu. Plain
-    epsilon-greedy is n = 1 (mu = 0 here). Holding an action gives exploration momentum:
-    in MountainCar uniform random actions dither and practically never reach the flag.
-    `hold` (steps left) and `held_action` are updated in place; the greedy actions come
-    from q_values_fn(obs), which is only called when some sub-env acts greedily.
+    A sub-env that is not already exploring starts, with probability epsilon, to hold one uniformly random
+    action for n ~ zeta(mu) steps, P(n) proportional to n^-mu; plain epsilon-greedy is n = 1 (mu = 0 here).
+    Holding an action gives exploration momentum: in MountainCar uniform random actions dither and
+    practically never reach the flag. `hold` (steps left) and `held_action` are updated in place; the
+    greedy actions come from q_values_fn(obs), called only when some sub-env acts greedily.
     """
     start = (hold == 0) & (rng.random(len(hold)) < epsilon)
     if start.any():
@@ -342,16 +293,14 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
     return actions
 
 
-def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int, device: torch.device) -> dict:
+def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int) -> dict:
     """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not
     over-counted (the first episodes to finish in a shared env are biased towards short ones)."""
     envs = make_envs(env_id, episodes)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
-        with torch.inference_mode():
-            actions = q_network(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax(1).cpu().numpy()
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        obs, rewards, terminated, truncated, _ = envs.step(q_network.q_values(obs).argmax(1).cpu().numpy())
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
@@ -364,8 +313,7 @@ def evaluate(q_network: nn.Module, env_id: str, episodes: int, seed: int, device
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def parse_args() -> Args:
-    """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
-    other flag overrides, so --help and the printed config show the numbers actually used."""
+    """Presets first, then the command line, so --help and the printed config show the numbers used."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
         if arg == "--env-id" and i + 1 < len(argv):
@@ -394,10 +342,9 @@ def validate(args: Args, world_size: int) -> None:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} does not divide among "
                              f"the {world_size} ranks: make it a multiple of {world_size}.")
     for name in ("train_frequency", "target_network_frequency"):
-        value = getattr(args, name)
-        if value % args.num_envs:
-            raise SystemExit(f"--{name.replace('_', '-')} {value} is not a multiple of --num-envs "
-                             f"{args.num_envs}: pick values so that it divides evenly.")
+        if getattr(args, name) % args.num_envs:
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} is not a multiple of "
+                             f"--num-envs {args.num_envs}: pick values so that it divides evenly.")
     if args.learning_starts < args.num_envs * args.n_step:
         raise SystemExit(f"--learning-starts {args.learning_starts} is below --num-envs x --n-step = "
                          f"{args.num_envs * args.n_step}: the first n-step transitions are not "
@@ -523,8 +470,7 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-checkpoint: the greedy returns of a saved network, no training. The env is the
-    checkpoint's own; under torchrun rank 0 alone evaluates."""
+    """--eval-checkpoint: the greedy returns of a saved network on its own env; no training, rank 0 only."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
@@ -539,22 +485,22 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device)
+    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000)
     print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} +- "
           f"{metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     return metrics
 
 
 def main(args: Args) -> dict:
-    """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics:
-    eval/mean_return, eval/std_return, eval/episodes, and for training also charts/SPS,
-    global_step, wall_time and losses/td_loss (the last logged value)."""
+    """Train (or, with --eval-checkpoint, only evaluate); return eval/mean_return, eval/std_return,
+    eval/episodes and, for training, charts/SPS, global_step, wall_time, losses/td_loss (last logged)."""
     check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
     is_main = rank == 0
+    num_envs, batch_size = args.num_envs // world_size, args.batch_size // world_size  # this rank's shares
 
     seed = args.seed + rank
     random.seed(seed)
@@ -567,15 +513,11 @@ def main(args: Args) -> dict:
     wandb = None
     if is_main:
         run_dir = make_run_dir(run_name)
-        print(f"{args.env_id}: {world_size} rank(s) x {args.num_envs // world_size} env(s) on {device}, "
-              f"run folder {run_dir}")
+        print(f"{args.env_id}: {world_size} rank(s) x {num_envs} env(s) on {device}, run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
         if args.track:
             wandb = start_wandb(args, run_name, run_dir)
 
-    # Every rank steps its own share of the envs into its own share of the buffer; the schedule
-    # below is in iterations (one step of every env), the same on every rank.
-    num_envs = args.num_envs // world_size
     envs = make_envs(args.env_id, num_envs)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
@@ -589,6 +531,7 @@ def main(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size // world_size, obs_space.shape[0], rng)
     window = NStepWindow(args.n_step, num_envs, args.gamma)
 
+    # The schedule is in iterations (one step of every env), the same on every rank.
     num_iterations = max(args.total_timesteps // args.num_envs, 1)
     train_every = args.train_frequency // args.num_envs
     target_every = args.target_network_frequency // args.num_envs
@@ -599,19 +542,14 @@ def main(args: Args) -> dict:
     autoreset = np.zeros(num_envs, dtype=bool)
     hold, held_action = np.zeros(num_envs, np.int64), np.zeros(num_envs, np.int64)
 
-    @torch.inference_mode()
-    def online_q(obs):
-        return q_network(torch.as_tensor(obs, dtype=torch.float32, device=device))
-
     stop = StopFlag()
     for iteration in range(1, num_iterations + 1):
         global_step = iteration * args.num_envs  # environment steps so far, all ranks together
         epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps,
                                   global_step)
-        actions = explore(online_q, obs, epsilon, hold, held_action, args.ez_mu, n_actions, rng)
+        actions = explore(q_network.q_values, obs, epsilon, hold, held_action, args.ez_mu, n_actions, rng)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-        # NEXT_STEP autoreset: a sub-env that ended an episode last step has just been reset;
-        # (last obs -> reset obs) is not a transition of the MDP, so it is not stored.
+        # NEXT_STEP autoreset (make_envs): skip the sub-envs that ended an episode last step (just reset).
         for i in np.flatnonzero(~autoreset):
             for transition in window.push(i, obs[i], actions[i], rewards[i], next_obs[i],
                                           terminated[i], truncated[i]):
@@ -632,8 +570,7 @@ def main(args: Args) -> dict:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (iteration - 1) / num_iterations)
             for _ in range(args.gradient_steps):
-                b_obs, b_actions, b_returns, b_next_obs, b_discounts = rb.sample(args.batch_size // world_size,
-                                                                                 device)
+                b_obs, b_actions, b_returns, b_next_obs, b_discounts = rb.sample(batch_size, device)
                 y = td_target(q_network, target_network, b_returns, b_next_obs, b_discounts, args.double_dqn)
                 q_values = model(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
                 td_loss = loss_fn(q_values, y)
@@ -669,9 +606,8 @@ def main(args: Args) -> dict:
     wall_time = time.time() - start_time
     metrics = {"global_step": global_step, "wall_time": wall_time,
                "charts/SPS": int(global_step / wall_time), "losses/td_loss": td_loss.item()}
-    if is_main:
-        check_finite("the TD loss", td_loss.item(), global_step, "lower --learning-rate.")
-        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000, device))
+    if is_main:  # the TD loss was checked at the last step, which always logs
+        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000))
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
