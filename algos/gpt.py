@@ -96,94 +96,66 @@ class Range:
 class Args:
     """GPT: train on token files from data/*/prepare.py, or sample from a checkpoint (--eval-checkpoint)."""
 
-    exp_name: str = "gpt"
-    """name of this experiment (part of the run name)"""
-    seed: Annotated[int, Range(0)] = 1
-    """seed of the experiment (rank r uses seed + r)"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; a model this small runs fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = True
-    """write runs/<run_name>/ckpt.pt at every evaluation and at the end"""
+    exp_name: str = "gpt"  # name of this experiment (part of the run name)
+    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (rank r uses seed + r)
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; a model this small runs fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = True  # write runs/<run_name>/ckpt.pt at every evaluation and at the end
 
+    # folder with train.bin, val.bin (uint16 token ids) and meta.json from data/*/prepare.py
     data_dir: str = "data/shakespeare_char"
-    """folder with train.bin, val.bin (uint16 token ids) and meta.json from data/*/prepare.py"""
     # Model
-    n_layer: Annotated[int, Range(1)] = 4
-    """transformer blocks"""
-    n_head: Annotated[int, Range(1)] = 4
-    """query heads per attention layer"""
+    n_layer: Annotated[int, Range(1)] = 4  # transformer blocks
+    n_head: Annotated[int, Range(1)] = 4  # query heads per attention layer
+    # key/value heads: n-head is multi-head attention, 1 is multi-query, between is grouped-query
     n_kv_head: Annotated[int, Range(1)] = 4
-    """key/value heads: n-head is multi-head attention, 1 is multi-query, between is grouped-query"""
-    n_embd: Annotated[int, Range(1)] = 128
-    """model width d"""
-    block_size: Annotated[int, Range(1)] = 64
-    """context length in tokens (also the size of the position table)"""
+    n_embd: Annotated[int, Range(1)] = 128  # model width d
+    block_size: Annotated[int, Range(1)] = 64  # context length in tokens (also the position table's size)
+    # rotary on q and k, or a sinusoidal/learned vector added to the token embedding
     pos_encoding: Literal["rope", "sinusoidal", "learned"] = "rope"
-    """rotary on q and k, or a sinusoidal/learned vector added to the token embedding"""
+    # RoPE's base: theta_i = base^(-2i/d_head) falls with i for a base above 1
     rope_base: Annotated[float, Range(1, lo_open=True)] = 10000.0
-    """RoPE's base: theta_i = base^(-2i/d_head) falls with i for a base above 1"""
-    dropout: Annotated[float, Range(0, 1)] = 0.0
-    """dropout on attention weights and residual branches"""
-    # Training
+    dropout: Annotated[float, Range(0, 1)] = 0.0  # dropout on attention weights and residual branches
+    # Training (the blank line keeps this title out of --batch-size's help)
+
+    # sequences per micro-step (all ranks together; each rank takes batch-size / world size)
     batch_size: Annotated[int, Range(1)] = 12
-    """sequences per micro-step (all ranks together; each rank takes batch-size / world size)"""
-    grad_accum: Annotated[int, Range(1)] = 1
-    """micro-steps per optimizer step"""
-    max_iters: Annotated[int, Range(1)] = 900
-    """optimizer steps"""
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2e-3
-    """peak step size"""
-    min_lr: Annotated[float, Range(0)] = 1e-4
-    """step size at the end of the cosine decay"""
-    warmup_iters: Annotated[int, Range(0)] = 50
-    """linear warmup steps"""
-    lr_decay_iters: Annotated[Optional[int], Range(1)] = None
-    """the cosine decays over this many steps (None: --max-iters)"""
-    weight_decay: Annotated[float, Range(0)] = 0.1
-    """AdamW decoupled weight decay, on the matrices only"""
-    beta1: Annotated[float, Range(0, 0.9999)] = 0.9
-    """AdamW beta1 (below 1: Adam divides by 1 - beta1^t)"""
-    beta2: Annotated[float, Range(0, 0.9999)] = 0.99
-    """AdamW beta2 (0.99: few tokens per step)"""
-    grad_clip: Annotated[float, Range(0)] = 1.0
-    """clip the global gradient norm to this; 0 turns clipping off"""
-    compile: bool = False
-    """torch.compile the model (pays off on a GPU; on a small CPU run the compile time dominates)"""
+    grad_accum: Annotated[int, Range(1)] = 1  # micro-steps per optimizer step
+    max_iters: Annotated[int, Range(1)] = 900  # optimizer steps
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 2e-3  # peak step size
+    min_lr: Annotated[float, Range(0)] = 1e-4  # step size at the end of the cosine decay
+    warmup_iters: Annotated[int, Range(0)] = 50  # linear warmup steps
+    lr_decay_iters: Annotated[Optional[int], Range(1)] = None  # steps of the cosine decay (None: --max-iters)
+    weight_decay: Annotated[float, Range(0)] = 0.1  # AdamW decoupled weight decay, on the matrices only
+    beta1: Annotated[float, Range(0, 0.9999)] = 0.9  # AdamW beta1 (below 1: Adam divides by 1 - beta1^t)
+    beta2: Annotated[float, Range(0, 0.9999)] = 0.99  # AdamW beta2 (0.99: few tokens per step)
+    grad_clip: Annotated[float, Range(0)] = 1.0  # clip the global gradient norm to this; 0 turns clipping off
+    compile: bool = False  # torch.compile the model (pays off on a GPU; a small CPU run mostly compiles)
+    # the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)
     peak_tflops: Annotated[float, Range(0, lo_open=True)] = 312.0
-    """the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)"""
+    # estimate train and val loss every this many steps (and at the end)
     eval_interval: Annotated[int, Range(1)] = 250
-    """estimate train and val loss every this many steps (and at the end)"""
+    # batches per loss estimate (the last val loss uses the whole val split)
     eval_iters: Annotated[int, Range(1)] = 20
-    """batches per loss estimate (the last val loss uses the whole val split)"""
-    log_interval: Annotated[int, Range(1)] = 50
-    """print the training loss every this many steps"""
+    log_interval: Annotated[int, Range(1)] = 50  # print the training loss every this many steps
     # Reload and sample
+
+    # continue training this ckpt.pt (give the run's own flags: Ctrl-C prints the command); saves beside it
     resume: Optional[str] = None
-    """continue training this ckpt.pt (give the run's own flags: Ctrl-C prints the command); saves beside it"""
+    # no training: print --num-samples samples from this ckpt.pt, then its val loss on --data-dir (if there)
     eval_checkpoint: Optional[str] = None
-    """no training: print --num-samples samples from this ckpt.pt, then its val loss on --data-dir (if there)"""
-    prompt: str = "\n"
-    """text the samples of --eval-checkpoint start from"""
-    num_samples: Annotated[int, Range(1)] = 1
-    """samples --eval-checkpoint generates"""
-    max_new_tokens: Annotated[int, Range(1)] = 500
-    """tokens per sample"""
+    prompt: str = "\n"  # text the samples of --eval-checkpoint start from
+    num_samples: Annotated[int, Range(1)] = 1  # samples --eval-checkpoint generates
+    max_new_tokens: Annotated[int, Range(1)] = 500  # tokens per sample
+    # divide the logits by this before sampling (lower: more conservative; 0 is greedy)
     temperature: Annotated[float, Range(0)] = 0.8
-    """divide the logits by this before sampling (lower: more conservative; 0 is greedy)"""
-    top_k: Annotated[Optional[int], Range(1)] = 200
-    """sample among the k most likely tokens only (None: all)"""
+    top_k: Annotated[Optional[int], Range(1)] = 200  # sample among the k most likely tokens only (None: all)
+    # sample among the smallest set of tokens whose probability reaches p (nucleus)
     top_p: Annotated[Optional[float], Range(0, 1, lo_open=True)] = None
-    """sample among the smallest set of tokens whose probability reaches p (nucleus)"""
 
 
 # =============================================================================================
@@ -221,8 +193,7 @@ def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor
 def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
     """batch_size random windows x = data[i : i+T] and their next tokens y = data[i+1 : i+T+1]."""
     starts = torch.randint(len(data) - block_size, (batch_size, 1), generator=generator)
-    idx = starts + torch.arange(block_size + 1)  # one gather instead of a Python loop
-    window = data[idx]
+    window = data[starts + torch.arange(block_size + 1)]  # one gather instead of a Python loop
     return window[:, :-1], window[:, 1:]
 
 
@@ -238,8 +209,7 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate each pair (x_2j, x_2j+1) of x (B, T, heads, d_head) by the angle m theta_j (Su
     et al. eq. 34): as a complex number the pair is multiplied by e^(i m theta_j)."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    rotated = torch.view_as_real(pairs * freqs[:, None, :]).flatten(-2)
-    return rotated.type_as(x)
+    return torch.view_as_real(pairs * freqs[:, None, :]).flatten(-2).type_as(x)
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -275,23 +245,19 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
                                      self.n_kv_head * self.head_dim], dim=-1)
-        q = q.view(B, T, self.n_head, self.head_dim)
-        k = k.view(B, T, self.n_kv_head, self.head_dim)
+        q, k = q.view(B, T, self.n_head, self.head_dim), k.view(B, T, self.n_kv_head, self.head_dim)
         if self.rope:
             q, k = apply_rope(q, freqs), apply_rope(k, freqs)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, T, d_head)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if cache is None:
-            mask, causal = None, True
-        else:  # store this chunk's keys/values, attend over everything up to it
+        mask = None
+        if cache is not None:  # store this chunk's keys/values, attend over everything up to it
             cache.k[self.layer][:, :, start:start + T] = k
             cache.v[self.layer][:, :, start:start + T] = v
             k, v = cache.k[self.layer][:, :, :start + T], cache.v[self.layer][:, :, :start + T]
-            # query at position start+i sees keys 0..start+i (an explicit mask: is_causal aligns
-            # queries to the first keys, which is wrong once earlier positions are cached)
+            # query start+i sees keys 0..start+i (is_causal would wrongly align queries with the first keys)
             mask = torch.arange(start + T, device=x.device) <= torch.arange(start, start + T, device=x.device)[:, None]
-            causal = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            enable_gqa=self.n_kv_head != self.n_head)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -340,9 +306,8 @@ class GPT(nn.Module):
         self.register_buffer("freqs", rope_frequencies(head_dim, args.block_size, args.rope_base)
                              if args.pos_encoding == "rope" else None, persistent=False)
         self.pos_emb = nn.Embedding(args.block_size, args.n_embd) if args.pos_encoding == "learned" else None
-        # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init, so that it
-        # does not drown the 0.02-sized token embeddings (Vaswani et al. scale the embeddings up
-        # by sqrt(d) instead; ours are tied to the output).
+        # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init, so as not to drown the
+        # 0.02-sized token embeddings (Vaswani et al. scale those up by sqrt(d); ours are tied to the output).
         self.register_buffer("sinusoids", 0.02 * math.sqrt(2) * sinusoidal_table(args.block_size, args.n_embd)
                              if args.pos_encoding == "sinusoidal" else None, persistent=False)
         # GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer).
@@ -394,9 +359,8 @@ def learning_rate(it: int, args: Args) -> float:
 
 @torch.no_grad()
 def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_val: bool = False) -> dict:
-    """Mean loss over eval_iters batches per split; the same batches every time (a fixed seed),
-    so successive estimates differ only by the model. exact_val: the val loss over every
-    non-overlapping block of the split instead (the number a run reports at its end)."""
+    """Mean loss over eval_iters batches per split, the same each time (a fixed seed): estimates differ only
+    by the model. exact_val: the val loss over every non-overlapping block instead (a run's final number)."""
     model.eval()
     out = {}
     for split in ("train", "val"):
@@ -437,10 +401,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
 @torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
              use_cache: bool = True, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Extend idx (B, T) by max_new_tokens sampled tokens, each conditioned on the last
-    block_size tokens. With the cache a step feeds only the newest token; once the context is
-    full, positions would run past the table, so the last block_size tokens are recomputed
-    (as a step without the cache does every time)."""
+    """Extend idx (B, T) by max_new_tokens sampled tokens, each conditioned on the last block_size tokens.
+    With the cache a step feeds only the newest token; once the context is full, positions would run past
+    the table, so the last block_size tokens are recomputed (as a step without the cache does every time)."""
     block = model.args.block_size
     cache, length = None, 0  # length: positions held in the cache
     for _ in range(max_new_tokens):
@@ -491,7 +454,6 @@ def check_args(args: Args) -> None:
                     raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
-
 def validate(args: Args) -> None:
     """Combinations of flags that cannot work, one sentence each naming the fix."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # read before any distributed call
@@ -513,7 +475,6 @@ def validate(args: Args) -> None:
         raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
 
 
-
 def make_run_dir(name: str) -> str:
     """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
     started in the same second gets <name>-2, since mkdir is atomic."""
@@ -527,7 +488,6 @@ def make_run_dir(name: str) -> str:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
                              "run from a folder you can write to.") from None
     raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
-
 
 
 CHECKPOINT_HEADER = b"algos checkpoint sha256="
@@ -545,7 +505,6 @@ def save_checkpoint(path: str, state: dict) -> None:
     print(f"saved {path}")
 
 
-
 def load_checkpoint(path: str, flag: str) -> dict:
     """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
     try:
@@ -560,7 +519,6 @@ def load_checkpoint(path: str, flag: str) -> dict:
     if state.get("algo") != ALGO:
         raise SystemExit(f"{flag} {path} is a {state.get('algo')}.py checkpoint, not {ALGO}.py's.")
     return state
-
 
 
 class StopFlag:
@@ -588,7 +546,6 @@ class StopFlag:
         return self.requested
 
 
-
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
     Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
@@ -606,7 +563,6 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
-
 def start_wandb(args: Args, run_name: str, run_dir: str):
     """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
     import wandb  # imported here so that a plain run does not pay for it
@@ -620,12 +576,10 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
-
 def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
-
 
 
 def resume_checkpoint(args: Args) -> dict:
@@ -645,14 +599,6 @@ def resume_checkpoint(args: Args) -> dict:
         raise SystemExit(f"--resume {args.resume}: the run saves beside it, but its folder is not writable; "
                          "copy it to a folder you can write to.")
     return ckpt
-
-
-def resume_command(path: str) -> str:
-    """This run's own command line with --resume path (an earlier --resume and its value dropped)."""
-    argv = sys.argv[1:]
-    kept = [a for i, a in enumerate(argv) if not (a == "--resume" or a.startswith("--resume=")
-                                                  or (i > 0 and argv[i - 1] == "--resume"))]
-    return shlex.join(["python", sys.argv[0], *kept, "--resume", path])
 
 
 def evaluate_checkpoint(args: Args) -> dict:
@@ -690,9 +636,8 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 
 def main(args: Args) -> dict:
-    """Train (or, with --eval-checkpoint, sample and evaluate) and return the final metrics:
-    val/loss (exact), train/loss, iter, wall_time (s, the training loop with its evaluations), and
-    ms_per_iter and tokens_per_s of the training steps alone."""
+    """Train, or with --eval-checkpoint sample and evaluate, and return the final metrics: val/loss (exact),
+    train/loss, iter, wall_time (s, evaluations included), ms_per_iter and tokens_per_s (training alone)."""
     check_args(args)
     validate(args)
     if args.eval_checkpoint:
@@ -729,11 +674,10 @@ def main(args: Args) -> dict:
     data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
     model = GPT(args, meta["vocab_size"]).to(device)
     optimizer = configure_optimizer(model, args, device)
-    start_iter = 0
+    start_iter = ckpt["iter"] if ckpt is not None else 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start_iter = ckpt["iter"]
         if world_size == len(ckpt["rng_states"]):  # the same ranks continue their own streams
             state = ckpt["rng_states"][rank]
             data_rng.set_state(state["data"])
@@ -759,9 +703,8 @@ def main(args: Args) -> dict:
         """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
         mine = {"data": data_rng.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if use_cuda else None}
-        states = [mine]
+        states = [mine] * world_size
         if distributed:
-            states = [None] * world_size
             dist.all_gather_object(states, mine)
         if is_main:
             save_checkpoint(ckpt_path, {"algo": ALGO, "model": raw_model.state_dict(), "iter": it,
@@ -781,8 +724,7 @@ def main(args: Args) -> dict:
                 print(f"step {it}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f}")
                 check_finite("the val loss", metrics["val/loss"], it, "lower --learning-rate.")
                 if wandb:
-                    wandb.log({"val/loss": metrics["val/loss"], "train/loss": metrics["train/loss"],
-                               "iter": it}, step=it)
+                    wandb.log({**metrics, "iter": it}, step=it)  # metrics holds the two losses only
             if it > start_iter and args.save_model:
                 checkpoint(it)
             eval_time = time.time() - eval_start
@@ -828,7 +770,10 @@ def main(args: Args) -> dict:
     if it < args.max_iters:  # Ctrl-C: keep everything needed to go on
         checkpoint(it)
         if is_main:
-            print(f"interrupted at iteration {it}\nto resume it: {resume_command(ckpt_path)}")
+            argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
+            argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
+            print(f"interrupted at iteration {it}\nto resume it: "
+                  + shlex.join(["python", sys.argv[0], *argv, "--resume", ckpt_path]))
         sys.exit(130)
     wall_time, done = time.time() - start_time, it - start_iter
     train_seconds = wall_time - eval_seconds
