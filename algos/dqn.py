@@ -214,7 +214,12 @@ class NStepWindow:
         """Add one real transition of sub-env `env`; return the n-step transitions now complete."""
         window = self.windows[env]
         window.append((obs, action, reward))
-        leaving = len(window) if terminated or truncated else int(len(window) == self.n)
+        if terminated or truncated:
+            leaving = len(window)  # the episode is over: every entry leaves
+        elif len(window) == self.n:
+            leaving = 1  # the oldest entry now has its n rewards
+        else:
+            return []
         out = []
         for k in range(leaving):
             rewards = [r for _, _, r in window[k:]]
