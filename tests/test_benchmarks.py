@@ -6,15 +6,25 @@ Each seed runs the script exactly as a user types it, one at a time, so the wall
 whole process (start-up, training and the final evaluation) on an otherwise idle machine.
 """
 
+import dataclasses
+import sys
+import time
+import types
+
+import gymnasium as gym
+import numpy as np
 import pytest
-from conftest import run_seeds
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from conftest import load_script, run_seeds
 
 pytestmark = pytest.mark.benchmark
 
 
 def test_dqn_solves_mountaincar():
     rows = run_seeds("dqn.py", ["--env-id", "MountainCar-v0"])
-    assert sum(r["mean"] >= -110 for r in rows) >= 4
+    assert all(r["mean"] >= -110 for r in rows), "the README's summary: solved (>= -110) in 5/5 seeds"
     assert all(r["steps"] <= 120_000 for r in rows)
     assert all(r["wall_s"] <= 60 for r in rows), "each run must finish within 60 s"
 
@@ -23,8 +33,85 @@ def test_dqn_solves_cartpole_fast():
     rows = run_seeds("dqn.py", ["--env-id", "CartPole-v1"])
     assert sum(r["mean"] >= 475 for r in rows) >= 4
     assert all(r["steps"] <= 50_000 for r in rows)
-    # A CleanRL-style DQN loop did about 7,400 SPS on this machine.
-    assert min(r["sps"] for r in rows) >= 7_400
+
+
+# A script's `time` module on CPU seconds: other jobs on the machine then barely move an SPS.
+CPU_CLOCK = types.SimpleNamespace(time=time.process_time, sleep=time.sleep)
+ROUNDS = 3
+
+
+def test_dqn_cartpole_sps_side_by_side_with_a_cleanrl_style_loop(tmp_path, monkeypatch):
+    """The README's speed target for `dqn.py --env-id CartPole-v1`: SPS at least a CleanRL-style
+    DQN loop's (7,400 SPS measured alone on the idle machine; ours 10,020-10,720 there, 1.35-1.45x).
+    An absolute SPS bar fails on a loaded machine whatever the code does, so both are measured
+    here, in this process, one thread, on CPU seconds of their training loops (our SPS with the
+    script's clock swapped for process_time), interleaved, 50k steps each, best of 3 rounds: our
+    preset must reach at least 1.0x the loop's SPS. This loop keeps its replay buffer in numpy
+    (CleanRL's uses SB3's, not installed here) and runs near 11,000 SPS on CPU seconds, not the
+    README's 7,400: measured for issue 24 at load ~3, best of 3, ours 11,287 against 11,349
+    (0.99x: this test FAILS on the code as it stands; single rounds gave 1.08x and 1.09x). The
+    README's claim, not this bar, is what needs revisiting (see tests/README.md)."""
+    dqn = sys.modules.get("dqn") or load_script("dqn")  # test_dqn.py's copy when it is loaded
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dqn, "time", CPU_CLOCK)
+    torch.set_num_threads(1)
+    ours, loop = [], []
+    for _ in range(ROUNDS):
+        args = dataclasses.replace(dqn.preset("CartPole-v1"), eval_episodes=1, log_interval=10 ** 9)
+        ours.append(dqn.main(args)["charts/SPS"])
+        loop.append(cleanrl_style_dqn_sps(50_000))
+    print(f"\ndqn.py CartPole SPS (CPU seconds) {ours}, CleanRL-style loop {[round(x) for x in loop]}: "
+          f"{max(ours) / max(loop):.2f}x (README target >= 1.0x, measured idle 1.35-1.45x)")
+    assert max(ours) >= 1.0 * max(loop)
+
+
+def cleanrl_style_dqn_sps(total_timesteps: int = 50_000, seed: int = 1) -> float:
+    """CleanRL's dqn.py loop and defaults on CartPole-v1 (one env, a 120-84 network, Adam 2.5e-4,
+    buffer 10k, batch 128 every 10 steps from step 10k, target copied every 500 steps, MSE), with a
+    numpy replay buffer in place of SB3's: env steps per CPU second of the loop."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))])
+    n_obs, n_act = envs.single_observation_space.shape[0], envs.single_action_space.n
+    net = lambda: nn.Sequential(nn.Linear(n_obs, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_act))
+    q_network, target_network = net(), net()
+    target_network.load_state_dict(q_network.state_dict())
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=2.5e-4)
+    size = 10_000
+    b_obs, b_next = np.zeros((size, n_obs), np.float32), np.zeros((size, n_obs), np.float32)
+    b_act, b_rew, b_done = np.zeros(size, np.int64), np.zeros(size, np.float32), np.zeros(size, np.float32)
+    pos = full = 0
+    start = time.process_time()
+    obs, _ = envs.reset(seed=seed)
+    for global_step in range(total_timesteps):
+        epsilon = max(1.0 + (0.05 - 1.0) * global_step / (0.5 * total_timesteps), 0.05)
+        if rng.random() < epsilon:
+            actions = np.array([envs.single_action_space.sample()])
+        else:
+            actions = torch.argmax(q_network(torch.Tensor(obs)), dim=1).cpu().numpy()
+        next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+        real_next = next_obs.copy()
+        for i, trunc in enumerate(truncations):
+            if trunc and "final_obs" in infos:
+                real_next[i] = infos["final_obs"][i]
+        b_obs[pos], b_next[pos], b_act[pos], b_rew[pos], b_done[pos] = obs[0], real_next[0], actions[0], rewards[0], terminations[0]
+        pos, full = (pos + 1) % size, min(full + 1, size)
+        obs = next_obs
+        if global_step > 10_000 and global_step % 10 == 0:
+            idx = rng.integers(0, full, 128)
+            with torch.no_grad():
+                target_max, _ = target_network(torch.from_numpy(b_next[idx])).max(dim=1)
+                td_target = torch.from_numpy(b_rew[idx]) + 0.99 * target_max * (1 - torch.from_numpy(b_done[idx]))
+            old_val = q_network(torch.from_numpy(b_obs[idx])).gather(1, torch.from_numpy(b_act[idx])[:, None]).squeeze()
+            loss = F.mse_loss(td_target, old_val)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if global_step % 500 == 0:
+                target_network.load_state_dict(q_network.state_dict())
+    sps = total_timesteps / (time.process_time() - start)
+    envs.close()
+    return sps
 
 
 def test_dqn_solves_acrobot():

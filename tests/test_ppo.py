@@ -4,11 +4,14 @@ errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 import dataclasses
 import json
 import sys
+import time
+import types
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from conftest import ALGOS, load_script, run, run_seeds
 
 ppo = load_script("ppo")
@@ -508,19 +511,121 @@ def test_ppo_solves_cartpole_fast():
     rows = run_seeds("ppo.py", ["--env-id", "CartPole-v1"])
     assert all(r["mean"] == 500.0 for r in rows), "deterministic eval 500 in 5 of 5 seeds"
     assert all(r["steps"] <= 100_000 for r in rows)
-    # A CleanRL-style PPO loop did about 8,000 SPS on this machine with one thread, idle.
-    assert min(r["sps"] for r in rows) >= 8_000
+
+
+CPU_CLOCK = types.SimpleNamespace(time=time.process_time, sleep=time.sleep)  # a script's `time`, on CPU seconds
+ROUNDS = 3
+
+
+@pytest.mark.benchmark
+def test_ppo_cartpole_sps_side_by_side_with_a_cleanrl_style_loop(tmp_path, monkeypatch):
+    """The README's speed target for `ppo.py` (CartPole): SPS at least a CleanRL-style PPO loop's
+    (~8,000 alone on the idle machine; timed back to back, the loop ~9,600 and ours ~14,000, 1.46x).
+    An absolute SPS bar fails on a loaded machine whatever the code does, so both are measured
+    here, in this process, one thread, on CPU seconds of their training loops (our SPS with the
+    script's clock swapped for process_time), interleaved, 100k steps each, best of 3 rounds: our
+    preset must reach at least 1.0x the loop's SPS. Measured for issue 24 at load ~3: 14,949
+    against 10,826 (1.38x); with a 256x256 matmul wasted at every env step, 0.59x (fails)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ppo, "time", CPU_CLOCK)
+    ours, loop = [], []
+    for _ in range(ROUNDS):
+        args = dataclasses.replace(ppo.preset("CartPole-v1"), eval_episodes=1, log_interval=10 ** 9)
+        ours.append(ppo.main(args)["charts/SPS"])
+        loop.append(cleanrl_style_ppo_sps(100_000))
+    print(f"\nppo.py CartPole SPS (CPU seconds) {ours}, CleanRL-style loop {[round(x) for x in loop]}: "
+          f"{max(ours) / max(loop):.2f}x (README target >= 1.0x, measured back to back 1.46x)")
+    assert max(ours) >= 1.0 * max(loop)
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def cleanrl_style_ppo_sps(total_timesteps: int = 100_000, seed: int = 1) -> float:
+    """CleanRL's ppo.py loop and defaults on CartPole-v1 (4 envs x 128 steps, 4 minibatches, 4
+    epochs, 64-64 tanh actor and critic, Adam 2.5e-4 annealed, GAE 0.99/0.95, clip 0.2 with value
+    clipping, entropy 0.01, grad norm 0.5): env steps per CPU second of the loop."""
+    torch.manual_seed(seed)
+    num_envs, num_steps, num_minibatches, update_epochs = 4, 128, 4, 4
+    envs = gym.vector.SyncVectorEnv([lambda: gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))
+                                     for _ in range(num_envs)])
+    n_obs, n_act = envs.single_observation_space.shape[0], envs.single_action_space.n
+    critic = nn.Sequential(layer_init(nn.Linear(n_obs, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                           layer_init(nn.Linear(64, 1), std=1.0))
+    actor = nn.Sequential(layer_init(nn.Linear(n_obs, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+                          layer_init(nn.Linear(64, n_act), std=0.01))
+    params = list(actor.parameters()) + list(critic.parameters())
+    optimizer = torch.optim.Adam(params, lr=2.5e-4, eps=1e-5)
+    batch_size = num_envs * num_steps
+    minibatch_size = batch_size // num_minibatches
+    num_iterations = total_timesteps // batch_size
+    obs = torch.zeros((num_steps, num_envs, n_obs))
+    actions, logprobs, rewards, dones, values = (torch.zeros((num_steps, num_envs)) for _ in range(5))
+    global_step = 0
+    start = time.process_time()
+    next_obs, _ = envs.reset(seed=seed)
+    next_obs, next_done = torch.Tensor(next_obs), torch.zeros(num_envs)
+    for iteration in range(1, num_iterations + 1):
+        optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * 2.5e-4
+        for step in range(num_steps):
+            global_step += num_envs
+            obs[step], dones[step] = next_obs, next_done
+            with torch.no_grad():
+                dist = torch.distributions.Categorical(logits=actor(next_obs))
+                action = dist.sample()
+                logprobs[step], values[step] = dist.log_prob(action), critic(next_obs).flatten()
+            actions[step] = action
+            next_obs, reward, terminations, truncations, _ = envs.step(action.numpy())
+            rewards[step] = torch.tensor(reward)
+            next_obs, next_done = torch.Tensor(next_obs), torch.Tensor(np.logical_or(terminations, truncations))
+        with torch.no_grad():
+            next_value = critic(next_obs).reshape(1, -1)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(num_steps)):
+                nextnonterminal = 1.0 - (next_done if t == num_steps - 1 else dones[t + 1])
+                nextvalues = next_value if t == num_steps - 1 else values[t + 1]
+                delta = rewards[t] + 0.99 * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + 0.99 * 0.95 * nextnonterminal * lastgaelam
+            returns = advantages + values
+        b_obs, b_logprobs, b_actions = obs.reshape(-1, n_obs), logprobs.reshape(-1), actions.reshape(-1)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        b_inds = np.arange(batch_size)
+        for _ in range(update_epochs):
+            np.random.shuffle(b_inds)
+            for begin in range(0, batch_size, minibatch_size):
+                mb = b_inds[begin:begin + minibatch_size]
+                dist = torch.distributions.Categorical(logits=actor(b_obs[mb]))
+                newlogprob, entropy = dist.log_prob(b_actions.long()[mb]), dist.entropy()
+                newvalue = critic(b_obs[mb]).view(-1)
+                ratio = (newlogprob - b_logprobs[mb]).exp()
+                mb_adv = b_advantages[mb]
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 0.8, 1.2)).mean()
+                v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -0.2, 0.2)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                loss = pg_loss - 0.01 * entropy.mean() + v_loss * 0.5
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, 0.5)
+                optimizer.step()
+    sps = global_step / (time.process_time() - start)
+    envs.close()
+    return sps
 
 
 @pytest.mark.benchmark
 def test_ppo_solves_acrobot():
     rows = run_seeds("ppo.py", ["--env-id", "Acrobot-v1"])
-    assert sum(r["mean"] >= -100 for r in rows) >= 4
+    assert all(r["mean"] >= -100 for r in rows), "the README reports >= -100 (-82 to -87) in 5/5 seeds"
     assert all(r["steps"] <= 200_000 for r in rows)
 
 
 @pytest.mark.benchmark
 def test_ppo_solves_pendulum():
     rows = run_seeds("ppo.py", ["--env-id", "Pendulum-v1"])
-    assert sum(r["mean"] >= -200 for r in rows) >= 4
+    assert all(r["mean"] >= -200 for r in rows), "the README reports >= -200 (-171 to -196) in 5/5 seeds"
     assert all(r["steps"] <= 200_000 for r in rows)
