@@ -1,65 +1,57 @@
-"""Levin tree search (LevinTS) and Policy-Guided Heuristic Search (PHS*) with a learned
-policy on Sokoban, in one file: the game, a Boxoban loader, a level generator, batched
-best-first search, and the bootstrap training loop.
+"""Levin tree search (LevinTS) and Policy-Guided Heuristic Search (PHS*) with a learned policy on Sokoban, in
+one file: the game, a Boxoban loader, a level generator, batched best-first search, bootstrap training.
 
-LevinTS (Orseau, Lelis, Lattimore, Weber 2018) is best-first search over the tree of action
-sequences, guided by a policy pi(a|s). A node n at depth g(n) (actions from the root) has the
-path probability pi(n) = prod_t pi(a_t|s_t) and is expanded in increasing order of
+LevinTS (Orseau, Lelis, Lattimore, Weber 2018) is best-first search over the tree of action sequences,
+guided by a policy pi(a|s). A node n at depth g(n) (actions from the root) has the path probability
+pi(n) = prod_t pi(a_t|s_t) and is expanded in increasing order of
 
     Levin cost     d(n) / pi(n),   d(n) = g(n) + 1 (the nodes on the path, root included)
                    -> in log space: log d(n) - log pi(n), log pi(n) = sum_t log pi(a_t|s_t)
     Theorem 3      expansions until the goal node n* is expanded  <=  d(n*) / pi(n*)
 
-Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks),
-so every node expanded up to and including n* has cost <= cost(n*), and the set S of tree
-nodes with cost <= c = cost(n*) is closed under taking parents. Each node of S lies on the
-path to some leaf l of S (a node of S with no child in S), whose path holds d(l) <= c pi(l)
-nodes; the leaves are no one's ancestors, so their probabilities sum to at most 1 and
-|S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties (nodes of cost exactly c expanded before n*) and
-the state cut below only remove nodes from S, so the count of expansions, n* included, stays
-<= d(n*)/pi(n*): the file checks this on every level it solves (eval/bound_violations).
-The policy is renormalized over the moves that change the state (the others are not children),
-so the probabilities of a node's children sum to 1.
+Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks), so every node
+expanded up to and including n* has cost <= c = cost(n*), and the set S of tree nodes with cost <= c is
+closed under taking parents. Each node of S lies on the path to some leaf l of S (a node of S with no child
+in S), whose path holds d(l) <= c pi(l) nodes; leaves are no one's ancestors, so their probabilities sum to
+at most 1 and |S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties (nodes of cost exactly c expanded before n*) and
+the state cut below only remove nodes from S, so the expansions, n* included, stay <= d(n*)/pi(n*): checked
+on every solved level (eval/bound_violations). The policy is renormalized over the moves that change the
+state (the others are not children), so the probabilities of a node's children sum to 1.
 
-State cut (2018 paper, for Markov policies): pi(.|s) depends on the state only, so the subtree
-below a state is the same whichever path reached it, and only the cheaper copy is worth keeping:
-a child whose state was already reached at a lower or equal cost is pruned, and a frontier node
-whose state was since reached more cheaply is skipped when popped (and not counted). Ties in
-cost are broken by insertion order.
+State cut (2018 paper, for Markov policies): pi(.|s) depends on the state only, so the subtree below a
+state is the same whichever path reached it, and only the cheaper copy is worth keeping: a child whose
+state was already reached at a lower or equal cost is pruned, and a frontier node whose state was since
+reached more cheaply is skipped when popped (and not counted). Ties in cost are broken by insertion order.
 
 PHS* (Orseau & Lelis 2021) adds a learned heuristic h(n) >= 0 to the policy:
 
     PHS* cost      phi(n) = (g + h) / pi(n)^(1 + h/g)  ->  log(g + h) - (1 + h/g) log pi(n)
 
-The search's h is the network's estimate of the moves left times --h-weight w (0.25): the
-estimate learns the lengths of the solutions found, which are longer than the shortest, and an
-h too large near the root (h/g big) puts a large power on pi and makes the search greedy.
+The search's h is the network's estimate of the moves left times --h-weight w (0.25): the estimate learns
+the lengths of the solutions found, which are longer than the shortest, and an h too large near the root
+(h/g big) puts a large power on pi and makes the search greedy.
 
-Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head
-(4 moves) and a heuristic head. Search runs many levels at once: each round pops the best node
-of every level in the batch and evaluates all the states that need the network in one call
-(LevinTS: each state when first expanded; PHS*: when first reached, since h enters the cost),
-so the network sees batches, not single states.
+Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head (4 moves)
+and a heuristic head. Search runs many levels at once, calling the network once a round on all the states
+that need it (batched_search), so the network sees batches, not single states.
 
-Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an
-expansion budget; train on the solutions found with the Levin loss, a cross-entropy on the
-solution's actions weighted by the expansions the search spent (minimizing the bound
-N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on the
-distance to go along the solution; double the budget when a sweep solves nothing new; repeat
-until another sweep as long as the last would end past --train-minutes. Three departures from
-the paper's loop: the budget doubles as soon as a sweep solves at most --double-below of the
-levels it tries (on thousands of levels "nothing new" never comes, and the hard levels would
-never be searched deeper); every training state is seen turned or mirrored at random (one of
-the square's 8 symmetries, the moves turned with it); and h's regression does not train the
-layers it shares with the policy (see PolicyHeuristicNet.forward).
+Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an expansion
+budget; train on the solutions found with the Levin loss, a cross-entropy on the solution's actions
+weighted by the expansions the search spent (minimizing the bound N(n*)/pi(n*) pushes up log pi(n*) in
+proportion to N), and, for PHS*, a regression of h on the distance to go along the solution; double the
+budget when a sweep solves nothing new; repeat until another sweep as long as the last would end past
+--train-minutes. Three departures from the paper's loop: the budget doubles as soon as a sweep solves at
+most --double-below of the levels it tries (on thousands of levels "nothing new" never comes, and the hard
+levels would never be searched deeper); every training state is seen turned or mirrored at random (one of
+the square's 8 symmetries, the moves turned with it); and h's regression does not train the layers it
+shares with the policy (see PolicyHeuristicNet.forward).
 
-Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when
-the cell beyond it is free (no wall, no box); solved when every box is on a goal. Levels are
-Boxoban's text format (google-deepmind/boxoban-levels: `; N`, then 10 lines of 10 characters,
-`#` wall, `@` player, `$` box, `.` goal, space floor), also XSB's `*` (box on goal) and `+`
-(player on goal). The generator carves a room by a random walk, puts the boxes on the goals and
-plays backwards (the player pulls boxes) until it has pulled --difficulty times, so every
-level is solvable.
+Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when the cell
+beyond it is free (no wall, no box); solved when every box is on a goal. Levels are Boxoban's text format
+(google-deepmind/boxoban-levels: `; N`, then 10 lines of 10 characters, `#` wall, `@` player, `$` box,
+`.` goal, space floor), also XSB's `*` (box on goal) and `+` (player on goal). The generator carves a room
+by a random walk, puts the boxes on the goals and plays backwards (the player pulls boxes) until it has
+pulled --difficulty times, so every level is solvable.
 
 Distributed: under torchrun rank r searches levels r, r + world_size, ... of each sweep and of the
 evaluation; the solutions are all-gathered, every rank trains on all of them with its share of
@@ -128,82 +120,65 @@ class Range:
 class Args:
     """Levin tree search / PHS* with a learned policy on Sokoban (Boxoban)."""
 
-    exp_name: str = "levin_ts"
-    """name of this experiment (part of the run name)"""
+    exp_name: str = "levin_ts"  # name of this experiment (part of the run name)
+    # seed of the experiment (levels, initial weights; each rank draws its own minibatches)
     seed: Annotated[int, Range(0)] = 1
-    """seed of the experiment (levels, initial weights; each rank draws its own minibatches)"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; the small CNN runs fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; the small CNN runs fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    # write runs/<run_name>/levin_ts.pt (atomically) after every sweep; Ctrl-C saves it in any case
     save_model: bool = True
-    """write runs/<run_name>/levin_ts.pt (atomically) after every sweep; Ctrl-C saves it in any case"""
+    # continue training from this checkpoint, with its network and levels; the run writes to it
     resume: Optional[str] = None
-    """continue training from this checkpoint, with its network and levels; the run writes to it"""
+    # no training: search held-out levels (its own unless level flags are given) with the checkpoint's network
     eval_checkpoint: Optional[str] = None
-    """search held-out levels (its own unless level flags are given) with this checkpoint's network; no training"""
 
+    # LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)
     search: Literal["lts", "phs"] = "lts"
-    """LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)"""
+    # training levels: a Boxoban .txt file or a folder of them; none = generated levels
     levels_path: Optional[str] = None
-    """training levels: a Boxoban .txt file or a folder of them; none = generated levels"""
+    # held-out levels for the final evaluation; none = the last --test-levels of the training set
     test_levels_path: Optional[str] = None
-    """held-out levels for the final evaluation; none = the last --test-levels of the training set"""
+    # held-out levels (taken from the end of the training set, or generated)
     test_levels: Annotated[int, Range(1)] = 200
-    """held-out levels (taken from the end of the training set, or generated)"""
+    # training levels to use (the first ones; generated when there is no --levels-path)
     train_levels: Annotated[int, Range(1)] = 2000
-    """training levels to use (the first ones; generated when there is no --levels-path)"""
+    # with --levels-path: first train on this many generated levels, difficulty rising from 1 to --difficulty
     add_generated: Annotated[int, Range(0)] = 0
-    """with --levels-path: first train on this many generated levels, difficulty rising from 1 to --difficulty"""
+    # generator: box pulls of the reverse play from the solved position (more = harder)
     difficulty: Annotated[int, Range(1)] = 10
-    """generator: box pulls of the reverse play from the solved position (more = harder)"""
-    num_boxes: Annotated[int, Range(1)] = 4
-    """generator: boxes (and goals) per level"""
-    size: Annotated[int, Range(5)] = 10
-    """generator: side of the square room, border walls included"""
+    num_boxes: Annotated[int, Range(1)] = 4  # generator: boxes (and goals) per level
+    size: Annotated[int, Range(5)] = 10  # generator: side of the square room, border walls included
 
+    # expansions per level in the first sweep (doubled when a sweep solves too little, see --double-below)
     budget: Annotated[int, Range(1)] = 2000
-    """expansions per level in the first sweep (doubled when a sweep solves too little, see --double-below)"""
-    max_budget: Annotated[int, Range(1)] = 64000
-    """the budget stops doubling here"""
-    eval_budget: Annotated[int, Range(1)] = 20000
-    """expansions per level in the final evaluation"""
+    max_budget: Annotated[int, Range(1)] = 64000  # the budget stops doubling here
+    eval_budget: Annotated[int, Range(1)] = 20000  # expansions per level in the final evaluation
+    # wall-clock budget for the bootstrap loop's searches and gradient steps (over all resumes); a
+    # sweep starts only if one as long as the last would end within it
     train_minutes: Annotated[float, Range(0, lo_open=True)] = 60.0
-    """wall-clock budget for the bootstrap loop's searches and gradient steps (over all resumes); a
-    sweep starts only if one as long as the last would end within it"""
-    max_sweeps: Annotated[int, Range(1)] = 1000
-    """stop after this many sweeps (over all resumes)"""
+    max_sweeps: Annotated[int, Range(1)] = 1000  # stop after this many sweeps (over all resumes)
+    # unsolved training levels attempted per sweep at the first budget, taken in order (all ranks
+    # together); fewer as the budget doubles, so that a sweep's worst case stays --sweep-levels x --budget
     sweep_levels: Annotated[int, Range(1)] = 250
-    """unsolved training levels attempted per sweep at the first budget, taken in order (all ranks
-    together); fewer as the budget doubles, so that a sweep's worst case stays --sweep-levels x --budget"""
+    # levels searched at once (all ranks together; the network's batch: one state per level, ~3 for PHS*)
     batch_levels: Annotated[int, Range(1)] = 128
-    """levels searched at once (all ranks together; the network's batch: one state per level, ~3 for PHS*)"""
+    # double the budget when a sweep solves at most this fraction of the levels it tries
+    # (0: only when it solves none, the paper's rule; 1: after every sweep)
     double_below: Annotated[float, Range(0, 1)] = 0.15
-    """double the budget when a sweep solves at most this fraction of the levels it tries
-    (0: only when it solves none, the paper's rule; 1: after every sweep)"""
-    train_steps: Annotated[int, Range(1)] = 200
-    """gradient steps after each sweep"""
-    batch_size: Annotated[int, Range(1)] = 256
-    """solution states per gradient step (all ranks together)"""
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
-    """Adam step size"""
-    channels: Annotated[int, Range(1)] = 32
-    """convolution channels of the network"""
-    hidden: Annotated[int, Range(1)] = 128
-    """width of each head's dense layer"""
+    train_steps: Annotated[int, Range(1)] = 200  # gradient steps after each sweep
+    batch_size: Annotated[int, Range(1)] = 256  # solution states per gradient step (all ranks together)
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3  # Adam step size
+    channels: Annotated[int, Range(1)] = 32  # convolution channels of the network
+    hidden: Annotated[int, Range(1)] = 128  # width of each head's dense layer
+    # PHS* only: the search uses w * h(s) (h learns the moves left along the solutions found, which
+    # are longer than the shortest; at full weight the search is too greedy, see the docstring)
     h_weight: Annotated[float, Range(0)] = 0.25
-    """PHS* only: the search uses w * h(s) (h learns the moves left along the solutions found, which
-    are longer than the shortest; at full weight the search is too greedy, see the docstring)"""
+    # also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)
     compare_uniform: bool = False
-    """also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)"""
 
 
 # =============================================================================================
@@ -217,8 +192,7 @@ CHARS = {"#": "wall", " ": "floor", "@": "player", "$": "box", ".": "goal", "*":
 
 
 class State(NamedTuple):
-    """What changes during play: the player's cell and the sorted box cells (flat indices).
-    A tuple, so it is hashable for duplicate detection."""
+    """What changes during play: the player's cell and the sorted box cells (flat indices); hashable."""
     player: int
     boxes: tuple
 
@@ -236,8 +210,7 @@ class Level:
     def step(self, state: State, action: int) -> Optional[State]:
         """The state after `action`, or None when the move changes nothing (a wall, or a push
         against a wall or a second box). Flat index arithmetic is safe: rooms have walls all round."""
-        dr, dc = MOVES[action]
-        delta = dr * self.width + dc
+        delta = MOVES[action][0] * self.width + MOVES[action][1]
         target = state.player + delta
         if self.walls[target]:
             return None
@@ -269,43 +242,9 @@ class Level:
 def parse_levels(text: str, source: str) -> list[Level]:
     """Levels from Boxoban/XSB text: `; name` lines start a level, blank lines end one.
     Malformed input raises ValueError naming `source` and the line number."""
-    levels, rows, header = [], [], None
-
-    def finish():
-        nonlocal rows
-        if not rows:
-            return
-        first = rows[0][0]
-        cells = {ch: [] for ch in CHARS}
-        for r, (lineno, line) in enumerate(rows):
-            for c, ch in enumerate(line):
-                cells[ch].append((lineno, r * len(line) + c))
-        players = cells["@"] + cells["+"]
-        if not players:
-            raise ValueError(f"{source}:{first}: the level has no player (@ or +); add one.")
-        if len(players) > 1:
-            raise ValueError(f"{source}:{players[1][0]}: a second player; a level has exactly one @ or +.")
-        boxes = [i for _, i in cells["$"] + cells["*"]]
-        goals = [i for _, i in cells["."] + cells["*"] + cells["+"]]
-        if len(boxes) != len(goals) or not boxes:
-            raise ValueError(f"{source}:{first}: the level has {len(boxes)} boxes and {len(goals)} goals; "
-                             "it needs as many of each, at least one.")
-        height, width = len(rows), len(rows[0][1])
-        walls = tuple(ch == "#" for _, line in rows for ch in line)
-        border = [i for i in range(height * width) if i // width in (0, height - 1) or i % width in (0, width - 1)]
-        if not all(walls[i] for i in border):
-            raise ValueError(f"{source}:{first}: the level's outer rows and columns must all be walls (#).")
-        name = f"{source}:{header if header is not None else first}"
-        levels.append(Level(name, height, width, walls, frozenset(goals), State(players[0][1], tuple(sorted(boxes)))))
-        rows = []
-
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.startswith(";"):
-            finish()
-            header = line[1:].strip()
-        elif not line.strip():
-            finish()
-        else:
+    levels, rows, header = [], [], None  # rows: (line number, line) of the level being read
+    for lineno, line in enumerate(text.splitlines() + [""], 1):  # the "" ends the last level
+        if line.strip() and not line.startswith(";"):
             bad = set(line) - set(CHARS)
             if bad:
                 raise ValueError(f"{source}:{lineno}: unknown character {sorted(bad)[0]!r}; "
@@ -314,8 +253,36 @@ def parse_levels(text: str, source: str) -> list[Level]:
                 raise ValueError(f"{source}:{lineno}: the line has {len(line)} characters but the level's "
                                  f"first line has {len(rows[0][1])}; every line of a level has the same width.")
             rows.append((lineno, line))
-    finish()
+            continue
+        if rows:  # a `;` or blank line ends the level read so far
+            levels.append(level_from_rows(rows, source, header))
+            rows = []
+        if line.startswith(";"):
+            header = line[1:].strip()
     return levels
+
+
+def level_from_rows(rows: list[tuple[int, str]], source: str, header: Optional[str]) -> Level:
+    """The level drawn by `rows`, (line number, line) each, or a ValueError naming the line at fault."""
+    first, cells = rows[0][0], {ch: [] for ch in CHARS}
+    for r, (lineno, line) in enumerate(rows):
+        for c, ch in enumerate(line):
+            cells[ch].append((lineno, r * len(line) + c))
+    players = cells["@"] + cells["+"]
+    if not players:
+        raise ValueError(f"{source}:{first}: the level has no player (@ or +); add one.")
+    if len(players) > 1:
+        raise ValueError(f"{source}:{players[1][0]}: a second player; a level has exactly one @ or +.")
+    boxes = [i for _, i in cells["$"] + cells["*"]]
+    goals = [i for _, i in cells["."] + cells["*"] + cells["+"]]
+    if len(boxes) != len(goals) or not boxes:
+        raise ValueError(f"{source}:{first}: the level has {len(boxes)} boxes and {len(goals)} goals; "
+                         "it needs as many of each, at least one.")
+    if set(rows[0][1] + rows[-1][1] + "".join(line[0] + line[-1] for _, line in rows)) != {"#"}:
+        raise ValueError(f"{source}:{first}: the level's outer rows and columns must all be walls (#).")
+    walls = tuple(ch == "#" for _, line in rows for ch in line)
+    return Level(f"{source}:{header if header is not None else first}", len(rows), len(rows[0][1]), walls,
+                 frozenset(goals), State(players[0][1], tuple(sorted(boxes))))
 
 
 def load_levels(path: str) -> list[Level]:
@@ -341,11 +308,11 @@ def load_levels(path: str) -> list[Level]:
 
 def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4, difficulty: int = 10,
                    name: str = "generated") -> Level:
-    """A solvable level: carve a room by a random walk, put the boxes on the goals, then play
-    backwards: the player walks at random, and when it steps away from an adjacent box it pulls
-    it along (with probability 1/2), until it has pulled `difficulty` times or taken 100 times as
-    many steps; a level whose boxes all came back to the goals is drawn again. Every reverse step
-    undoes a legal forward move or push, so the reversed sequence solves the level."""
+    """A solvable level: carve a room by a random walk, put the boxes on the goals, then play backwards: the
+    player walks at random, and when it steps away from an adjacent box it pulls it along (with probability
+    1/2), until it has pulled `difficulty` times or taken 100 times as many steps; a level whose boxes all
+    came back to the goals is drawn again. Every reverse step undoes a legal forward move or push, so the
+    reversed sequence solves the level."""
     while True:
         walls = np.ones((size, size), bool)
         r, c = rng.integers(1, size - 1, 2)
@@ -355,10 +322,8 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
             walls[r, c] = False
             dr, dc = MOVES[rng.integers(4)]
             r, c = min(max(r + dr, 1), size - 2), min(max(c + dc, 1), size - 2)
-        floor = np.flatnonzero(~walls.ravel())
-        goals = rng.choice(floor, num_boxes + 1, replace=False)
-        player, boxes, flat_walls = int(goals[-1]), set(goals[:-1].tolist()), walls.ravel()
-        pulls = 0
+        goals = rng.choice(np.flatnonzero(~walls.ravel()), num_boxes + 1, replace=False)
+        player, boxes, flat_walls, pulls = int(goals[-1]), set(goals[:-1].tolist()), walls.ravel(), 0
         for _ in range(100 * difficulty):
             if pulls == difficulty:
                 break
@@ -388,13 +353,12 @@ def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
         train = load_levels(args.levels_path)
         if args.test_levels_path is not None:
             test = load_levels(args.test_levels_path)[:args.test_levels]
+        elif len(train) <= args.test_levels:
+            raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
+                             f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
         else:
-            if len(train) <= args.test_levels:
-                raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
-                                 f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
             train, test = train[:-args.test_levels], train[-args.test_levels:]
         train = train[:args.train_levels]
-        # --add-generated: a curriculum before the loaded levels, difficulty rising from 1 to --difficulty.
         rng, n = np.random.default_rng(args.seed), args.add_generated
         train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
                  for k in range(n)] + train
@@ -420,12 +384,11 @@ def encode(levels: list[Level], states: list[State]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- network
 class PolicyHeuristicNet(nn.Module):
-    """Five 3x3 convolutions over the planes, so that the features at a cell see the 11 x 11 square
-    around it: from the player's cell, most of a 10 x 10 room. The features at the player's cell
-    (what the next move depends on most) and their mean over the room feed two heads, each a
-    dense layer and an output: the move logits (the policy pi(.|s)) and the heuristic h(s), an
-    estimate of the moves left. Reading the player's cell makes the policy the same function of
-    the player's surroundings wherever the player stands."""
+    """Five 3x3 convolutions over the planes, so that the features at a cell see the 11 x 11 square around
+    it: from the player's cell, most of a 10 x 10 room. The features at the player's cell (what the next move
+    depends on most) and their mean over the room feed two heads, each a dense layer and an output: the move
+    logits (the policy pi(.|s)) and the heuristic h(s), an estimate of the moves left. Reading the player's
+    cell makes the policy the same function of the player's surroundings wherever the player stands."""
 
     def __init__(self, channels: int = 32, hidden: int = 128):
         super().__init__()
@@ -433,17 +396,15 @@ class PolicyHeuristicNet(nn.Module):
         for _ in range(4):
             layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
         self.body = nn.Sequential(*layers)
-        # A dense layer per head; forward keeps the heuristic's gradient out of the convolutions.
         self.policy = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, len(MOVES)))
         self.heuristic = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.body(x).flatten(2)  # [N, C, H*W]
-        player = x[:, 3].flatten(1).argmax(1)
-        at_player = z[torch.arange(len(z), device=z.device), :, player]
+        at_player = z[torch.arange(len(z), device=z.device), :, x[:, 3].flatten(1).argmax(1)]
         f = torch.cat([at_player, z.mean(2)], 1)
-        # h reads the features but does not train them: its regression on distances of tens of
-        # moves would take the shared layers over, at the policy's expense.
+        # h reads the features but does not train them: its regression on distances of tens of moves
+        # would take the shared layers over, at the policy's expense.
         return self.policy(f), self.heuristic(f.detach()).squeeze(1)
 
 
@@ -485,9 +446,9 @@ class Reached:
 
 
 class Tree:
-    """The search tree of one level: nodes in parallel lists, the frontier as a heap of
-    (cost, node id) (ids grow, so equal costs pop in insertion order), and a Reached per state,
-    for the state cut and to evaluate each state once."""
+    """The search tree of one level: nodes in parallel lists, the frontier as a heap of (cost, node id) (ids
+    grow, so equal costs pop in insertion order), and a Reached per state, for the state cut and to evaluate
+    each state once."""
 
     def __init__(self, level: Level, algo: str):
         self.level, self.algo = level, algo
@@ -544,14 +505,13 @@ class Tree:
 
 def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = "lts",
                    batch_levels: int = 64, trace: Optional[list] = None, stop=None) -> Optional[list[dict]]:
-    """Best-first search on many levels at once. Each round expands the cheapest node of every
-    level in the batch, and calls the network once on the states that need it, from all levels:
-    the expanded states not evaluated yet (their policy gives the children's pi) and, for PHS*,
-    the new children (their h is part of their cost). A level stops when its goal node is
-    expanded, its frontier is empty, or after `budget` expansions; a queued level then takes its
-    place. Per level: solved, expansions, nodes and, when solved, actions, length and
-    levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost) for every
-    expansion in order. None when `stop` (a StopFlag) is requested before the search ends."""
+    """Best-first search on many levels at once. Each round expands the cheapest node of every level in the
+    batch, and calls the network once on the states that need it, from all levels: the expanded states not
+    evaluated yet (their policy gives the children's pi) and, for PHS*, the new children (their h is part of
+    their cost). A level stops when its goal node is expanded, its frontier is empty, or after `budget`
+    expansions; a queued level then takes its place. Per level: solved, expansions, nodes and, when solved,
+    actions, length and levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost)
+    for every expansion in order. None when `stop` (a StopFlag) is requested before the search ends."""
     results: list = [None] * len(levels)
     queue, trees = deque(range(len(levels))), {}
 
@@ -559,7 +519,7 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
         if not items:
             return {}
         policies, hs = evaluate(encode([levels[i] for i, _ in items], [s for _, s in items]))
-        return {item: ph for item, ph in zip(items, zip(policies, hs))}
+        return dict(zip(items, zip(policies, hs)))
 
     while queue or trees:
         if stop is not None and stop.requested:
@@ -583,8 +543,7 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
                 expanded.append((i, node))
         missing = [(i, trees[i].states[n]) for i, n in expanded if trees[i].seen[trees[i].states[n]].policy is None]
         for (i, s), (policy, h) in evaluations(missing).items():
-            reached = trees[i].seen[s]
-            reached.policy, reached.h = policy, h
+            trees[i].seen[s].policy, trees[i].seen[s].h = policy, h
         children = [(i, n, c) for i, n in expanded for c in trees[i].children(n)]
         new = evaluations([(i, s) for i, _, (_, s, _) in children if s not in trees[i].seen]) if algo == "phs" else {}
         for i, n, (a, s, log_pi) in children:  # in the order generated: ties pop in insertion order
@@ -605,9 +564,9 @@ def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> di
            "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
            "eval/total_expansions": int(sum(r["expansions"] for r in results)),
            "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
-    # A level's search does not depend on the budget until the budget stops it (nor on the other
-    # levels in its batch, up to the float rounding of batched network calls), so one run also
-    # tells how many levels each smaller budget would have solved.
+    # A level's search does not depend on the budget until the budget stops it (nor on the other levels in
+    # its batch, up to the float rounding of batched network calls), so one run also tells how many levels
+    # each smaller budget would have solved.
     for b in (b for b in WITHIN if b < budget):
         out[f"eval/solved_within_{b}"] = int((exp <= b).sum()) if solved else 0
     if algo == "lts":
@@ -872,10 +831,10 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
 
 
 def main(args: Args) -> dict:
-    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with
-    --eval-checkpoint, only search). Returns summarize's eval/* and charts/expansions_per_s,
-    train/solved, train/levels, train/seconds, sweep, charts/budget, wall_time, the last losses/*,
-    and with --compare-uniform the same eval keys under uniform/ for the uniform policy."""
+    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with --eval-checkpoint,
+    only search). Returns summarize's eval/* and charts/expansions_per_s, train/solved, train/levels,
+    train/seconds, sweep, charts/budget, wall_time, the last losses/*, and with --compare-uniform the same
+    eval keys under uniform/ for the uniform policy."""
     check_args(args)
     args, ckpt = open_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
@@ -944,13 +903,12 @@ def main(args: Args) -> dict:
         x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
     start, row = time.time(), {}
     stop = None if args.eval_checkpoint else StopFlag()
-    # A sweep starts only if one as long as the last still ends within --train-minutes.
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
            and st.trained_s + st.last_s < args.train_minutes * 60):
         t0, before = time.time(), st.trained_s
-        # The next unsolved levels after the cursor, cycling through the list in order (so the
-        # generated levels of --add-generated, easiest first, come first). Fewer at a larger budget:
-        # a sweep then costs at most what the first did, and the clock is checked as often.
+        # The next unsolved levels after the cursor, cycling through the list in order (so the generated
+        # levels of --add-generated, easiest first, come first). Fewer at a larger budget: a sweep then costs
+        # at most what the first did, and the clock is checked as often.
         n, count = len(train_levels), max(world_size, args.sweep_levels * args.budget // st.budget)
         chosen = [i for i in ((st.cursor + k) % n for k in range(n)) if i not in st.memory][:count]
         if not chosen:
@@ -963,7 +921,6 @@ def main(args: Args) -> dict:
         for i, r in new:
             st.memory[i] = (r["expansions"], r["actions"])
             samples += solution_samples(train_levels[i], r["actions"], r["expansions"])
-        expansions = sum(r["expansions"] for r in results)
         net.train()
         # This rank's minibatches: seeded by (seed, rank, sweep), so the sweep index saved in the
         # checkpoint is all the random state a resumed run needs.
@@ -982,14 +939,13 @@ def main(args: Args) -> dict:
         st.last_s = st.trained_s - before
         row = {"sweep": st.sweep, "charts/budget": st.budget, "charts/solved_sweep": len(new),
                "charts/attempted_sweep": len(chosen), "charts/solved_total": len(st.memory),
-               "charts/expansions_per_s": expansions / max(search_s, 1e-9),
+               "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(search_s, 1e-9),
                "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": st.trained_s}
         check_finite("the policy loss", row["losses/policy_loss"], st.sweep, "lower --learning-rate.")
         if args.search == "phs":
             row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
             check_finite("the heuristic loss", row["losses/heuristic_loss"], st.sweep, "lower --learning-rate.")
-        # Too little new at this budget: search deeper. The paper doubles when a sweep solves
-        # nothing new, which on thousands of levels never happens while the hard ones stay unsolved.
+        # Too little new at this budget: search deeper (the module docstring says why not the paper's rule).
         if len(new) <= args.double_below * len(chosen):
             st.budget = min(2 * st.budget, args.max_budget)
         if is_main:
