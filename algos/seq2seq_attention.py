@@ -1,11 +1,10 @@
-"""Sequence to sequence with attention: a GRU encoder-decoder with Bahdanau or Luong attention,
-masking, beam search and BLEU, in one file.
+"""Sequence to sequence with attention: a GRU encoder-decoder with Bahdanau or Luong attention, masking,
+beam search and BLEU, in one file.
 
-An encoder reads the source x_1..x_S into vectors h_1..h_S; a decoder writes the target one
-token at a time. Without attention (Sutskever et al. 2014) the whole source has to squeeze
-through the decoder's first state. With attention (Bahdanau et al. 2015) every decoder step
-looks back at all h_j, weighs them by how well they match its state s, and reads their
-weighted mean, the context c:
+An encoder reads the source x_1..x_S into vectors h_1..h_S; a decoder writes the target one token at a
+time. Without attention (Sutskever et al. 2014) the whole source has to squeeze through the decoder's
+first state. With attention (Bahdanau et al. 2015) every decoder step looks back at all h_j, weighs them
+by how well they match its state s, and reads their weighted mean, the context c:
 
     scores      e_j = v^T tanh(W s + U h_j)         additive, "bahdanau" (Bahdanau et al. eq. 6)
                 e_j = s^T h_j                       "dot"      (Luong et al. eq. 8)
@@ -13,45 +12,38 @@ weighted mean, the context c:
     weights     a_j = exp(e_j) / sum_k exp(e_k)     padding positions get e_j = -inf, so a_j = 0
     context     c = sum_j a_j h_j
 
-The two papers also differ in *when* the decoder attends. Bahdanau: the previous state
-s_{t-1} queries, then the GRU reads [embedding of y_{t-1}; c_t]. Luong: the GRU steps first
-(fed the previous attentional vector, "input feeding", sec. 3.3), its new state s_t queries,
-and h~_t = tanh(W_c [c_t; s_t]) (eq. 5) predicts y_t. Both are here: "bahdanau" follows the
-first recipe, "dot" and "general" the second. The encoder is a bidirectional GRU, so h_j
-sees the whole source; the decoder's state has the size of h_j, which "dot" requires.
+The papers also differ in *when* the decoder attends. Bahdanau ("bahdanau"): the previous state s_{t-1}
+queries, then the GRU reads [embedding of y_{t-1}; c_t]. Luong ("dot", "general"): the GRU steps first
+(fed the previous attentional vector, "input feeding", sec. 3.3), its new state s_t queries, and
+h~_t = tanh(W_c [c_t; s_t]) (eq. 5) predicts y_t. The encoder is a bidirectional GRU, so h_j sees the
+whole source; the decoder's state has the size of h_j, which "dot" requires.
 
-Training minimises the cross-entropy of the next target token. Padding is masked out of the
-attention and of the loss, and packed sequences keep it out of the encoder's final states, so
-a sentence's result does not depend on what else is in its batch (a test checks it). With
---teacher-forcing below 1 the decoder is fed its own previous prediction instead of the true
-token at that fraction of steps, so it also practises recovering from its own mistakes.
+Training minimises the cross-entropy of the next target token. Padding is masked out of the attention and
+the loss, and packed sequences keep it out of the encoder's final states, so a sentence's result does not
+depend on the rest of its batch (a test checks it). With --teacher-forcing p < 1 the decoder reads its own
+previous prediction instead of the true token at a fraction 1 - p of the steps, to practise recovering.
 
-Decoding: greedy, or beam search keeping the K best partial translations per sentence, all
-sentences and beams in one batch (encoder outputs and masks repeated K times). Hypotheses are
-ranked by log P(Y|X) / lp(Y) with the length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al.
-2016, eq. 14), which stops the search from preferring short outputs. Beam size 1 is greedy.
+Decoding: greedy, or beam search keeping the K best partial translations per sentence, all sentences and
+beams in one batch. Hypotheses are ranked by log P(Y|X) / lp(Y) with the length penalty
+lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14), so that short outputs are not preferred.
 
-Evaluation: exact-match accuracy and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of
-log p_n, n = 1..4), p_n the clipped n-gram precisions over the whole test set, BP = min(1,
-exp(1 - ref_len / hyp_len)), on text tokenised like mteval-v13a, with sacreBLEU's default
-"exp" smoothing of zero counts: this is sacreBLEU's default score (a test compares them).
+Evaluation: exact match and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of log p_n, n = 1..4),
+p_n the clipped n-gram precisions over the whole test set, BP = min(1, exp(1 - ref_len / hyp_len)), as
+sacreBLEU scores by default (mteval-v13a tokens, "exp" smoothing of zero counts; a test compares them).
 A PNG of the attention weights of a few test sentences goes to runs/<run_name>/attention.png.
 
-Data: by default a built-in date task: dates between 1950 and 2049 written in 13 human formats
-("3 March 1998", "03/03/98", "Tue Mar 03 1998", "the 3rd of March 1998" ...) to translate into
-ISO "1998-03-03". The held-out dates never occur in training. Numeric dates are day first;
-two-digit years are 19xx from 50 up. Or --data-path: a parallel corpus of UTF-8
+Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
+1998", "the 3rd of March 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in
+training; numeric dates are day first, two-digit years 19xx from 50 up. Or --data-path: UTF-8
 "source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv
-(data/parallel/README.md gives the rules and says how to get Tatoeba or Multi30k).
-Tokens are characters, words (runs of letters/digits and single punctuation marks) or tiktoken
-subwords, with a vocabulary of the tokens seen in training.
+(data/parallel/README.md gives the rules and says how to get Tatoeba or Multi30k). Tokens are characters,
+words or tiktoken subwords; the vocabularies hold the tokens seen in training.
 
-Distributed: under torchrun each rank takes its own rows of every global batch (--batch-size
-counts all ranks together); DistributedDataParallel averages the gradients. Rank 0 alone
-evaluates, prints, logs and saves. On CUDA the forward pass runs in bfloat16 autocast.
-
-Ctrl-C stops training at the end of a step, saves runs/<run_name>/seq2seq_attention.pt with the
-optimizer, the data order and the random states, and prints the command that resumes it exactly.
+Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
+and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
+CUDA the forward pass runs in bfloat16 autocast. Ctrl-C stops training at the end of a step, saves
+runs/<run_name>/seq2seq_attention.pt (optimizer, data order, random states included) and prints the
+command that resumes it exactly.
 
 References
     Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
@@ -99,7 +91,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 ALGO = "seq2seq_attention"
 
@@ -118,67 +110,51 @@ class Range:
 class Args:
     """Encoder-decoder with attention on the date task or a tab-separated parallel corpus."""
 
-    exp_name: str = "seq2seq_attention"
-    """name of this experiment (part of the run name)"""
+    exp_name: str = "seq2seq_attention"  # name of this experiment (part of the run name)
+    # seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed
     seed: Annotated[int, Range(0, 2**31)] = 1
-    """seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed"""
-    torch_deterministic: bool = True
-    """set torch.backends.cudnn.deterministic"""
-    cuda: bool = True
-    """use CUDA when it is available"""
-    num_threads: Annotated[int, Range(1)] = 1
-    """torch CPU threads; small recurrent networks run fastest with one"""
-    track: bool = False
-    """log to Weights & Biases"""
-    wandb_project_name: str = "algos"
-    """the wandb project"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
-    save_model: bool = False
-    """save the model, with all that --resume needs, to runs/<run_name>/seq2seq_attention.pt"""
+    torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
+    cuda: bool = True  # use CUDA when it is available
+    num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small recurrent nets run fastest with one
+    track: bool = False  # log to Weights & Biases
+    wandb_project_name: str = "algos"  # the wandb project
+    wandb_entity: Optional[str] = None  # the wandb entity (team)
+    save_model: bool = False  # save the model and all --resume needs to runs/<run_name>/seq2seq_attention.pt
+    # continue training this checkpoint to --num-iterations, writing beside it (with its data and model flags)
     resume: Optional[str] = None
-    """continue training this checkpoint up to --num-iterations, writing beside it (with its data and model flags)"""
+    # evaluate this checkpoint on its test set, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint on its test set, greedy and with --beam-size; no training"""
 
+    # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
-    """a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task"""
+    # how text becomes tokens: characters, words and punctuation, or tiktoken subwords
     tokenizer: Literal["char", "word", "tiktoken"] = "char"
-    """how text becomes tokens: characters, words and punctuation, or tiktoken subwords"""
-    tiktoken_encoding: str = "gpt2"
-    """tiktoken encoding for --tokenizer tiktoken (set TIKTOKEN_CACHE_DIR to work offline)"""
+    tiktoken_encoding: str = "gpt2"  # the encoding for --tokenizer tiktoken (offline: set TIKTOKEN_CACHE_DIR)
+    # with a single --data-path file: the fraction of pairs held out for validation, and again for test
     heldout_fraction: Annotated[float, Range(0, 0.49, lo_open=True)] = 0.05
-    """with a single --data-path file: the fraction of pairs held out for validation, and again for test"""
-    num_train: Annotated[int, Range(1)] = 20_000
-    """date task: training pairs (from the training dates)"""
+    num_train: Annotated[int, Range(1)] = 20_000  # date task: training pairs (from the training dates)
+    # date task: validation pairs and test pairs, each (from dates never seen in training)
     num_heldout: Annotated[int, Range(1)] = 1_000
-    """date task: validation pairs and test pairs, each (from dates never seen in training)"""
 
+    # score function: additive v^T tanh(W s + U h) (Bahdanau), or Luong's s^T h / s^T W_a h
     attention: Literal["bahdanau", "dot", "general"] = "bahdanau"
-    """score function: additive v^T tanh(W s + U h) (Bahdanau), or Luong's s^T h / s^T W_a h"""
-    embed_dim: Annotated[int, Range(1)] = 32
-    """token embedding size"""
-    hidden_size: Annotated[int, Range(1)] = 64
-    """GRU size of each encoder direction; the decoder's state is twice this"""
-    dropout: Annotated[float, Range(0, 0.99)] = 0.1
-    """dropout on embeddings and before the output layer"""
+    embed_dim: Annotated[int, Range(1)] = 32  # token embedding size
+    hidden_size: Annotated[int, Range(1)] = 64  # GRU size per encoder direction; the decoder's is twice this
+    dropout: Annotated[float, Range(0, 0.99)] = 0.1  # dropout on embeddings and before the output layer
+    # probability that a decoder step in training reads the true previous token (else its own guess)
     teacher_forcing: Annotated[float, Range(0, 1)] = 1.0
-    """probability that a decoder step in training reads the true previous token (else its own guess)"""
 
+    # optimizer steps, each over a batch of all ranks together (counted over all resumes)
     num_iterations: Annotated[int, Range(1)] = 1_000
-    """optimizer steps, each over a batch of all ranks together (counted over all resumes)"""
-    batch_size: Annotated[int, Range(1)] = 64
-    """sentence pairs per step (all ranks together)"""
+    batch_size: Annotated[int, Range(1)] = 64  # sentence pairs per step (all ranks together)
+    # Adam step size at the start; it decays along a cosine to a tenth
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 3e-3
-    """Adam step size at the start; it decays along a cosine to a tenth"""
+    # clip the global gradient norm to this (recurrent nets have rare exploding steps)
     grad_clip: Annotated[float, Range(0, lo_open=True)] = 1.0
-    """clip the global gradient norm to this (recurrent nets have rare exploding steps)"""
-    eval_interval: Annotated[int, Range(1)] = 250
-    """validation loss and greedy exact match every this many iterations"""
-    beam_size: Annotated[int, Range(1)] = 5
-    """beam width of the final beam-search evaluation (1 is greedy)"""
+    eval_interval: Annotated[int, Range(1)] = 250  # val loss and greedy exact match every this many steps
+    beam_size: Annotated[int, Range(1)] = 5  # beam width of the final beam-search evaluation (1 is greedy)
+    # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability
     length_penalty: Annotated[float, Range(0)] = 0.6
-    """alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability"""
 
 
 # =============================================================================================
@@ -258,20 +234,17 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise SystemExit(f"{path} line {line} is not UTF-8 text: save the file as UTF-8.") from None
-    pairs, first = [], True
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    pairs, rows = [], [(n, line) for n, line in enumerate(lines, 1) if line.strip()]  # blank lines skipped
+    for k, (number, line) in enumerate(rows):
         fields = [field.strip() for field in line.rstrip("\n").split("\t")]
         if len(fields) != 2 or not all(fields):
             raise SystemExit(f"{path} line {number} has {len(fields)} tab-separated fields ({sum(map(bool, fields))} "
                              "non-empty), not 'source<TAB>target': fix or delete that line.")
-        if first and all(LANGUAGE_CODE.fullmatch(field) for field in fields):
+        if k == 0 and all(LANGUAGE_CODE.fullmatch(field) for field in fields):
             raise SystemExit(f"{path} line {number} ({fields[0]}<TAB>{fields[1]}) may be a header of language "
                              "codes or a pair: delete it if it is a header, else move it below the first pair.")
-        if not (first and all(COLUMN_NAME.fullmatch(field) for field in fields)):
+        if not (k == 0 and all(COLUMN_NAME.fullmatch(field) for field in fields)):
             pairs.append((fields[0], fields[1]))
-        first = False
     if not pairs:
         raise SystemExit(f"{path} has 0 pairs: a corpus file needs source<TAB>target lines.")
     return pairs
@@ -299,12 +272,9 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
 
 
 class Tokenizer:
-    """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids).
-    Words are runs of letters and digits, which may hold inner hyphens, apostrophes, periods
-    and commas (peut-être, l'homme, 3.50), and punctuation marks; they are joined back
-    with spaces. score() compares a hypothesis with its reference split and joined the same
-    way, so a perfect translation has exact match 1 and BLEU 100 whatever its punctuation
-    (with words, that is BLEU on the tokenised text; with characters or tiktoken, on the text)."""
+    """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids). Words are
+    runs of letters and digits, which may hold inner hyphens, apostrophes, periods and commas (peut-être,
+    l'homme, 3.50), and punctuation marks; they are joined back with spaces."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
@@ -319,18 +289,14 @@ class Tokenizer:
                                  "vocabulary once; offline, set TIKTOKEN_CACHE_DIR to a cache that holds it.") from None
 
     def split(self, text: str) -> list[str]:
-        if self.kind == "char":
-            return list(text)
-        if self.kind == "word":
-            return [m.group() for m in self.WORD.finditer(text)]
-        return [str(i) for i in self.enc.encode(text)]
+        if self.kind == "tiktoken":
+            return [str(i) for i in self.enc.encode(text)]
+        return list(text) if self.kind == "char" else [m.group() for m in self.WORD.finditer(text)]
 
     def join(self, tokens: list[str]) -> str:
-        if self.kind == "char":
-            return "".join(tokens)
-        if self.kind == "word":
-            return " ".join(tokens)
-        return self.enc.decode([int(t) for t in tokens if t.isdigit()])
+        if self.kind == "tiktoken":
+            return self.enc.decode([int(t) for t in tokens if t.isdigit()])
+        return ("" if self.kind == "char" else " ").join(tokens)
 
 
 class Vocab:
@@ -351,12 +317,8 @@ class Vocab:
 
 def to_tensors(seqs: list[list[int]], add_eos: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (N, max_len) ids and the true lengths."""
-    seqs = [s + [EOS] if add_eos else s for s in seqs]
-    lengths = torch.tensor([len(s) for s in seqs])
-    ids = torch.full((len(seqs), int(lengths.max())), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return ids, lengths
+    seqs = [torch.tensor(s + [EOS] if add_eos else s, dtype=torch.long) for s in seqs]
+    return pad_sequence(seqs, batch_first=True, padding_value=PAD), torch.tensor([len(s) for s in seqs])
 
 
 class Split(NamedTuple):
@@ -388,8 +350,7 @@ class Encoder(nn.Module):
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor):
         x = self.drop(self.embed(src))
-        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, h_n = self.rnn(packed)
+        out, h_n = self.rnn(pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False))
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         # h_j = [forward h_j; backward h_j]; the final states: forward at S, backward at 1.
         return out, torch.cat([h_n[0], h_n[1]], dim=-1)
@@ -451,8 +412,7 @@ class Decoder(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int, hidden: int, kind: str,
-                 dropout: float):
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed_dim: int, hidden: int, kind: str, dropout: float):
         super().__init__()
         self.encoder = Encoder(src_vocab, embed_dim, hidden, dropout)
         self.decoder = Decoder(tgt_vocab, embed_dim, 2 * hidden, kind, dropout)
@@ -467,17 +427,15 @@ class Seq2Seq(nn.Module):
         return state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask
 
     def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0):
-        """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher
-        forcing) or, with probability 1 - teacher_forcing per sentence and step, the model's own
-        guess at step t-1."""
+        """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher forcing) or,
+        with probability 1 - teacher_forcing per sentence and step, the model's own guess at step t-1."""
         state, feed, keys, values, mask = self.encode(src, src_len)
-        logits, y_prev = [], tgt_in[:, 0]
+        logits = []
         for t in range(tgt_in.size(1)):
-            if t > 0:
-                y_prev = tgt_in[:, t]
-                if teacher_forcing < 1.0:
-                    own = torch.rand(y_prev.shape, device=y_prev.device) >= teacher_forcing
-                    y_prev = torch.where(own, logits[-1].argmax(-1), y_prev)
+            y_prev = tgt_in[:, t]
+            if t > 0 and teacher_forcing < 1.0:
+                own = torch.rand(y_prev.shape, device=y_prev.device) >= teacher_forcing
+                y_prev = torch.where(own, logits[-1].argmax(-1), y_prev)
             step_logits, state, feed, _ = self.decoder.step(y_prev, state, feed, keys, values, mask)
             logits.append(step_logits)
         return torch.stack(logits, dim=1)
@@ -491,8 +449,7 @@ def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
 # --- Decoding ----------------------------------------------------------------------------------
 @torch.no_grad()
 def greedy_decode(model: Seq2Seq, src, src_len, max_len: int):
-    """Argmax at every step, all sentences at once. -> ids (B, T) with PAD after </s>, and the
-    attention weights (B, T, S)."""
+    """Argmax at every step, all sentences at once -> ids (B, T), PAD after </s>, and attention (B, T, S)."""
     state, feed, keys, values, mask = model.encode(src, src_len)
     y = torch.full((src.size(0),), BOS, dtype=torch.long, device=src.device)
     done = torch.zeros_like(y, dtype=torch.bool)
@@ -515,20 +472,15 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src, src_len, beam_size: int, max_len: int, alpha: float) -> torch.Tensor:
-    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>.
-
-    Row b * K + k holds beam k of sentence b. A finished beam stays in the beam: it can only
-    be extended by PAD at no cost, so it competes with the live ones until the end. Candidates
-    are ranked by log P / lp(length); among live candidates, which share a length, that is the
-    plain log-probability order, so K = 1 is exactly greedy decoding.
-    """
-    B, K = src.size(0), beam_size
+    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>. Row b * K + k
+    holds beam k of sentence b. A finished beam stays in the beam: it can only be extended by PAD at no cost,
+    so it competes with the live ones until the end. Candidates are ranked by log P / lp(length); among live
+    candidates, which share a length, that is the plain log-probability order, so K = 1 is exactly greedy."""
+    B, K, device = src.size(0), beam_size, src.device
     state, feed, keys, values, mask = (x.repeat_interleave(K, dim=0) for x in model.encode(src, src_len))
-    device = src.device
     scores = torch.zeros(B, K, device=device)
     scores[:, 1:] = float("-inf")  # the K copies start identical: let only one of them expand
-    lengths = torch.zeros(B, K, device=device)
-    finished = torch.zeros(B, K, dtype=torch.bool, device=device)
+    lengths, finished = torch.zeros(B, K, device=device), torch.zeros(B, K, dtype=torch.bool, device=device)
     y = torch.full((B * K,), BOS, dtype=torch.long, device=device)
     history = torch.zeros(B * K, 0, dtype=torch.long, device=device)
     rows = torch.arange(B, device=device).unsqueeze(1) * K
@@ -536,8 +488,7 @@ def beam_search(model: Seq2Seq, src, src_len, beam_size: int, max_len: int, alph
         logits, state, feed, _ = model.decoder.step(y, state, feed, keys, values, mask)
         logp = logits.float().log_softmax(-1).view(B, K, -1)
         V = logp.size(-1)
-        pad_only = torch.full((V,), float("-inf"), device=device)
-        pad_only[PAD] = 0.0
+        pad_only = torch.where(torch.arange(V, device=device) == PAD, 0.0, float("-inf"))
         logp = torch.where(finished.unsqueeze(-1), pad_only, logp)
         candidates = scores.unsqueeze(-1) + logp  # (B, K, V)
         cand_len = torch.where(finished, lengths, torch.full_like(lengths, t + 1)).unsqueeze(-1).expand(B, K, V)
@@ -586,18 +537,14 @@ def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) ->
         h, r = tokenize_13a(hyp), tokenize_13a(ref)
         hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
         for n in range(1, max_n + 1):
-            h_n, r_n = ngrams(h, n), ngrams(r, n)
-            matches[n - 1] += sum(min(c, r_n[g]) for g, c in h_n.items())  # clipped counts
+            matches[n - 1] += sum((ngrams(h, n) & ngrams(r, n)).values())  # clipped: min(hyp, ref) per n-gram
             totals[n - 1] += max(len(h) - n + 1, 0)
     if not any(matches) or not all(totals):
         return 0.0
     log_precisions, halvings = [], 1.0
     for m, total in zip(matches, totals):
-        if m == 0:  # "exp" smoothing (mteval's): 1 / (2^k total) for the k-th empty order
-            halvings *= 2
-            log_precisions.append(math.log(1.0 / (halvings * total)))
-        else:
-            log_precisions.append(math.log(m / total))
+        halvings *= 1 if m else 2  # "exp" smoothing (mteval's): 1 / (2^k total) for the k-th empty order
+        log_precisions.append(math.log(m / total if m else 1.0 / (halvings * total)))
     brevity = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
     return 100.0 * brevity * math.exp(sum(log_precisions) / max_n)
 
@@ -607,26 +554,24 @@ def translate(model, split: Split, decode: str, args: Args, max_len: int, device
     """Ids of the decoded sources of a split, sentence by sentence, greedy or beam."""
     out = []
     for i in range(0, len(split.src), batch):
-        lengths = split.src_len[i:i + batch]
-        src = split.src[i:i + batch, :int(lengths.max())].to(device)
-        if decode == "greedy":
-            ids = greedy_decode(model, src, lengths, max_len)[0]
-        else:
-            ids = beam_search(model, src, lengths, args.beam_size, max_len, args.length_penalty)
+        src, src_len, _, _ = batch_of(split, torch.arange(i, min(i + batch, len(split.src))), device)
+        ids = (greedy_decode(model, src, src_len, max_len)[0] if decode == "greedy"
+               else beam_search(model, src, src_len, args.beam_size, max_len, args.length_penalty))
         out.extend(ids.tolist())
     return out
 
 
 def score(hyp_ids, references: list[str], tgt_vocab: Vocab, tokenizer: Tokenizer) -> dict:
+    """Exact match and BLEU, the references split and joined as the hypotheses were: a perfect translation
+    scores 1 and 100 whatever its punctuation (with words, BLEU of the tokenised text, else of the text)."""
     hyps = [tokenizer.join(tgt_vocab.decode(ids)) for ids in hyp_ids]
-    references = [tokenizer.join(tokenizer.split(r)) for r in references]  # the hypotheses' form
+    references = [tokenizer.join(tokenizer.split(r)) for r in references]
     exact = sum(h == r for h, r in zip(hyps, references)) / len(references)
     return {"exact_match": exact, "bleu": corpus_bleu(hyps, references), "hypotheses": hyps}
 
 
 def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_len: int, device, label: str) -> dict:
-    """Exact match and BLEU of greedy decoding and of beam search on the test split; prints them
-    and three translations."""
+    """Exact match and BLEU of greedy and of beam decoding on the test split, printed with 3 examples."""
     model.eval()
     refs = [t for _, t in pairs]
     greedy = score(translate(model, split, "greedy", args, max_len, device), refs, tgt_vocab, tokenizer)
@@ -649,14 +594,14 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
         src_tokens = tokenizer.split(source)
         src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
         ids, weights = greedy_decode(model, src, torch.tensor([len(src_tokens)]), max_len)
-        out_tokens = tgt_vocab.decode(ids[0].tolist()) + ["</s>"]
-        w = weights[0, :len(out_tokens)].cpu().numpy()
+        out_tokens = tgt_vocab.decode(ids[0].tolist())
         ax = fig.add_subplot(1, len(pairs), k + 1)
-        ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.imshow(weights[0, :len(out_tokens) + 1].cpu().numpy(), cmap="viridis", vmin=0, vmax=1,
+                  aspect="auto")
         ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=7, rotation=90)
-        ax.set_yticks(range(len(out_tokens)), [tokenizer.join([t]) for t in out_tokens[:-1]] + ["</s>"],
+        ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"],
                       fontsize=7)
-        ax.set_title(f"{source}\n-> {tokenizer.join(out_tokens[:-1])}", fontsize=8)
+        ax.set_title(f"{source}\n-> {tokenizer.join(out_tokens)}", fontsize=8)
         ax.set_xlabel("source")
     fig.axes[0].set_ylabel("output")
     fig.tight_layout()
@@ -839,8 +784,7 @@ def main(args: Args) -> dict:
     tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding)
     tokens = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
               for name, pairs in data.items()}
-    src_vocab = Vocab([tok for sent in tokens["train"][0] for tok in sent])
-    tgt_vocab = Vocab([tok for sent in tokens["train"][1] for tok in sent])
+    src_vocab, tgt_vocab = (Vocab([tok for sent in tokens["train"][side] for tok in sent]) for side in (0, 1))
     if ckpt and (src_vocab.itos, tgt_vocab.itos) != (ckpt["src_vocab"], ckpt["tgt_vocab"]):
         raise SystemExit(f"{flag} {path}: its data ({args.data_path or 'the date task'}) now gives other "
                          "vocabularies than it was trained with; give it the data it was trained on.")
@@ -892,8 +836,8 @@ def main(args: Args) -> dict:
                 "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
 
     def save(path: str) -> None:
-        """Every rank calls it: rank 0 writes all that an exact resume needs, every rank's random
-        state (dropout and teacher forcing) included."""
+        """Every rank calls it; rank 0 writes all an exact resume needs, every rank's random state included
+        (dropout and teacher forcing)."""
         mine = {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         states = [None] * world_size if distributed else [mine]
