@@ -166,8 +166,8 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
-        raise SystemExit(f"DQN needs a discrete action space, but {env_id} has "
-                         f"{envs.single_action_space}: use algos/ppo.py for continuous actions.")
+        raise SystemExit(f"DQN needs a discrete action space, but {env_id} has {envs.single_action_space}: "
+                         "use a policy-gradient method such as ppo.py for continuous actions.")
     space = envs.single_observation_space
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
         raise SystemExit(f"this DQN takes a flat Box observation, but {env_id} has {space}.")

@@ -194,7 +194,7 @@ def make_env(env_id: str) -> gym.Env:
     if not all(isinstance(sp, gym.spaces.Discrete) and sp.start == 0 for sp in (obs, act)):
         raise SystemExit(f"Dyna-Q is tabular and needs Discrete observation and action spaces, but "
                          f"{env_id} has {obs} and {act}: use a discrete env such as Taxi-v4, or "
-                         "algos/dqn.py for Box observations.")
+                         "a method with function approximation such as dqn.py for Box observations.")
     return env
 
 

@@ -169,15 +169,16 @@ def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor
     meta_path = os.path.join(data_dir, "meta.json")
     if not all(os.path.exists(p) for p in (*paths.values(), meta_path)):
         prepare = os.path.join(data_dir, "prepare.py")
-        hint = f"python {prepare}" if os.path.exists(prepare) else "python data/shakespeare_char/prepare.py"
+        how = (f"with `python {prepare}` (add --from-file PATH offline)" if os.path.exists(prepare) else
+               "first (the repository's data/shakespeare_char/prepare.py; see its README)")
         raise SystemExit(f"no dataset in --data-dir {data_dir} (it needs train.bin, val.bin and meta.json): "
-                         f"prepare it with `{hint}` (add --from-file <local copy> offline).")
+                         f"prepare it {how}, or point --data-dir at a folder that has them.")
     try:
         with open(meta_path) as f:
             meta = json.load(f)
         vocab = int(meta["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"{meta_path} is not a meta.json of data/*/prepare.py ({type(e).__name__}): "
+        raise SystemExit(f"{meta_path} is not a meta.json written by a data prepare script ({type(e).__name__}): "
                          "prepare the data again.") from None
     data = {split: torch.from_numpy(np.fromfile(p, dtype=np.uint16).astype(np.int64)) for split, p in paths.items()}
     for split, tokens in data.items():

@@ -291,7 +291,7 @@ def load_levels(path: str) -> list[Level]:
     files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
     if not p.exists() or not files:
         raise ValueError(f"{path}: no such file, or a folder without .txt files; get the Boxoban "
-                         "levels with: sh data/get_boxoban.sh")
+                         "levels first (the repository's data/get_boxoban.sh), or leave out --levels-path.")
     levels = []
     for f in files:
         try:
@@ -867,7 +867,8 @@ def main(args: Args) -> dict:
     if is_main:
         print(f"{args.search}: {len(train_levels)} training and {len(test_levels)} held-out levels "
               f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}"
-              + ("" if args.eval_checkpoint else f", checkpoint {ckpt_path}"))
+              + ("" if args.eval_checkpoint else f", checkpoint {ckpt_path}; trains up to {args.train_minutes:g} "
+                 f"minutes or {args.max_sweeps} sweeps (a started sweep finishes; --train-minutes 2 for a first look)"))
 
     def save() -> None:
         save_checkpoint(ckpt_path, dict(
