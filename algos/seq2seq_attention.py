@@ -261,7 +261,8 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
                              "give a folder with train.tsv, val.tsv and test.tsv, or one .tsv file.")
         return {split: read_tsv(f) for split, f in files.items()}
     if not os.path.isfile(path):
-        raise SystemExit(f"--data-path {path}: no such file or folder (see data/parallel/README.md).")
+        raise SystemExit(f"--data-path {path}: no such file or folder; give a source<TAB>target .tsv, or a "
+                         "folder with train.tsv, val.tsv and test.tsv (the repository's data/parallel/README.md).")
     pairs = read_tsv(path)
     random.Random(DATA_SEED).shuffle(pairs)
     n_held = int(len(pairs) * heldout_fraction)
