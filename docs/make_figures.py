@@ -1,0 +1,160 @@
+"""Draw the README's figures from the runs' metrics files (issue 22).
+
+Every script writes runs/<run_name>/metrics.jsonl: a first line {"algo", "run_name", "config"}, then one
+JSON object per logged row with "step", "time" (seconds since the start) and the metrics. This script
+reads them all, groups the runs by script and environment, and draws one PNG per figure below; runs that
+differ only in their seed become one line with a band: the mean over seeds and its 95% percentile-
+bootstrap interval. Pictures a script draws itself (dyna_q.py's Sutton & Barto figures, seq2seq's
+attention map) are copied as they are. Nothing here imports wandb.
+
+    python docs/make_figures.py                      # runs/ -> docs/figures/
+    python docs/make_figures.py --runs bench/runs --out /tmp/figures
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no display or backend needed
+
+# name: (script, x key, y key, config field whose values are the lines, title, y label).
+# One PNG per environment (or corpus) the runs used: docs/figures/<name>-<env>.png.
+CURVES = {
+    "dqn": ("dqn", "step", "charts/episodic_return", None, "dqn.py", "episodic return"),
+    "ppo": ("ppo", "step", "charts/episodic_return", None, "ppo.py", "episodic return"),
+    "reinforce": ("reinforce", "step", "charts/episodic_return", "baseline", "reinforce.py", "episodic return"),
+    "reinforce-prob-right": ("reinforce", "step", "charts/prob_right", "baseline", "reinforce.py: P(right)",
+                             "P(right) in the first state"),
+    "levin_ts": ("levin_ts", "charts/expansions_total", "charts/solved_total", "search", "levin_ts.py",
+                 "levels solved in training"),
+    "gpt": ("gpt", "time", "val/loss", "pos_encoding", "gpt.py", "validation loss"),
+    "bpe": ("bpe", "train/vocab_size", "train/seconds", "trainer", "bpe.py", "training seconds"),
+}
+# name: (script, the file it writes in its run folder).
+PICTURES = {"dyna_q": ("dyna_q", "dyna_q.png"), "seq2seq_attention": ("seq2seq_attention", "attention.png")}
+# The config field that names what a run learned on: one figure per value (its last path part for files).
+SETTING = {"dqn": "env_id", "ppo": "env_id", "reinforce": "env_id", "dyna_q": "env_id", "levin_ts": "levels_path",
+           "gpt": "data_dir", "bpe": "input", "seq2seq_attention": "data_path"}
+DEFAULT_SETTING = {"levin_ts": "generated", "seq2seq_attention": "date-task"}  # where the field is None
+REFERENCE_LINES = {"reinforce-prob-right": (2 - 2 ** 0.5, "p* = 2 - sqrt(2)")}  # Sutton & Barto Example 13.1
+BINS = 60  # points per curve: each run's rows are averaged within each of BINS equal stretches of x
+
+
+def read_runs(folder: Path) -> list[dict]:
+    """Every run folder with a metrics.jsonl: its header (algo, run_name, config), its rows, its path."""
+    runs = []
+    for path in sorted(folder.glob("*/metrics.jsonl")):
+        lines = path.read_text().splitlines()
+        if not lines:
+            continue
+        header = json.loads(lines[0])
+        if "algo" not in header:
+            sys.exit(f"{path}: the first line is not a metrics header; was it written by an algos/ script?")
+        runs.append({**header, "rows": [json.loads(line) for line in lines[1:]], "dir": path.parent})
+    return runs
+
+
+def setting(run: dict) -> str:
+    """What the run learned on, as a file-name-safe word: CartPole-v1, shakespeare_char, generated, ..."""
+    value = run["config"].get(SETTING[run["algo"]]) or DEFAULT_SETTING.get(run["algo"], "default")
+    return Path(str(value).rstrip("/")).name.replace(":", "_")
+
+
+def binned(rows: list[dict], x_key: str, y_key: str, edges: np.ndarray) -> np.ndarray:
+    """The run's y averaged in each bin of x (the previous bin's value where a bin has no row)."""
+    points = np.array([(r[x_key], r[y_key]) for r in rows if r.get(x_key) is not None and y_key in r], float)
+    out = np.full(len(edges) - 1, np.nan)
+    if len(points):
+        which = np.clip(np.searchsorted(edges, points[:, 0], side="right") - 1, 0, len(out) - 1)
+        for b in np.unique(which):
+            out[b] = points[which == b, 1].mean()
+        for b in range(1, len(out)):  # carry the last value forward through empty bins
+            if np.isnan(out[b]):
+                out[b] = out[b - 1]
+    return out
+
+
+def mean_band(curves: np.ndarray, reps: int = 1_000, seed: int = 0) -> tuple:
+    """Mean over seeds (rows of curves) and its 95% percentile-bootstrap band, bin by bin."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(curves), (reps, len(curves)))
+    with warnings.catch_warnings():  # bins before a run's first row are nan in every seed: left blank
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot = np.nanmean(curves[picks], axis=1)  # reps x bins
+        return np.nanmean(curves, axis=0), np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0)
+
+
+def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
+    """One PNG per environment (or corpus): a line with its seed band per value of the line field."""
+    script, x_key, y_key, line_field, title, y_label = CURVES[name]
+    by_env = defaultdict(list)
+    for run in runs:
+        if run["algo"] == script and any(y_key in r for r in run["rows"]):
+            by_env[setting(run)].append(run)
+    written = []
+    for env, env_runs in sorted(by_env.items()):
+        xs = [r[x_key] for run in env_runs for r in run["rows"] if r.get(x_key) is not None and y_key in r]
+        edges = np.linspace(0, max(xs), BINS + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        fig = Figure(figsize=(6, 4), dpi=100)
+        ax = fig.add_subplot()
+        lines = defaultdict(list)
+        for run in env_runs:
+            lines[str(run["config"].get(line_field, "")) if line_field else ""].append(binned(run["rows"], x_key, y_key, edges))
+        for label, curves in sorted(lines.items()):
+            mean, lo, hi = mean_band(np.array(curves))
+            ax.plot(centres, mean, label=f"{label} ({len(curves)} seeds)" if label else f"{len(curves)} seeds")
+            ax.fill_between(centres, lo, hi, alpha=0.25)
+        if name in REFERENCE_LINES:
+            value, text = REFERENCE_LINES[name]
+            ax.axhline(value, color="black", linestyle="--", linewidth=1, label=text)
+        ax.set(title=f"{title}, {env}: mean and 95% bootstrap band over seeds", xlabel=x_key, ylabel=y_label)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{name}-{env}.png"
+        fig.savefig(path)
+        written.append(path)
+    return written
+
+
+def copy_pictures(name: str, runs: list[dict], out: Path) -> list[Path]:
+    """The newest run's own picture, per environment (or corpus), copied as the script drew it."""
+    script, file = PICTURES[name]
+    newest = {}
+    for run in runs:
+        if run["algo"] == script and (run["dir"] / file).exists():
+            newest[setting(run)] = run  # runs are read in name order, which ends in the start time
+    written = []
+    for env, run in sorted(newest.items()):
+        path = out / f"{name}-{env}.png"
+        shutil.copyfile(run["dir"] / file, path)
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default: runs)")
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"), help="where the PNGs go")
+    args = parser.parse_args(argv)
+    if not args.runs.is_dir():
+        sys.exit(f"--runs {args.runs}: no such folder; run the benchmarks first (see the README).")
+    runs = read_runs(args.runs)
+    if not runs:
+        sys.exit(f"--runs {args.runs}: no run folder with a metrics.jsonl in it.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [p for name in CURVES for p in draw_curves(name, runs, args.out)]
+    written += [p for name in PICTURES for p in copy_pictures(name, runs, args.out)]
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

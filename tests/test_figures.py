@@ -1,0 +1,89 @@
+"""docs/make_figures.py (issue 22): its pieces by hand, and the whole command on tiny fake run folders."""
+
+import ast
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, run
+
+SCRIPT = ROOT / "docs" / "make_figures.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("make_figures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(runs, name, algo, config, rows, picture=None):
+    folder = runs / name
+    folder.mkdir(parents=True)
+    lines = [{"algo": algo, "run_name": name, "config": config}] + rows
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if picture:
+        (folder / picture).write_bytes(b"\x89PNG\r\n\x1a\n fake")
+
+
+def test_binned_averages_each_bin_and_carries_the_last_value_over_empty_bins():
+    mf = load()
+    rows = [{"step": 1, "r": 1.0}, {"step": 2, "r": 3.0}, {"step": 9, "r": 10.0}, {"step": 5, "other": 0}]
+    out = mf.binned(rows, "step", "r", np.array([0, 4, 8, 12]))
+    assert out.tolist() == [2.0, 2.0, 10.0]  # bin [4, 8) is empty: the value of [0, 4) carries on
+
+
+def test_mean_band_is_the_mean_with_a_bootstrap_interval_around_it():
+    mf = load()
+    curves = np.array([[0.0, 10.0], [2.0, 10.0], [4.0, 10.0]])
+    mean, lo, hi = mf.mean_band(curves)
+    assert mean.tolist() == [2.0, 10.0]
+    assert lo[0] < 2.0 < hi[0] and 0.0 <= lo[0] and hi[0] <= 4.0
+    assert lo[1] == hi[1] == 10.0  # all seeds agree: no band
+
+
+def test_the_figures_never_import_wandb():
+    tree = ast.parse(SCRIPT.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any("wandb" in str(m) for m in names | modules)
+
+
+def test_the_command_draws_every_figure_from_tiny_fake_runs(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "figures"
+    for seed in (1, 2, 3):
+        fake_run(runs, f"dqn{seed}", "dqn", {"env_id": "CartPole-v1", "seed": seed},
+                 [{"step": s, "time": s / 100, "charts/episodic_return": 10.0 * s + seed} for s in range(1, 50)])
+        for baseline in ("none", "value"):
+            fake_run(runs, f"rf{baseline}{seed}", "reinforce", {"env_id": "ShortCorridor-v0", "seed": seed,
+                                                                 "baseline": baseline},
+                     [{"step": s, "charts/episodic_return": -s, "charts/prob_right": 0.5 + s / 200} for s in range(20)])
+    fake_run(runs, "lts", "levin_ts", {"search": "lts", "seed": 1, "levels_path": None},
+             [{"step": i, "charts/expansions_total": 1000 * i, "charts/solved_total": 3 * i} for i in range(5)])
+    fake_run(runs, "gpt", "gpt", {"pos_encoding": "rope", "data_dir": "data/shakespeare_char"},
+             [{"step": i, "time": 2.0 * i, "val/loss": 4.0 - i / 10} for i in range(10)])
+    fake_run(runs, "bpe", "bpe", {"trainer": "naive", "input": "x.txt"},
+             [{"step": i, "train/vocab_size": 256 + i, "train/seconds": i / 3} for i in range(10)])
+    fake_run(runs, "dq", "dyna_q", {"env_id": "DynaMaze-v0"}, [], picture="dyna_q.png")
+    fake_run(runs, "s2s", "seq2seq_attention", {"data_path": None}, [], picture="attention.png")
+    proc = run([sys.executable, str(SCRIPT), "--runs", str(runs), "--out", str(out)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    made = sorted(p.name for p in out.glob("*.png"))
+    assert made == ["bpe-x.txt.png", "dqn-CartPole-v1.png", "dyna_q-DynaMaze-v0.png", "gpt-shakespeare_char.png",
+                    "levin_ts-generated.png", "reinforce-ShortCorridor-v0.png", "reinforce-prob-right-ShortCorridor-v0.png",
+                    "seq2seq_attention-date-task.png"]
+    for name in made:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(f"wrote {out / name}" in proc.stdout for name in made)
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no such folder"),
+    (lambda p: p.mkdir(), "no run folder with a metrics.jsonl"),
+])
+def test_refusals_are_one_sentence(tmp_path, setup, message):
+    setup(tmp_path / "runs")
+    proc = run([sys.executable, str(SCRIPT), "--runs", str(tmp_path / "runs")], cwd=tmp_path, timeout=60)
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
