@@ -83,6 +83,7 @@ import functools
 import hashlib
 import heapq
 import io
+import json
 import math
 import os
 import shlex
@@ -673,6 +674,7 @@ class TrainState:
     trained_s: float = 0.0  # seconds of searching and training so far
     cursor: int = 0  # the next sweep takes the unsolved levels from this index on
     last_s: float = 0.0  # the last sweep's seconds
+    expansions: int = 0  # node expansions spent in training sweeps so far, all ranks together
     memory: dict = dataclasses.field(default_factory=dict)  # level index -> (expansions, moves) of its solution
 
 
@@ -799,6 +801,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def check_finite(name: str, value: float, sweep: int, hint: str) -> None:  # a sweep is this script's step
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
@@ -860,10 +890,10 @@ def main(args: Args) -> dict:
         net.load_state_dict(ckpt["net"])
         optimizer.load_state_dict(ckpt["optimizer"])
         optimizer.param_groups[0]["lr"] = args.learning_rate
-        st = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState)})
+        st = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
     # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
     model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
-    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
+    logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
     if is_main:
         print(f"{args.search}: {len(train_levels)} training and {len(test_levels)} held-out levels "
               f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}"
@@ -918,6 +948,7 @@ def main(args: Args) -> dict:
         # After Ctrl-C this sweep is dropped, and the resumed run starts it again.
         results, search_s = search([train_levels[i] for i in chosen], evaluate, st.budget)
         st.cursor = (chosen[-1] + 1) % n
+        st.expansions += sum(r["expansions"] for r in results)  # results holds every rank's levels
         new = [(i, r) for i, r in zip(chosen, results) if r["solved"]]
         for i, r in new:
             st.memory[i] = (r["expansions"], r["actions"])
@@ -941,6 +972,7 @@ def main(args: Args) -> dict:
         row = {"sweep": st.sweep, "charts/budget": st.budget, "charts/solved_sweep": len(new),
                "charts/attempted_sweep": len(chosen), "charts/solved_total": len(st.memory),
                "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(search_s, 1e-9),
+               "charts/expansions_total": st.expansions,
                "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": st.trained_s}
         check_finite("the policy loss", row["losses/policy_loss"], st.sweep, "lower --learning-rate.")
         if args.search == "phs":
@@ -955,8 +987,7 @@ def main(args: Args) -> dict:
                   f"policy loss {row['losses/policy_loss']:.3f}  "
                   + (f"h loss {row['losses/heuristic_loss']:.2f}  " if args.search == "phs" else "")
                   + f"{st.trained_s:.0f} s")
-            if wandb:
-                wandb.log(row, step=st.sweep)
+            logger.log(row, step=st.sweep)
             if args.save_model:
                 save()
 
@@ -991,11 +1022,11 @@ def main(args: Args) -> dict:
         if solved is not None:
             moves = "".join(MOVE_NAMES[a] for a in results[solved]["actions"])
             print(f"{test_levels[solved].name} solved by {moves}:\n{test_levels[solved].render()}")
-        if wandb:  # with a picture of a solved level and the moves found
-            picture = {} if solved is None else {
-                "eval/solved_level": wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
-            wandb.log({**metrics, **picture}, step=st.sweep + 1)
-            wandb.finish()
+        # with --track, a picture of a solved level and the moves found
+        picture = {} if solved is None or not logger.wandb else {
+            "eval/solved_level": logger.wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
+        logger.log({**metrics, **picture}, step=st.sweep + 1)
+        logger.close()
         if args.eval_checkpoint is None:
             print(f"to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}" if args.save_model
                   else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
