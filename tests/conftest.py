@@ -61,26 +61,47 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-SEEDS = (1, 2, 3, 4, 5)
-EVAL_LINE = re.compile(r"(greedy|deterministic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) "
+# The RL benchmarks (issue 22): ten seeds a command, summarised as Agarwal et al. 2021 ask (rl_stats.py).
+SEEDS = tuple(range(1, 11))
+# Their run folders go to bench/runs/ (runs/<run>/metrics.jsonl each), which docs/make_figures.py draws:
+#     python docs/make_figures.py --runs bench/runs
+BENCH = ROOT / "bench"
+EVAL_LINE = re.compile(r"(greedy|deterministic|stochastic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) "
                        r"steps in ([\d.]+) s \((\d+) SPS\)")
+P_RIGHT = re.compile(r"P\(right\) ([\d.]+)")  # reinforce.py's short corridor
 
 
-def run_seeds(script: str, args: list[str]) -> list[dict]:
-    """The RL benchmarks: each seed runs the command exactly as a user types it, one at a time,
-    and the final evaluation line of each run becomes a row of the printed table."""
+def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
+    """Each seed runs the command exactly as a user types it, one at a time, in bench/; the final
+    evaluation line of each run becomes a row of the printed table, and the last row summarises the
+    seeds: mean and IQM with 95% stratified-bootstrap intervals, the share of seeds >= bar, the worst."""
+    from rl_stats import summarize, table_row
+
+    BENCH.mkdir(exist_ok=True)
     rows = []
     for seed in SEEDS:
         start = time.time()
-        proc = run([sys.executable, str(ALGOS / script), *args, "--seed", str(seed)], cwd=ROOT, timeout=900)
+        proc = run([sys.executable, str(ALGOS / script), *args, "--seed", str(seed)], cwd=BENCH, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
         kind, mean, std, episodes, steps, train_s, sps = EVAL_LINE.search(proc.stdout).groups()
-        rows.append(dict(seed=seed, mean=float(mean), std=float(std), episodes=int(episodes),
-                         steps=int(steps), train_s=float(train_s), sps=int(sps), wall_s=time.time() - start))
+        p = P_RIGHT.search(proc.stdout)
+        rows.append(dict(seed=seed, mean=float(mean), std=float(std), episodes=int(episodes), steps=int(steps),
+                         train_s=float(train_s), sps=int(sps), wall_s=time.time() - start,
+                         p=float(p.group(1)) if p else None))
     print(f"\n{script} {' '.join(args)}")
     print(f"| seed | {kind} eval (mean ± std) | episodes | env steps | train s | SPS | process wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {r['steps']} | "
               f"{r['train_s']:.1f} | {r['sps']} | {r['wall_s']:.1f} |")
+    print("| command | seeds | mean [95% CI] | IQM [95% CI] | seeds ≥ bar | worst |\n|---|---|---|---|---|---|")
+    print(table_row(f"`{script} {' '.join(args)}`", summarize([r["mean"] for r in rows], bar), bar))
+    print(f"env steps {min(r['steps'] for r in rows)}-{max(r['steps'] for r in rows)}, "
+          f"wall {min(r['wall_s'] for r in rows):.1f}-{max(r['wall_s'] for r in rows):.1f} s, "
+          f"SPS {min(r['sps'] for r in rows)}-{max(r['sps'] for r in rows)}")
     return rows
+
+
+def share(rows: list[dict], passed) -> float:
+    """The share of seeds whose row passes."""
+    return sum(map(passed, rows)) / len(rows)

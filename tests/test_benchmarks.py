@@ -17,21 +17,23 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import load_script, run_seeds
+from conftest import load_script, run_seeds, share
 
 pytestmark = pytest.mark.benchmark
 
 
+# Bars in issue 22's terms: "solved in 4/5 (or 5/5) seeds" became ">= 80% of 10 seeds"; the README's
+# tables show the share, the mean and IQM with 95% intervals, and the worst seed.
 def test_dqn_solves_mountaincar():
-    rows = run_seeds("dqn.py", ["--env-id", "MountainCar-v0"])
-    assert all(r["mean"] >= -110 for r in rows), "the README's summary: solved (>= -110) in 5/5 seeds"
+    rows = run_seeds("dqn.py", ["--env-id", "MountainCar-v0"], bar=-110)
+    assert share(rows, lambda r: r["mean"] >= -110) >= 0.8
     assert all(r["steps"] <= 120_000 for r in rows)
     assert all(r["wall_s"] <= 60 for r in rows), "each run must finish within 60 s"
 
 
 def test_dqn_solves_cartpole_fast():
-    rows = run_seeds("dqn.py", ["--env-id", "CartPole-v1"])
-    assert sum(r["mean"] >= 475 for r in rows) >= 4
+    rows = run_seeds("dqn.py", ["--env-id", "CartPole-v1"], bar=475)
+    assert share(rows, lambda r: r["mean"] >= 475) >= 0.8
     assert all(r["steps"] <= 50_000 for r in rows)
 
 
@@ -119,6 +121,6 @@ def cleanrl_style_dqn_sps(total_timesteps: int = 50_000, seed: int = 1) -> float
 
 
 def test_dqn_solves_acrobot():
-    rows = run_seeds("dqn.py", ["--env-id", "Acrobot-v1"])
-    assert all(r["mean"] >= -100 for r in rows), "the README reports 5/5 seeds"
+    rows = run_seeds("dqn.py", ["--env-id", "Acrobot-v1"], bar=-100)
+    assert share(rows, lambda r: r["mean"] >= -100) >= 0.8
     assert all(r["steps"] <= 200_000 for r in rows)

@@ -8,13 +8,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import ALGOS, ROOT, run, load_script, script_env
+from conftest import ALGOS, ROOT, load_script, run, run_seeds, script_env, share
 
 rf = load_script("reinforce")
 CPU = torch.device("cpu")
@@ -456,46 +455,22 @@ def test_learns_the_corridor_quickly(tmp_path, monkeypatch):
     assert abs(metrics["eval/mean_return"] - rf.corridor_value(p)) < 4 * se, metrics
 
 
-# Full runs: each seed as a user types it, one process at a time, so the wall time is the whole
-# process (start-up, training and the final evaluation).
-SEEDS = (1, 2, 3, 4, 5)
-EVAL_LINE = re.compile(r"eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) steps in ([\d.]+) s")
-CORRIDOR_LINE = re.compile(r"P\(right\) ([\d.]+)")
-
-
-def run_seeds(args: list[str]) -> list[dict]:
-    rows = []
-    for seed in SEEDS:
-        start = time.time()
-        proc = run([sys.executable, str(ALGOS / "reinforce.py"), *args, "--seed", str(seed)], cwd=ROOT, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        mean, std, episodes, steps, train_s = EVAL_LINE.search(proc.stdout).groups()
-        p = CORRIDOR_LINE.search(proc.stdout)
-        rows.append(dict(seed=seed, mean=float(mean), std=float(std), steps=int(steps), train_s=float(train_s),
-                         p=float(p.group(1)) if p else None, wall_s=time.time() - start))
-    print(f"\nreinforce.py {' '.join(args)}")
-    print("| seed | eval return (mean ± std) | P(right) | env steps | train s | process wall s |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        p = f"{r['p']:.4f}" if r["p"] is not None else "—"
-        print(f"| {r['seed']} | {r['mean']:.2f} ± {r['std']:.2f} | {p} | {r['steps']} | {r['train_s']:.1f} | "
-              f"{r['wall_s']:.1f} |")
-    return rows
+# Full runs: conftest.run_seeds, ten seeds each as a user types them (issue 22's statistics).
 
 
 @pytest.mark.benchmark
 @pytest.mark.parametrize("baseline", ["value", "rloo", "none"])
 def test_benchmark_cartpole(baseline):
-    rows = run_seeds(["--baseline", baseline])
-    # The README: >= 475 in 4/5 seeds (value, none) and 5/5 (rloo), within 300k steps (250-254k).
-    assert sum(r["mean"] >= 475 for r in rows) >= (5 if baseline == "rloo" else 4)
+    rows = run_seeds("reinforce.py", ["--baseline", baseline], bar=475)
+    # The README: >= 475 in >= 80% of 10 seeds for each baseline, within 254k steps.
+    assert share(rows, lambda r: r["mean"] >= 475) >= 0.8
     assert all(r["steps"] <= 254_000 for r in rows)
 
 
 @pytest.mark.benchmark
 @pytest.mark.parametrize("baseline", ["value", "rloo", "none"])
 def test_benchmark_short_corridor(baseline):
-    rows = run_seeds(["--env-id", "ShortCorridor-v0", "--baseline", baseline])
+    rows = run_seeds("reinforce.py", ["--env-id", "ShortCorridor-v0", "--baseline", baseline], bar=rf.CORRIDOR_V_STAR - 1)
     mean_p, mean_return = np.mean([r["p"] for r in rows]), np.mean([r["mean"] for r in rows])
     print(f"mean over seeds: P(right) {mean_p:.4f} (p* {rf.CORRIDOR_P_STAR:.4f}), "
           f"return {mean_return:.2f} (v* {rf.CORRIDOR_V_STAR:.2f})")
