@@ -54,6 +54,7 @@ The figure goes to runs/<run_name>/dyna_q.png. Ctrl-C stops after the current ru
 """
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -71,6 +72,8 @@ import torch
 import torch.distributed as dist
 import tyro
 from matplotlib.figure import Figure
+
+ALGO = "dyna_q"
 
 
 # Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
@@ -416,6 +419,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def summary_rows(length: int, by_episode: bool) -> list:
     """The x values of the printed table: the first 10 episodes and every fifth of the run,
     or every twelfth of the time steps (which hits the mazes' change points)."""
@@ -467,7 +498,7 @@ def main(args: Args) -> dict:
     probe.close()
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else ""
-    wandb = start_wandb(args, run_name, run_dir) if is_main and args.track else None
+    logger = RunLog(args, run_name, run_dir) if is_main else None  # metrics.jsonl, and wandb with --track
     by_episode = args.num_episodes is not None
     length = args.num_episodes if by_episode else args.total_steps
     curve_key = "eval/steps_per_episode" if by_episode else "eval/cumulative_reward"
@@ -540,17 +571,19 @@ def main(args: Args) -> dict:
         figure = os.path.join(run_dir, "dyna_q.png")
         plot(figure, curves, labels, f"{args.env_id}, mean of {num_runs} runs", by_episode, change_at)
         print(f"wrote {figure}")
-        if wandb:  # the curves (at most about 1000 rows each), a line chart of them, the figure, the metrics
-            x_key, stride = "episode" if by_episode else "time_step", max(1, length // 1000)
+        # The curves (at most about 1000 rows each), then the metrics; with --track a line chart and the figure too.
+        x_key, stride = "episode" if by_episode else "time_step", max(1, length // 1000)
+        xs, wandb = list(range(stride, length + 1, stride)), logger.wandb
+        last = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+        if wandb:  # pictures go to wandb only
             wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
-            xs = list(range(stride, length + 1, stride))
-            for x in xs:
-                wandb.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
-            chart = wandb.plot.line_series(xs=xs, ys=[curve[stride - 1::stride].tolist() for curve in curves],
-                                           keys=labels, title=f"{args.env_id}: {curve_key}", xname=x_key)
-            wandb.log({f"charts/{curve_key.split('/')[1]}": chart, "charts/figure": wandb.Image(figure),
-                       **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
-            wandb.finish()
+            last[f"charts/{curve_key.split('/')[1]}"] = wandb.plot.line_series(xs=xs, keys=labels, xname=x_key,
+                ys=[curve[stride - 1::stride].tolist() for curve in curves], title=f"{args.env_id}: {curve_key}")
+            last["charts/figure"] = wandb.Image(figure)
+        for x in xs:
+            logger.log({x_key: x, **{f"{curve_key}/{label}": curve[x - 1] for label, curve in zip(labels, curves)}})
+        logger.log(last)
+        logger.close()
         if args.save_model:
             path = os.path.join(run_dir, "q_tables.npz")
             runs = np.flatnonzero(finished)  # all of them, unless Ctrl-C stopped the run early
