@@ -73,6 +73,8 @@ import regex
 import tiktoken
 import tyro
 
+ALGO = "bpe"
+
 PATTERNS = {  # tiktoken's own strings, so that chunks (and so ids) agree with it exactly
     "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
     "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
@@ -442,6 +444,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 # ---------------------------------------------------------------------------- corpus and shards
 def read_texts(path: str) -> list[str]:
     """The text of a file, or of every file under a folder (sorted, hidden ones skipped)."""
@@ -585,7 +615,7 @@ def main(args: Args) -> dict:
     source = args.eval_checkpoint or os.path.normpath(args.input)
     run_name = f"{os.path.basename(source)}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else None
-    wandb = start_wandb(args, run_name, run_dir) if args.track and is_main else None
+    logger = RunLog(args, run_name, run_dir) if is_main else None  # metrics.jsonl, and wandb with --track
     if not args.eval_checkpoint:  # every rank pre-tokenises its shard of every file
         texts = read_texts(args.input)
         start = time.perf_counter()
@@ -613,10 +643,10 @@ def main(args: Args) -> dict:
               f"{sum(counts.values()):,} chunks, {len(counts):,} unique ({args.pattern} pattern) "
               f"in {time.perf_counter() - start:.2f} s; training {num_merges} merges ({args.trainer})")
 
-        def log(done, rate, ratio):
+        def log(done, rate, ratio):  # train/vocab_size so far: the 256 bytes and the merges (specials come last)
             print(f"merges {done:>6}/{num_merges}: {rate:,.0f} merges/s, {ratio:.3f} bytes/token")
-            if wandb:
-                wandb.log({"train/merges": done, "train/merges_per_s": rate, "compression_ratio": ratio})
+            logger.log({"train/merges": done, "train/merges_per_s": rate, "compression_ratio": ratio,
+                        "train/seconds": time.perf_counter() - start, "train/vocab_size": 256 + done})
 
         train = train_naive if args.trainer == "naive" else train_incremental
         merges = train(counts, num_merges, log, args.log_interval)
@@ -634,9 +664,8 @@ def main(args: Args) -> dict:
               f"a second time): {ratio:.3f} bytes/token")
     if args.show is not None:
         print(show(tok, args.show))
-    if wandb:
-        wandb.log(metrics)
-        wandb.finish()
+    logger.log(metrics)
+    logger.close()
     if args.save_model:
         for file, writer in ("tokenizer.bpe", save), ("vocab.txt", write_vocab), ("tokenizer.tiktoken", write_tiktoken):
             try:

@@ -420,8 +420,10 @@ def test_script_trains_saves_shows_and_reloads(tmp_path):
     pieces = re.search(r"tokens for \d+ bytes:\n(.*)\n", proc.stdout).group(1)
     assert pieces.endswith("[<|endoftext|>]") and pieces[1:-1].replace("][", "") == "Hello world<|endoftext|>"
     run_dir = next((tmp_path / "runs").iterdir())
-    assert {p.name for p in run_dir.iterdir()} == {"tokenizer.bpe", "vocab.txt", "tokenizer.tiktoken"}
-    assert all(f"saved {os.path.join('runs', run_dir.name, p.name)}\n" in proc.stdout for p in run_dir.iterdir())
+    saved = {"tokenizer.bpe", "vocab.txt", "tokenizer.tiktoken"}
+    assert {p.name for p in run_dir.iterdir()} == saved | {"metrics.jsonl"}  # issue 22: every run logs its metrics
+    assert all(f"saved {os.path.join('runs', run_dir.name, name)}\n" in proc.stdout for name in saved)
+    assert f"metrics: {os.path.join('runs', run_dir.name, 'metrics.jsonl')}\n" in proc.stdout
     ids = re.search(r"ids: (\[.*\])", proc.stdout).group(1)
     for load in ("tokenizer.bpe", "tokenizer.tiktoken"):
         again = run([sys.executable, script, "--eval-checkpoint", str(run_dir / load), "--input", "corpus",
