@@ -577,6 +577,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
@@ -698,7 +726,7 @@ def main(args: Args) -> dict:
               f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; "
               f"{tokens_per_iter:,} tokens per iteration; run folder {run_dir}"
               + (f"; resuming at iteration {start_iter}" if ckpt else ""))
-    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
+    logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
 
     def checkpoint(it: int) -> None:
         """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
@@ -724,8 +752,7 @@ def main(args: Args) -> dict:
                 metrics.update(estimate_loss(raw_model, data, args, ctx, device, exact_val=it == args.max_iters))
                 print(f"step {it}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f}")
                 check_finite("the val loss", metrics["val/loss"], it, "lower --learning-rate.")
-                if wandb:
-                    wandb.log({**metrics, "iter": it}, step=it)  # metrics holds the two losses only
+                logger.log({**metrics, "iter": it}, it)  # metrics holds the two losses only
             if it > start_iter and args.save_model:
                 checkpoint(it)
             eval_time = time.time() - eval_start
@@ -764,8 +791,7 @@ def main(args: Args) -> dict:
                 row["mfu"] = flops * row["tokens_per_s"] / (args.peak_tflops * 1e12)
             print(f"iter {it}: loss {row['train/batch_loss']:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, "
                   f"{row['tokens_per_s']:,.0f} tokens/s" + (f", mfu {100 * row['mfu']:.1f}%" if use_cuda else ""))
-            if wandb:
-                wandb.log({**row, "iter": it}, step=it)
+            logger.log({**row, "iter": it}, it)
             log_time, loss_sum, loss_count = now, 0.0, 0
 
     if it < args.max_iters:  # Ctrl-C: keep everything needed to go on
@@ -786,9 +812,8 @@ def main(args: Args) -> dict:
               f"({metrics['ms_per_iter']:.1f} ms/iter, {metrics['tokens_per_s']:,.0f} tokens/s)")
         print(f"sample from it with: python {sys.argv[0]} --eval-checkpoint {ckpt_path}"
               if args.save_model else f"(the model was not saved: drop --no-save-model to keep it in {run_dir}/)")
-        if wandb:
-            wandb.log(dict(metrics), step=it)
-            wandb.finish()
+        logger.log(dict(metrics), it)
+        logger.close()
     if distributed:
         dist.destroy_process_group()
     return metrics
