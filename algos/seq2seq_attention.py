@@ -72,6 +72,7 @@ import dataclasses
 import datetime
 import hashlib
 import io
+import json
 import math
 import os
 import random
@@ -85,6 +86,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Literal, NamedTuple, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -736,6 +738,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
@@ -813,7 +843,7 @@ def main(args: Args) -> dict:
     ddp_model = DDP(model) if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    wandb = start_wandb(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if args.track and is_main else None
+    logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
 
     def lr_at(it: int) -> float:  # cosine from the full step size down to a tenth
         return args.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * it / args.num_iterations)))
@@ -895,8 +925,7 @@ def main(args: Args) -> dict:
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  {metrics['ms_per_iter']:.1f} ms/iter")
             check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
-            if wandb:
-                wandb.log(metrics, step=it)
+            logger.log(metrics, it)
     wall_time = time.time() - start
     checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
 
@@ -915,10 +944,9 @@ def main(args: Args) -> dict:
         figure = os.path.join(run_dir, "attention.png")
         attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
         print(f"wrote {figure} (attention heat maps of test sentences)")
-        if wandb:
-            wandb.log({k: v for k, v in metrics.items() if k.startswith("eval/")}
-                      | {"wall_time": wall_time, "eval/attention": wandb.Image(figure)}, step=it)
-            wandb.finish()
+        picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
+        logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time} | picture, it)
+        logger.close()
     if args.save_model:
         save(checkpoint)
     elif is_main:
