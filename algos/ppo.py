@@ -69,6 +69,7 @@ Usage
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 import random
@@ -482,6 +483,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
@@ -531,14 +560,13 @@ def main(args: Args) -> dict:
 
     run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     n_envs, T = args.num_envs // world_size, args.num_steps
-    wandb = None
+    logger = None  # rank 0's RunLog
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}, "
               f"run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
-        if args.track:
-            wandb = start_wandb(args, run_name, run_dir)
+        logger = RunLog(args, run_name, run_dir)
 
     envs = make_envs(args.env_id, n_envs)
     action_space, obs_dim = envs.single_action_space, envs.single_observation_space.shape[0]
@@ -589,10 +617,10 @@ def main(args: Args) -> dict:
                 finished = infos["_episode"]
                 ep_returns, lengths = infos["episode"]["r"][finished], infos["episode"]["l"][finished]
                 recent_returns.extend(ep_returns.tolist())
-                if wandb:  # one row per step: wandb keeps only the last value logged at a step
+                if logger:  # one row per step: wandb keeps only the last value logged at a step
                     step = global_step + (t + 1) * args.num_envs
-                    wandb.log({"charts/episodic_return": float(ep_returns.mean()), "global_step": step,
-                               "charts/episodic_length": float(lengths.mean())}, step=step)
+                    logger.log({"charts/episodic_return": float(ep_returns.mean()), "global_step": step,
+                                "charts/episodic_length": float(lengths.mean())}, step=step)
         global_step += steps_per_iteration
 
         # Rewards scaled by the std of the discounted return (not centred: that would change
@@ -649,9 +677,8 @@ def main(args: Args) -> dict:
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {mean_ret:8.2f}  "
                   f"v_loss {stats['losses/value_loss']:.4f}  kl {stats['losses/approx_kl']:.4f}  "
                   f"clipfrac {stats['losses/clipfrac']:.3f}  SPS {sps}")
-            if wandb:
-                wandb.log({**stats, "charts/learning_rate": optimizer.param_groups[0]["lr"],
-                           "charts/SPS": sps, "global_step": global_step}, step=global_step)
+            logger.log({**stats, "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                        "charts/SPS": sps, "global_step": global_step}, step=global_step)
         # Under torchrun the ranks agree to stop after each iteration (one small all-reduce).
         if stop.agreed(device) if distributed else stop.requested:
             break
@@ -672,9 +699,8 @@ def main(args: Args) -> dict:
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        if wandb:
-            wandb.log({**metrics, "global_step": global_step}, step=global_step)
-            wandb.finish()
+        logger.log({**metrics, "global_step": global_step}, step=global_step)
+        logger.close()
         if args.save_model:
             save_model(os.path.join(run_dir, "ppo.pt"), agent, reward_rms, args)
         else:
