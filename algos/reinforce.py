@@ -73,6 +73,7 @@ Usage
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import os
 import random
@@ -298,6 +299,12 @@ def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, alive: torch
     return -(advantages.detach() * logprob * alive).sum() / num_episodes
 
 
+def prob_right(agent: Agent, device: torch.device) -> float:
+    """The short corridor's P(right): its observation is always 0, so one state holds the whole policy."""
+    with torch.inference_mode():
+        return agent.dist(torch.zeros(1, 1, device=device)).probs[0, 1].item()
+
+
 def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, device: torch.device,
              where: str) -> dict:
     """Play `episodes` episodes, one per sub-env (so short ones are not over-counted), print the mean
@@ -318,8 +325,7 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
     print(f"{env_id} {'greedy' if greedy else 'stochastic'} eval: {metrics['eval/mean_return']:.2f} +- "
           f"{metrics['eval/std_return']:.2f} over {episodes} episodes {where}")
     if corridor:
-        with torch.inference_mode():
-            p = metrics["eval/prob_right"] = agent.dist(torch.zeros(1, 1, device=device)).probs[0, 1].item()
+        p = metrics["eval/prob_right"] = prob_right(agent, device)
         print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), "
               f"mean return {metrics['eval/mean_return']:.2f} (analytic v* = {CORRIDOR_V_STAR:.2f}; "
               f"v(P(right)) = {corridor_value(p):.2f})")
@@ -463,6 +469,34 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
     return wandb
 
 
+class RunLog:
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
+    first line with the config), so any run can be read back or plotted without wandb; with --track the
+    same rows go to wandb too. Pictures and charts go to wandb only."""
+
+    def __init__(self, args: Args, run_name: str, run_dir: str):
+        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
+        self.file = open(self.path, "a")
+        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        print(f"metrics: {self.path}")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=float) + "\n")
+        self.file.flush()
+
+    def log(self, row: dict, step: Optional[int] = None) -> None:
+        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        if self.wandb:
+            self.wandb.log(row, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
 def check_finite(name: str, value: float, step: int, hint: str) -> None:
     """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
     if not math.isfinite(value):
@@ -515,9 +549,10 @@ def main(args: Args) -> dict:
         print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "
               f"per update on {device}, run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
-    wandb = start_wandb(args, run_name, run_dir) if is_main and args.track else None
+    logger = RunLog(args, run_name, run_dir) if is_main else None
 
     envs = make_envs(args.env_id, local_k)
+    corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)  # progress rows carry P(right)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
                   value=args.baseline == "value").to(device)
     model = DDP(agent) if distributed else agent  # DDP broadcasts rank 0's weights at the start
@@ -574,9 +609,9 @@ def main(args: Args) -> dict:
 
         episode_returns = (rewards * alive).sum(0).tolist()
         recent_returns = (recent_returns + episode_returns)[-20:]
-        if wandb:
-            wandb.log({"charts/episodic_return": float(np.mean(episode_returns)), **losses,
-                       "global_step": global_step}, step=global_step)
+        if logger:
+            logger.log({"charts/episodic_return": float(np.mean(episode_returns)), **losses,
+                        "global_step": global_step}, step=global_step)
         if is_main and (global_step >= next_log or global_step >= args.total_timesteps):
             check_finite("the policy loss", losses["losses/policy_loss"], global_step,
                          "lower --learning-rate or --value-learning-rate.")
@@ -584,8 +619,8 @@ def main(args: Args) -> dict:
             sps = int(global_step / (time.time() - start_time))
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {np.mean(recent_returns):8.2f}  "
                   + "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in losses.items()) + f"  SPS {sps}")
-            if wandb:
-                wandb.log({"charts/SPS": sps, "global_step": global_step}, step=global_step)
+            p_right = {"charts/prob_right": prob_right(agent, device)} if corridor else {}
+            logger.log({"charts/SPS": sps, "global_step": global_step, **p_right}, step=global_step)
         if counts[2]:  # the same on every rank: all stop after this update
             break
 
@@ -603,9 +638,8 @@ def main(args: Args) -> dict:
     if is_main:  # the last update's losses were checked by the last progress line
         metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device,
                                 f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"))
-        if wandb:
-            wandb.log({**metrics, "global_step": global_step}, step=global_step)
-            wandb.finish()
+        logger.log({**metrics, "global_step": global_step}, step=global_step)
+        logger.close()
         if args.save_model:
             save_model(os.path.join(run_dir, "reinforce.pt"), agent, args)
         else:
