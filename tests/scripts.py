@@ -2,7 +2,8 @@
 
 Every algos/*.py must have an entry: the shared tests fail for a script without one, so a new
 script is covered the moment it lands. `tiny` are arguments for a run of a few seconds that
-still exercises learning and logging; `metrics` are wandb keys its --track run must log.
+still exercises learning and logging; `metrics` are wandb keys its --track run must log, and (but for
+`wandb_only` pictures) keys its runs/<run>/metrics.jsonl must hold.
 """
 
 from pathlib import Path
@@ -51,6 +52,7 @@ SCRIPTS = {
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
+        wandb_only=["eval/attention/_type"],  # the heat map: a picture, not a number for metrics.jsonl
     ),
     "gpt.py": dict(
         # The shared tests run in an empty folder without network: a 16 KB dataset committed

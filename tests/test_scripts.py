@@ -1,5 +1,6 @@
 """Tests that every script in algos/ passes: --help, runs copied alone, torchrun, --track."""
 
+import json
 import shutil
 import sys
 
@@ -31,10 +32,19 @@ def test_help(script, tmp_path):
 
 @pytest.mark.parametrize("script", ALL)
 def test_runs_copied_alone(script, tmp_path):
-    """The fork story: the file alone in an empty folder runs (it imports nothing of the repo)."""
+    """The fork story: the file alone in an empty folder runs (it imports nothing of the repo), and
+    writes runs/<run>/metrics.jsonl with the script's metric keys."""
     shutil.copy(ALGOS / script, tmp_path / script)
     proc = run([sys.executable, script, *spec(script)["tiny"]], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # Issue 22: without --track the run still leaves its metrics, the same keys wandb would get.
+    files = list(tmp_path.glob("runs/*/metrics.jsonl"))
+    assert len(files) == 1, f"expected one runs/<run>/metrics.jsonl, found {files}"
+    header, *rows = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert header["algo"] == script[:-3] and header["config"]["seed"] == 1, header
+    logged = {key for row in rows for key in row}
+    missing = set(spec(script)["metrics"]) - set(spec(script).get("wandb_only", ())) - logged
+    assert not missing, f"{script}'s metrics.jsonl lacks {sorted(missing)}; it has {sorted(logged)}"
 
 
 @pytest.mark.parametrize("script", ALL)
