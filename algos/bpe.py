@@ -114,7 +114,8 @@ class Args:
     special_tokens: tuple[str, ...] = ("<|endoftext|>",)
     # incremental, or naive: recount every pair after every merge (20-60x slower; the same merges)
     trainer: Literal["incremental", "naive"] = "incremental"
-    # no training: evaluate a saved tokenizer.bpe, a .tiktoken file (read with --pattern and --special-tokens), or gpt2, r50k_base, cl100k_base (through tiktoken)
+    # no training: evaluate a saved tokenizer.bpe, a .tiktoken file (read with --pattern and
+    # --special-tokens), or gpt2, r50k_base, cl100k_base (through tiktoken)
     eval_checkpoint: Optional[str] = None
     show: Optional[str] = None  # print this text with its token boundaries, e.g. --show "Hello world"
     log_interval: Annotated[int, Range(1)] = 256  # merges between progress lines

@@ -597,7 +597,7 @@ def main(args: Args) -> dict:
             recent_returns.extend(returns.tolist())
             if logger:  # one row per step: wandb keeps only the last value logged at a step
                 logger.log({"charts/episodic_return": float(returns.mean()), "global_step": global_step,
-                           "charts/episodic_length": float(lengths.mean())}, step=global_step)
+                            "charts/episodic_length": float(lengths.mean())}, step=global_step)
 
         if global_step > args.learning_starts and iteration % train_every == 0:
             if args.anneal_lr:
@@ -623,7 +623,7 @@ def main(args: Args) -> dict:
                   f"epsilon {epsilon:.3f}  td_loss {td_loss.item():.4f}  SPS {sps}")
             if logger:
                 logger.log({"losses/td_loss": td_loss.item(), "charts/epsilon": epsilon,
-                           "charts/SPS": sps, "global_step": global_step}, step=global_step)
+                            "charts/SPS": sps, "global_step": global_step}, step=global_step)
         # Under torchrun the ranks agree to stop at the progress steps (one small all-reduce).
         if stop.requested if not distributed else log_now and stop.agreed(device):
             break

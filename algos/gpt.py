@@ -732,7 +732,7 @@ def main(args: Args) -> dict:
         """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
         mine = {"data": data_rng.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if use_cuda else None}
-        states = [mine] * world_size
+        states = [mine] * world_size  # one process: its own; under torchrun all_gather fills in every rank's
         if distributed:
             dist.all_gather_object(states, mine)
         if is_main:

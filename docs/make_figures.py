@@ -33,7 +33,7 @@ CURVES = {
     "levin_ts": ("levin_ts", "charts/expansions_total", "charts/solved_total", "search", "levin_ts.py",
                  "levels solved in training"),
     "gpt": ("gpt", "time", "val/loss", "pos_encoding", "gpt.py", "validation loss"),
-    "bpe": ("bpe", "train/vocab_size", "train/seconds", "trainer", "bpe.py", "training seconds"),
+    "bpe": ("bpe", "train/merges", "train/seconds", "trainer", "bpe.py", "training seconds"),
 }
 # name: (script, the file it writes in its run folder).
 PICTURES = {"dyna_q": ("dyna_q", "dyna_q.png"), "seq2seq_attention": ("seq2seq_attention", "attention.png")}
@@ -42,20 +42,32 @@ SETTING = {"dqn": "env_id", "ppo": "env_id", "reinforce": "env_id", "dyna_q": "e
            "gpt": "data_dir", "bpe": "input", "seq2seq_attention": "data_path"}
 DEFAULT_SETTING = {"levin_ts": "generated", "seq2seq_attention": "date-task"}  # where the field is None
 REFERENCE_LINES = {"reinforce-prob-right": (2 - 2 ** 0.5, "p* = 2 - sqrt(2)")}  # Sutton & Barto Example 13.1
+# Fields that do not change what a run learns: runs that differ only in these (and the seed) share a line.
+BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "save_model", "eval_checkpoint",
+               "resume", "log_interval", "num_threads", "cuda", "torch_deterministic", "compare_uniform"}
 BINS = 60  # points per curve: each run's rows are averaged within each of BINS equal stretches of x
 
 
 def read_runs(folder: Path) -> list[dict]:
-    """Every run folder with a metrics.jsonl: its header (algo, run_name, config), its rows, its path."""
+    """Every run folder with a metrics.jsonl: its header (algo, run_name, config), its rows, its path.
+    A resumed run appended a second header and restarted its clock: its later rows' time goes on from
+    the last time logged before it."""
     runs = []
     for path in sorted(folder.glob("*/metrics.jsonl")):
-        lines = path.read_text().splitlines()
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
         if not lines:
             continue
-        header = json.loads(lines[0])
-        if "algo" not in header:
+        if "algo" not in lines[0]:
             sys.exit(f"{path}: the first line is not a metrics header; was it written by an algos/ script?")
-        runs.append({**header, "rows": [json.loads(line) for line in lines[1:]], "dir": path.parent})
+        rows, offset, last = [], 0.0, 0.0
+        for row in lines[1:]:
+            if "algo" in row:  # a resume
+                offset = last
+                continue
+            if "time" in row:
+                row["time"] = last = row["time"] + offset
+            rows.append(row)
+        runs.append({**lines[0], "rows": rows, "dir": path.parent})
     return runs
 
 
@@ -66,14 +78,15 @@ def setting(run: dict) -> str:
 
 
 def binned(rows: list[dict], x_key: str, y_key: str, edges: np.ndarray) -> np.ndarray:
-    """The run's y averaged in each bin of x (the previous bin's value where a bin has no row)."""
+    """The run's y averaged in each bin of x; an empty bin keeps the previous bin's value, and bins
+    after the run's last row stay nan (a short run is not drawn as if it had gone on)."""
     points = np.array([(r[x_key], r[y_key]) for r in rows if r.get(x_key) is not None and y_key in r], float)
     out = np.full(len(edges) - 1, np.nan)
     if len(points):
         which = np.clip(np.searchsorted(edges, points[:, 0], side="right") - 1, 0, len(out) - 1)
         for b in np.unique(which):
             out[b] = points[which == b, 1].mean()
-        for b in range(1, len(out)):  # carry the last value forward through empty bins
+        for b in range(1, which.max() + 1):  # carry the last value forward through empty bins
             if np.isnan(out[b]):
                 out[b] = out[b - 1]
     return out
@@ -89,8 +102,24 @@ def mean_band(curves: np.ndarray, reps: int = 1_000, seed: int = 0) -> tuple:
         return np.nanmean(curves, axis=0), np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0)
 
 
+def lines(runs: list[dict], line_field) -> dict:
+    """The runs grouped by configuration less its bookkeeping fields and seed: one line each, labelled by
+    the line field and by every other field in which the groups differ."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[tuple(sorted((k, str(v)) for k, v in run["config"].items() if k not in BOOKKEEPING))].append(run)
+    configs = [dict(key) for key in groups]
+    differ = sorted({k for c in configs for k in c if len({o.get(k) for o in configs}) > 1} - {line_field})
+    labelled = {}
+    for config, group in zip(configs, groups.values()):
+        words = [config.get(line_field, "")] if line_field else []
+        labelled[", ".join(words + [f"{k}={config.get(k)}" for k in differ])] = group
+    return labelled
+
+
 def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
-    """One PNG per environment (or corpus): a line with its seed band per value of the line field."""
+    """One PNG per environment (or corpus): a line with its seed band per configuration, named by the
+    line field and by any other field in which that figure's configurations differ."""
     script, x_key, y_key, line_field, title, y_label = CURVES[name]
     by_env = defaultdict(list)
     for run in runs:
@@ -99,14 +128,14 @@ def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
     written = []
     for env, env_runs in sorted(by_env.items()):
         xs = [r[x_key] for run in env_runs for r in run["rows"] if r.get(x_key) is not None and y_key in r]
+        if not xs or max(xs) <= 0:
+            continue
         edges = np.linspace(0, max(xs), BINS + 1)
         centres = (edges[:-1] + edges[1:]) / 2
         fig = Figure(figsize=(6, 4), dpi=100)
         ax = fig.add_subplot()
-        lines = defaultdict(list)
-        for run in env_runs:
-            lines[str(run["config"].get(line_field, "")) if line_field else ""].append(binned(run["rows"], x_key, y_key, edges))
-        for label, curves in sorted(lines.items()):
+        for label, line_runs in sorted(lines(env_runs, line_field).items()):
+            curves = [binned(run["rows"], x_key, y_key, edges) for run in line_runs]
             mean, lo, hi = mean_band(np.array(curves))
             ax.plot(centres, mean, label=f"{label} ({len(curves)} seeds)" if label else f"{len(curves)} seeds")
             ax.fill_between(centres, lo, hi, alpha=0.25)

@@ -20,7 +20,10 @@ SHARED_DATA = Path(os.environ.get(DATA_ENV) or ROOT.parent / "shared" / "data").
 
 def no_data(what: str) -> str:
     """The skip reason of a test that needs SHARED_DATA/<what>: names the variable and the missing path."""
-    source = f"{DATA_ENV}={os.environ[DATA_ENV]}" if os.environ.get(DATA_ENV) else f"{DATA_ENV} unset, default ../shared/data"
+    if os.environ.get(DATA_ENV):
+        source = f"{DATA_ENV}={os.environ[DATA_ENV]}"
+    else:
+        source = f"{DATA_ENV} unset, default ../shared/data"
     return f"needs {SHARED_DATA / what} ({source}): set {DATA_ENV} to the folder of offline data to run it"
 
 
@@ -66,15 +69,16 @@ SEEDS = tuple(range(1, 11))
 # Their run folders go to bench/runs/ (runs/<run>/metrics.jsonl each), which docs/make_figures.py draws:
 #     python docs/make_figures.py --runs bench/runs
 BENCH = ROOT / "bench"
-EVAL_LINE = re.compile(r"(greedy|deterministic|stochastic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes after (\d+) "
-                       r"steps in ([\d.]+) s \((\d+) SPS\)")
+EVAL_LINE = re.compile(r"(greedy|deterministic|stochastic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes "
+                       r"after (\d+) steps in ([\d.]+) s \((\d+) SPS\)")
 P_RIGHT = re.compile(r"P\(right\) ([\d.]+)")  # reinforce.py's short corridor
 
 
 def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
     """Each seed runs the command exactly as a user types it, one at a time, in bench/; the final
-    evaluation line of each run becomes a row of the printed table, and the last row summarises the
-    seeds: mean and IQM with 95% stratified-bootstrap intervals, the share of seeds >= bar, the worst."""
+    evaluation line of each run becomes a row of the printed table, and a second table summarises the
+    seeds: mean and IQM with 95% bootstrap intervals (one environment a row, so the stratified bootstrap
+    is the plain percentile bootstrap over its ten seeds), the share of seeds >= bar, the worst."""
     from rl_stats import summarize, table_row
 
     BENCH.mkdir(exist_ok=True)
@@ -94,7 +98,7 @@ def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
     for r in rows:
         print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {r['steps']} | "
               f"{r['train_s']:.1f} | {r['sps']} | {r['wall_s']:.1f} |")
-    print("| command | seeds | mean [95% CI] | IQM [95% CI] | seeds ≥ bar | worst |\n|---|---|---|---|---|---|")
+    print("\n| command | seeds | mean [95% CI] | IQM [95% CI] | seeds ≥ bar | worst |\n|---|---|---|---|---|---|")
     print(table_row(f"`{script} {' '.join(args)}`", summarize([r["mean"] for r in rows], bar), bar))
     print(f"env steps {min(r['steps'] for r in rows)}-{max(r['steps'] for r in rows)}, "
           f"wall {min(r['wall_s'] for r in rows):.1f}-{max(r['wall_s'] for r in rows):.1f} s, "

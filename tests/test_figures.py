@@ -33,6 +33,29 @@ def test_binned_averages_each_bin_and_carries_the_last_value_over_empty_bins():
     rows = [{"step": 1, "r": 1.0}, {"step": 2, "r": 3.0}, {"step": 9, "r": 10.0}, {"step": 5, "other": 0}]
     out = mf.binned(rows, "step", "r", np.array([0, 4, 8, 12]))
     assert out.tolist() == [2.0, 2.0, 10.0]  # bin [4, 8) is empty: the value of [0, 4) carries on
+    short = mf.binned(rows[:2], "step", "r", np.array([0, 4, 8, 12]))
+    assert short[0] == 2.0 and np.isnan(short[1:]).all()  # a run that ended is not drawn on
+
+
+def test_a_resumed_run_is_one_run_whose_clock_goes_on(tmp_path):
+    mf = load()
+    fake_run(tmp_path, "gpt", "gpt", {"seed": 1}, [{"step": 1, "time": 5.0, "val/loss": 3.0},
+                                                   {"algo": "gpt", "run_name": "gpt", "config": {"seed": 1}},
+                                                   {"step": 2, "time": 1.0, "val/loss": 2.0}])
+    (run,) = mf.read_runs(tmp_path)
+    assert [r["time"] for r in run["rows"]] == [5.0, 6.0]
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_separate_lines(tmp_path):
+    mf = load()
+    for seed in (1, 2):
+        for lr in (1e-3, 1e-4):
+            fake_run(tmp_path / "runs", f"d{seed}{lr}", "dqn", {"env_id": "E", "seed": seed, "learning_rate": lr},
+                     [{"step": s, "charts/episodic_return": s * lr} for s in range(1, 9)])
+    groups = mf.lines(mf.read_runs(tmp_path / "runs"), None)
+    assert sorted((label, len(runs)) for label, runs in groups.items()) == [("learning_rate=0.0001", 2),
+                                                                            ("learning_rate=0.001", 2)]
+    assert sorted(mf.lines(mf.read_runs(tmp_path / "runs"), "learning_rate")) == ["0.0001", "0.001"]
 
 
 def test_mean_band_is_the_mean_with_a_bootstrap_interval_around_it():
@@ -65,15 +88,15 @@ def test_the_command_draws_every_figure_from_tiny_fake_runs(tmp_path):
     fake_run(runs, "gpt", "gpt", {"pos_encoding": "rope", "data_dir": "data/shakespeare_char"},
              [{"step": i, "time": 2.0 * i, "val/loss": 4.0 - i / 10} for i in range(10)])
     fake_run(runs, "bpe", "bpe", {"trainer": "naive", "input": "x.txt"},
-             [{"step": i, "train/vocab_size": 256 + i, "train/seconds": i / 3} for i in range(10)])
+             [{"step": None, "train/merges": i, "train/seconds": i / 3} for i in range(10)])
     fake_run(runs, "dq", "dyna_q", {"env_id": "DynaMaze-v0"}, [], picture="dyna_q.png")
     fake_run(runs, "s2s", "seq2seq_attention", {"data_path": None}, [], picture="attention.png")
     proc = run([sys.executable, str(SCRIPT), "--runs", str(runs), "--out", str(out)], cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     made = sorted(p.name for p in out.glob("*.png"))
-    assert made == ["bpe-x.txt.png", "dqn-CartPole-v1.png", "dyna_q-DynaMaze-v0.png", "gpt-shakespeare_char.png",
-                    "levin_ts-generated.png", "reinforce-ShortCorridor-v0.png", "reinforce-prob-right-ShortCorridor-v0.png",
-                    "seq2seq_attention-date-task.png"]
+    assert made == ["bpe-x.txt.png", "dqn-CartPole-v1.png", "dyna_q-DynaMaze-v0.png",
+                    "gpt-shakespeare_char.png", "levin_ts-generated.png", "reinforce-ShortCorridor-v0.png",
+                    "reinforce-prob-right-ShortCorridor-v0.png", "seq2seq_attention-date-task.png"]
     for name in made:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(f"wrote {out / name}" in proc.stdout for name in made)

@@ -409,7 +409,7 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
     cases = [
         (dict(n_embd=30, n_head=4), "--n-embd 30 is not divisible by --n-head 4"),
         (dict(n_head=6, n_kv_head=4, n_embd=48), "--n-head 6 is not a multiple of --n-kv-head 4"),
-        (dict(data_dir=str(tmp_path / "nothing")), "prepare it first (the repository's data/shakespeare_char/prepare.py"),
+        (dict(data_dir=str(tmp_path / "nothing")), "prepare it first (the repository's data/shakespeare_char"),
         (dict(n_head=0), "--n-head 0 is not allowed: it must be at least 1."),
         (dict(rope_base=0.0), "--rope-base 0.0 is not allowed: it must be above 1."),
         (dict(weight_decay=math.nan), "--weight-decay nan is not allowed"),

@@ -470,7 +470,8 @@ def test_benchmark_cartpole(baseline):
 @pytest.mark.benchmark
 @pytest.mark.parametrize("baseline", ["value", "rloo", "none"])
 def test_benchmark_short_corridor(baseline):
-    rows = run_seeds("reinforce.py", ["--env-id", "ShortCorridor-v0", "--baseline", baseline], bar=rf.CORRIDOR_V_STAR - 1)
+    rows = run_seeds("reinforce.py", ["--env-id", "ShortCorridor-v0", "--baseline", baseline],
+                     bar=rf.CORRIDOR_V_STAR - 1)
     mean_p, mean_return = np.mean([r["p"] for r in rows]), np.mean([r["mean"] for r in rows])
     print(f"mean over seeds: P(right) {mean_p:.4f} (p* {rf.CORRIDOR_P_STAR:.4f}), "
           f"return {mean_return:.2f} (v* {rf.CORRIDOR_V_STAR:.2f})")
