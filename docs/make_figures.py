@@ -29,12 +29,14 @@ CURVES = {
     "ppo": ("ppo", "step", "charts/episodic_return", None, "ppo.py", "episodic return"),
     "reinforce": ("reinforce", "step", "charts/episodic_return", "baseline", "reinforce.py", "episodic return"),
     "reinforce-prob-right": ("reinforce", "step", "charts/prob_right", "baseline", "reinforce.py: P(right)",
-                             "P(right) in the first state"),
+                             "P(right)"),
     "levin_ts": ("levin_ts", "charts/expansions_total", "charts/solved_total", "search", "levin_ts.py",
                  "levels solved in training"),
     "gpt": ("gpt", "time", "val/loss", "pos_encoding", "gpt.py", "validation loss"),
     "bpe": ("bpe", "train/merges", "train/seconds", "trainer", "bpe.py", "training seconds"),
 }
+X_LABELS = {"step": "environment steps (all ranks)", "time": "seconds since the start (wall clock)",
+            "charts/expansions_total": "node expansions in training", "train/merges": "merges"}
 # name: (script, the file it writes in its run folder).
 PICTURES = {"dyna_q": ("dyna_q", "dyna_q.png"), "seq2seq_attention": ("seq2seq_attention", "attention.png")}
 # The config field that names what a run learned on: one figure per value (its last path part for files).
@@ -78,17 +80,18 @@ def setting(run: dict) -> str:
 
 
 def binned(rows: list[dict], x_key: str, y_key: str, edges: np.ndarray) -> np.ndarray:
-    """The run's y averaged in each bin of x; an empty bin keeps the previous bin's value, and bins
-    after the run's last row stay nan (a short run is not drawn as if it had gone on)."""
+    """The run's y averaged in each bin of x; an empty bin between two rows is interpolated linearly
+    (sparse rows, such as gpt's evaluations, make a line, not steps), and bins before the run's first
+    row or after its last stay nan (a short run is not drawn as if it had gone on)."""
     points = np.array([(r[x_key], r[y_key]) for r in rows if r.get(x_key) is not None and y_key in r], float)
     out = np.full(len(edges) - 1, np.nan)
     if len(points):
         which = np.clip(np.searchsorted(edges, points[:, 0], side="right") - 1, 0, len(out) - 1)
         for b in np.unique(which):
             out[b] = points[which == b, 1].mean()
-        for b in range(1, which.max() + 1):  # carry the last value forward through empty bins
-            if np.isnan(out[b]):
-                out[b] = out[b - 1]
+        filled = np.flatnonzero(~np.isnan(out))
+        inside = np.arange(filled[0], filled[-1] + 1)
+        out[inside] = np.interp(inside, filled, out[filled])
     return out
 
 
@@ -137,12 +140,13 @@ def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
         for label, line_runs in sorted(lines(env_runs, line_field).items()):
             curves = [binned(run["rows"], x_key, y_key, edges) for run in line_runs]
             mean, lo, hi = mean_band(np.array(curves))
-            ax.plot(centres, mean, label=f"{label} ({len(curves)} seeds)" if label else f"{len(curves)} seeds")
+            seeds = f"{len(curves)} seed{'s' * (len(curves) > 1)}"
+            ax.plot(centres, mean, label=f"{label} ({seeds})" if label else seeds)
             ax.fill_between(centres, lo, hi, alpha=0.25)
         if name in REFERENCE_LINES:
             value, text = REFERENCE_LINES[name]
             ax.axhline(value, color="black", linestyle="--", linewidth=1, label=text)
-        ax.set(title=f"{title}, {env}: mean and 95% bootstrap band over seeds", xlabel=x_key, ylabel=y_label)
+        ax.set(title=f"{title}, {env}: mean and 95% bootstrap band over seeds", xlabel=X_LABELS.get(x_key, x_key), ylabel=y_label)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -28,11 +28,11 @@ def fake_run(runs, name, algo, config, rows, picture=None):
         (folder / picture).write_bytes(b"\x89PNG\r\n\x1a\n fake")
 
 
-def test_binned_averages_each_bin_and_carries_the_last_value_over_empty_bins():
+def test_binned_averages_each_bin_and_interpolates_over_empty_bins():
     mf = load()
     rows = [{"step": 1, "r": 1.0}, {"step": 2, "r": 3.0}, {"step": 9, "r": 10.0}, {"step": 5, "other": 0}]
     out = mf.binned(rows, "step", "r", np.array([0, 4, 8, 12]))
-    assert out.tolist() == [2.0, 2.0, 10.0]  # bin [4, 8) is empty: the value of [0, 4) carries on
+    assert out.tolist() == [2.0, 6.0, 10.0]  # bin [4, 8) is empty: halfway between its neighbours
     short = mf.binned(rows[:2], "step", "r", np.array([0, 4, 8, 12]))
     assert short[0] == 2.0 and np.isnan(short[1:]).all()  # a run that ended is not drawn on
 
