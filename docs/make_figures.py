@@ -31,7 +31,7 @@ CURVES = {
     "reinforce-prob-right": ("reinforce", "step", "charts/prob_right", "baseline", "reinforce.py: P(right)",
                              "P(right)"),
     "levin_ts": ("levin_ts", "charts/expansions_total", "charts/solved_total", "search", "levin_ts.py",
-                 "levels solved in training"),
+                 "training levels solved so far"),
     "gpt": ("gpt", "time", "val/loss", "pos_encoding", "gpt.py", "validation loss"),
     "bpe": ("bpe", "train/merges", "train/seconds", "trainer", "bpe.py", "training seconds"),
 }
@@ -47,6 +47,12 @@ REFERENCE_LINES = {"reinforce-prob-right": (2 - 2 ** 0.5, "p* = 2 - sqrt(2)")}  
 # Fields that do not change what a run learns: runs that differ only in these (and the seed) share a line.
 BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "save_model", "eval_checkpoint",
                "resume", "log_interval", "num_threads", "cuda", "torch_deterministic", "compare_uniform"}
+# nanoGPT's CPU "baby" shakespeare_char run (4 layers x 4 heads x 128, block 64, batch 12, 2,000 iterations):
+# its val loss at iterations 0/250/500/1000/1500/2000 as measured on this project's machine kind, placed in
+# time at 59.6 ms an iteration (its whole run, 119.2 s, back to back with gpt.py in the README's gpt table).
+NANOGPT = [(it * 0.0596, loss) for it, loss in
+           [(0, 4.165), (250, 2.445), (500, 2.314), (1000, 2.053), (1500, 1.923), (2000, 1.886)]]
+REFERENCE_CURVES = {"gpt": (NANOGPT, "nanoGPT, same sizes (measured here, 1 seed)")}
 BINS = 60  # points per curve: each run's rows are averaged within each of BINS equal stretches of x
 
 
@@ -137,16 +143,21 @@ def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
         centres = (edges[:-1] + edges[1:]) / 2
         fig = Figure(figsize=(6, 4), dpi=100)
         ax = fig.add_subplot()
-        for label, line_runs in sorted(lines(env_runs, line_field).items()):
+        groups = lines(env_runs, line_field)
+        for label, line_runs in sorted(groups.items()):
             curves = [binned(run["rows"], x_key, y_key, edges) for run in line_runs]
             mean, lo, hi = mean_band(np.array(curves))
             seeds = f"{len(curves)} seed{'s' * (len(curves) > 1)}"
             ax.plot(centres, mean, label=f"{label} ({seeds})" if label else seeds)
             ax.fill_between(centres, lo, hi, alpha=0.25)
+        if name in REFERENCE_CURVES:
+            points, text = REFERENCE_CURVES[name]
+            ax.plot(*zip(*points), color="black", linestyle="--", marker="o", markersize=3, label=text)
         if name in REFERENCE_LINES:
             value, text = REFERENCE_LINES[name]
             ax.axhline(value, color="black", linestyle="--", linewidth=1, label=text)
-        ax.set(title=f"{title}, {env}: mean and 95% bootstrap band over seeds", xlabel=X_LABELS.get(x_key, x_key), ylabel=y_label)
+        band = "mean and 95% bootstrap band over seeds" if max(map(len, groups.values())) > 1 else "one seed"
+        ax.set(title=f"{title}, {env}: {band}", xlabel=X_LABELS.get(x_key, x_key), ylabel=y_label)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -154,6 +165,38 @@ def draw_curves(name: str, runs: list[dict], out: Path) -> list[Path]:
         fig.savefig(path)
         written.append(path)
     return written
+
+
+# Sutton & Barto 2nd ed., sec. 8.2, on Figure 8.2: the agents reach (epsilon-)optimal performance after
+# about 25 (n = 0), five (n = 5) and three (n = 50) episodes; the shortest path is 14 steps.
+BOOK_FIG_8_2 = {"Dyna-Q n=0": 25, "Dyna-Q n=5": 5, "Dyna-Q n=50": 3}
+
+
+def draw_dyna_maze(runs: list[dict], out: Path) -> list[Path]:
+    """Figure 8.2 from the newest DynaMaze-v0 run's curves (steps per episode, each a mean over its
+    runs), with the book's episode counts from its text beside them."""
+    mazes = [run for run in runs if run["algo"] == "dyna_q" and run["config"].get("env_id") == "DynaMaze-v0"]
+    rows = [r for r in (mazes[-1]["rows"] if mazes else []) if r.get("episode") is not None]
+    if not rows:
+        return []
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    for key in sorted(k for k in rows[0] if k.startswith("eval/steps_per_episode/")):
+        label = key.split("/", 2)[2]
+        (line,) = ax.plot([r["episode"] for r in rows], [r[key] for r in rows], label=f"{label} (ours)")
+        if label in BOOK_FIG_8_2:
+            ax.axvline(BOOK_FIG_8_2[label], color=line.get_color(), linestyle=":", linewidth=1.5,
+                       label=f"{label}: the book's ~{BOOK_FIG_8_2[label]} episodes to near-optimal")
+    ax.axhline(14, color="black", linestyle="--", linewidth=1, label="shortest path, 14 steps")
+    num_runs = mazes[-1]["config"].get("num_runs")
+    ax.set(ylim=(0, 800), xlabel="episode", ylabel=f"steps per episode (mean of {num_runs} runs)",
+           title="dyna_q.py, Sutton & Barto Fig. 8.2 (Dyna maze), beside the text of sec. 8.2")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "dyna_q-fig8.2-DynaMaze-v0.png"
+    fig.savefig(path)
+    return [path]
 
 
 def copy_pictures(name: str, runs: list[dict], out: Path) -> list[Path]:
@@ -183,7 +226,7 @@ def main(argv=None) -> list[Path]:
         sys.exit(f"--runs {args.runs}: no run folder with a metrics.jsonl in it.")
     args.out.mkdir(parents=True, exist_ok=True)
     written = [p for name in CURVES for p in draw_curves(name, runs, args.out)]
-    written += [p for name in PICTURES for p in copy_pictures(name, runs, args.out)]
+    written += [p for name in PICTURES for p in copy_pictures(name, runs, args.out)] + draw_dyna_maze(runs, args.out)
     for path in written:
         print(f"wrote {path}")
     return written
