@@ -109,3 +109,24 @@ def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
 def share(rows: list[dict], passed) -> float:
     """The share of seeds whose row passes."""
     return sum(map(passed, rows)) / len(rows)
+
+
+def side_by_side_sps(module, env_id: str, loop, steps: int, monkeypatch, rounds: int = 3) -> tuple[list, list]:
+    """A script's preset and a peer loop timed in this process on CPU seconds, interleaved, `rounds`
+    times: an absolute SPS bar fails on a loaded machine whatever the code does; this ratio holds up.
+    The script's `time` module is swapped for one whose time() is process_time."""
+    import dataclasses
+    import types
+
+    import torch
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(time=time.process_time, sleep=time.sleep))
+    torch.set_num_threads(1)
+    ours, peer = [], []
+    for _ in range(rounds):
+        args = dataclasses.replace(module.preset(env_id), eval_episodes=1, log_interval=10 ** 9)
+        ours.append(module.main(args)["charts/SPS"])
+        peer.append(loop(steps))
+    print(f"\n{module.ALGO}.py {env_id} SPS (CPU seconds) {ours}, peer loop {[round(x) for x in peer]}: "
+          f"{max(ours) / max(peer):.2f}x")
+    return ours, peer

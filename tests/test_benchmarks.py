@@ -6,10 +6,8 @@ Each seed runs the script exactly as a user types it, one at a time, so the wall
 whole process (start-up, training and the final evaluation) on an otherwise idle machine.
 """
 
-import dataclasses
 import sys
 import time
-import types
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import load_script, run_seeds, share
+from conftest import load_script, run_seeds, share, side_by_side_sps
 
 pytestmark = pytest.mark.benchmark
 
@@ -37,9 +35,6 @@ def test_dqn_solves_cartpole_fast():
     assert all(r["steps"] <= 50_000 for r in rows)
 
 
-# A script's `time` module on CPU seconds: other jobs on the machine then barely move an SPS.
-CPU_CLOCK = types.SimpleNamespace(time=time.process_time, sleep=time.sleep)
-ROUNDS = 3
 
 
 def test_dqn_cartpole_sps_side_by_side_with_a_cleanrl_style_loop(tmp_path, monkeypatch):
@@ -59,16 +54,8 @@ def test_dqn_cartpole_sps_side_by_side_with_a_cleanrl_style_loop(tmp_path, monke
     and input rescaling cost per-step Python time that a one-env run does not hide."""
     dqn = sys.modules.get("dqn") or load_script("dqn")  # test_dqn.py's copy when it is loaded
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dqn, "time", CPU_CLOCK)
-    torch.set_num_threads(1)
-    ours, loop = [], []
-    for _ in range(ROUNDS):
-        args = dataclasses.replace(dqn.preset("CartPole-v1"), eval_episodes=1, log_interval=10 ** 9)
-        ours.append(dqn.main(args)["charts/SPS"])
-        loop.append(cleanrl_style_dqn_sps(50_000))
-    print(f"\ndqn.py CartPole SPS (CPU seconds) {ours}, CleanRL-style loop {[round(x) for x in loop]}: "
-          f"{max(ours) / max(loop):.2f}x (README target >= 0.8x)")
-    assert max(ours) >= 0.8 * max(loop)
+    ours, loop = side_by_side_sps(dqn, "CartPole-v1", cleanrl_style_dqn_sps, 50_000, monkeypatch)
+    assert max(ours) >= 0.8 * max(loop), "the README's target: >= 0.8x"
 
 
 def cleanrl_style_dqn_sps(total_timesteps: int = 50_000, seed: int = 1) -> float:
