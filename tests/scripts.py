@@ -54,6 +54,18 @@ SCRIPTS = {
                  "ms_per_iter"],
         wandb_only=["eval/attention/_type"],  # the heat map: a picture, not a number for metrics.jsonl
     ),
+    "transformer.py": dict(
+        tiny=["--num-iterations", "40", "--eval-interval", "20", "--num-train", "2000", "--num-heldout", "40",
+              "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
+        save=["--save-model"], checkpoint="transformer.pt", reload=["--eval-checkpoint", "{ckpt}", "--beam-size", "3"],
+        long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
+              "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
+        ready="iter ", after_ctrl_c="resume", nonsense=["--label-smoothing", "nan"],
+        metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
+                 "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
+                 "ms_per_iter"],
+        wandb_only=["eval/attention/_type"],  # the heat maps: a picture, not a number for metrics.jsonl
+    ),
     "gpt.py": dict(
         # The shared tests run in an empty folder without network: a 16 KB dataset committed
         # under tests/fixtures (how it was made: its README) stands in for data/shakespeare_char.
