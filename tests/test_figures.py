@@ -89,13 +89,14 @@ def test_the_command_draws_every_figure_from_tiny_fake_runs(tmp_path):
              [{"step": i, "time": 2.0 * i, "val/loss": 4.0 - i / 10} for i in range(10)])
     fake_run(runs, "bpe", "bpe", {"trainer": "naive", "input": "x.txt"},
              [{"step": None, "train/merges": i, "train/seconds": i / 3} for i in range(10)])
-    fake_run(runs, "dq", "dyna_q", {"env_id": "DynaMaze-v0"}, [], picture="dyna_q.png")
+    fake_run(runs, "dq", "dyna_q", {"env_id": "DynaMaze-v0", "num_runs": 2}, picture="dyna_q.png",
+             rows=[{"episode": e, "eval/steps_per_episode/Dyna-Q n=0": 800 / e} for e in range(1, 30)])
     fake_run(runs, "s2s", "seq2seq_attention", {"data_path": None}, [], picture="attention.png")
     proc = run([sys.executable, str(SCRIPT), "--runs", str(runs), "--out", str(out)], cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     made = sorted(p.name for p in out.glob("*.png"))
     assert made == ["bpe-x.txt.png", "dqn-CartPole-v1.png", "dyna_q-DynaMaze-v0.png",
-                    "gpt-shakespeare_char.png", "levin_ts-generated.png", "reinforce-ShortCorridor-v0.png",
+                    "dyna_q-fig8.2-DynaMaze-v0.png", "gpt-shakespeare_char.png", "levin_ts-generated.png", "reinforce-ShortCorridor-v0.png",
                     "reinforce-prob-right-ShortCorridor-v0.png", "seq2seq_attention-date-task.png"]
     for name in made:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
