@@ -21,10 +21,11 @@ Generation keeps each layer's keys and values (the KV cache), so a new token cos
 position's work instead of a pass over the whole context, until the context window fills.
 
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
-warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA,
-optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues
-the run bit for bit. Data are token files made by data/*/prepare.py (uint16 ids). The defaults
-are nanoGPT's CPU "baby" sizes on shakespeare_char; the run's last val loss is exact (whole split).
+warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA
+(--dtype float16 with a gradient scaler for GPUs without bf16), optional torch.compile;
+checkpoints hold the optimizer and RNG states, so --resume continues the run bit for bit. Data
+are token files made by data/*/prepare.py (uint16 ids). The defaults are nanoGPT's CPU "baby"
+sizes on shakespeare_char; the run's last val loss is exact (whole split).
 
 Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size /
 world_size sequences per micro-step from its own seed, and DDP averages the gradients once per
@@ -50,6 +51,7 @@ Usage
     torchrun --standalone --nproc_per_node=2 algos/gpt.py
     python algos/gpt.py --track                        # log to Weights & Biases
     python algos/gpt.py --pos-encoding learned         # the seminar's comparison
+    python algos/gpt.py --dtype float16                # a GPU without bfloat16 (V100, T4)
     python algos/gpt.py --eval-checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"   # val loss, samples
     python algos/gpt.py <the run's flags> --resume runs/<run_name>/ckpt.pt    # Ctrl-C prints this line
     python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare \\
@@ -135,6 +137,9 @@ class Args:
     beta2: Annotated[float, Range(0, 0.9999)] = 0.99  # AdamW beta2 (0.99: few tokens per step)
     grad_clip: Annotated[float, Range(0)] = 1.0  # clip the global gradient norm to this; 0 turns clipping off
     compile: bool = False  # torch.compile the model (pays off on a GPU; a small CPU run mostly compiles)
+    # precision on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too);
+    # CPU runs are float32 whatever this says
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     # the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)
     peak_tflops: Annotated[float, Range(0, lo_open=True)] = 312.0
     # estimate train and val loss every this many steps (and at the end)
@@ -474,6 +479,17 @@ def validate(args: Args) -> None:
         raise SystemExit("--resume trains and --eval-checkpoint does not: give one of them.")
     if args.eval_checkpoint and not args.prompt:
         raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
+    if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
+        raise SystemExit(f"--dtype bfloat16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; "
+                         "pass --dtype float16 (trained with a gradient scaler) or --dtype float32.")
+
+
+def autocast_context(dtype: str, device: torch.device):
+    """--dtype's autocast on CUDA; none for float32 and on the CPU (bf16 matmuls are slow on most CPUs)."""
+    if device.type != "cuda" or dtype == "float32":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=getattr(torch, dtype))
 
 
 def make_run_dir(name: str) -> str:
@@ -658,7 +674,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     if data is None:
         print(f"{where}: no val loss, --data-dir {args.data_dir} holds no dataset")
         return metrics
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    ctx = autocast_context(args.dtype, device)
     metrics.update(estimate_loss(model, data, saved, ctx, device, exact_val=True))
     print(f"{where}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f} (whole split)")
     return metrics
@@ -674,14 +690,17 @@ def main(args: Args) -> dict:
     ckpt = resume_checkpoint(args) if args.resume else None
     distributed, rank, world_size, device = setup_distributed(args)
     use_cuda, is_main = device.type == "cuda", rank == 0
-    torch.backends.cuda.matmul.allow_tf32 = use_cuda
+    torch.backends.cuda.matmul.allow_tf32 = use_cuda and args.dtype != "float32"
     torch.backends.cudnn.deterministic = args.torch_deterministic
     task = os.path.basename(os.path.abspath(args.data_dir))
     run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
                else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    # bf16 autocast on CUDA; CPU runs stay in float32 (bf16 matmuls are slow on most CPUs).
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
+    # --dtype's autocast on CUDA; CPU runs stay in float32. float16's narrow range would round small
+    # gradients to 0: the scaler multiplies the loss before backward and divides the gradients after
+    # (skipping a step whose gradients overflowed). Disabled, it passes everything through unchanged.
+    ctx = autocast_context(args.dtype, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
 
     data, meta = load_dataset(args.data_dir, args.block_size)
     if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
@@ -707,6 +726,8 @@ def main(args: Args) -> dict:
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # saved by a float16 run; a disabled scaler ignores it
+            scaler.load_state_dict(ckpt["scaler"])
         if world_size == len(ckpt["rng_states"]):  # the same ranks continue their own streams
             state = ckpt["rng_states"][rank]
             data_rng.set_state(state["data"])
@@ -737,8 +758,8 @@ def main(args: Args) -> dict:
             dist.all_gather_object(states, mine)
         if is_main:
             save_checkpoint(ckpt_path, {"algo": ALGO, "model": raw_model.state_dict(), "iter": it,
-                                        "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args),
-                                        "meta": meta, "rng_states": states})
+                                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                        "args": dataclasses.asdict(args), "meta": meta, "rng_states": states})
 
     metrics: dict = {}
     start_time = log_time = time.time()
@@ -772,11 +793,13 @@ def main(args: Args) -> dict:
             x, y = get_batch(data["train"], batch, args.block_size, data_rng)
             with ctx:
                 _, loss = model(x.to(device), y.to(device))
-            (loss / args.grad_accum).backward()
+            scaler.scale(loss / args.grad_accum).backward()
             step_loss = step_loss + loss.detach() / args.grad_accum
         if args.grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # optimizer.step(), unless float16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         it += 1
         check_finite("the training loss", step_loss.item(), it, "lower --learning-rate (or raise --warmup-iters).")

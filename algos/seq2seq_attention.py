@@ -41,7 +41,8 @@ words or tiktoken subwords; the vocabularies hold the tokens seen in training.
 
 Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
 and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
-CUDA the forward pass runs in bfloat16 autocast. Ctrl-C stops training at the end of a step, saves
+CUDA the forward pass runs in bfloat16 autocast (--dtype float16 for a GPU without bfloat16: float16
+with a gradient scaler). Ctrl-C stops training at the end of a step, saves
 runs/<run_name>/seq2seq_attention.pt (optimizer, data order, random states included) and prints the
 command that resumes it exactly.
 
@@ -117,6 +118,9 @@ class Args:
     seed: Annotated[int, Range(0, 2**31)] = 1
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
+    # precision on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too);
+    # CPU runs are float32 whatever this says
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small recurrent nets run fastest with one
     track: bool = False  # log to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
@@ -635,6 +639,10 @@ def validate(args: Args, world_size: int) -> None:
                          "pick a batch size that divides evenly.")
     if args.eval_checkpoint and (args.resume or args.save_model or args.track):
         raise SystemExit("--eval-checkpoint only evaluates: drop --resume, --save-model and --track.")
+    if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported(including_emulation=False)):
+        raise SystemExit(f"--dtype bfloat16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; "
+                         "pass --dtype float16 (trained with a gradient scaler) or --dtype float32.")
 
 
 def make_run_dir(name: str) -> str:
@@ -842,7 +850,15 @@ def main(args: Args) -> dict:
         return metrics
     ddp_model = DDP(model) if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # --dtype's autocast on CUDA; CPU runs stay in float32. float16's narrow range would round small
+    # gradients to 0: the scaler multiplies the loss before backward and divides the gradients after
+    # (skipping a step whose gradients overflowed). Disabled, it passes everything through unchanged.
+    use_cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.float16 if args.dtype == "float16" else torch.bfloat16,
+                              enabled=use_cuda and args.dtype != "float32")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
+    if use_cuda and args.dtype == "float32":  # float32 means float32: no TF32 tensor cores in matmuls or the GRUs
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
 
     def lr_at(it: int) -> float:  # cosine from the full step size down to a tenth
@@ -877,7 +893,8 @@ def main(args: Args) -> dict:
         if is_main:
             save_checkpoint(path, {"algo": ALGO, "args": dataclasses.asdict(args), "model": model.state_dict(),
                                    "src_vocab": src_vocab.itos, "tgt_vocab": tgt_vocab.itos,
-                                   "optimizer": optimizer.state_dict(), "iteration": it, "order": order,
+                                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                   "iteration": it, "order": order,
                                    "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
 
     # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
@@ -889,6 +906,8 @@ def main(args: Args) -> dict:
     it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
     if ckpt:  # continue where it stopped: the step, the data order, the optimizer and the random streams
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # saved by a float16 run; a disabled scaler ignores it
+            scaler.load_state_dict(ckpt["scaler"])
         it, order, cursor = ckpt["iteration"], ckpt["order"], ckpt["cursor"]
         order_gen.set_state(ckpt["order_rng"])
         if len(ckpt["rng"]) == world_size:  # the same ranks continue their own random streams
@@ -912,9 +931,11 @@ def main(args: Args) -> dict:
             logits = ddp_model(src, src_len, tgt_in, args.teacher_forcing)
         loss = sequence_loss(logits, tgt_out)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients of the ranks here
+        scaler.scale(loss).backward()  # DDP averages the gradients of the ranks here
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # optimizer.step(), unless float16 gradients overflowed
+        scaler.update()
         train_loss, it = loss.item(), it + 1
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
