@@ -43,8 +43,10 @@ layer and head, for a test sentence goes to runs/<run_name>/cross_attention.png.
 Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in training. Or --data-path:
 UTF-8 "source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv.
-Tokens are characters, words or tiktoken subwords; the vocabularies hold the tokens seen in training
-(one vocabulary for both sides with --share-embeddings).
+Tokens are characters, words, tiktoken subwords, or --tokenizer bpe: byte-level BPE merges learned
+here from both sides of the training split (the most frequent adjacent pair of symbols becomes one,
+--bpe-merges times), so rare words become pieces of known ones. The vocabularies hold the tokens seen in
+training (one vocabulary for both sides with --share-embeddings).
 
 Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
 and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
@@ -61,6 +63,8 @@ References
     Press, Wolf 2017, "Using the Output Embedding to Improve Language Models", arXiv:1608.05859 (tying).
     Wu et al. 2016, "Google's Neural Machine Translation System", arXiv:1609.08144 (length penalty).
     Bahdanau, Cho, Bengio 2015, arXiv:1409.0473 (attention in translation, the step before this one).
+    Sennrich, Haddow, Birch 2016, "Neural Machine Translation of Rare Words with Subword Units", ACL,
+        arXiv:1508.07909 (BPE).
     Papineni et al. 2002, "BLEU: a Method for Automatic Evaluation of Machine Translation", ACL.
     Post 2018, "A Call for Clarity in Reporting BLEU Scores", WMT, arXiv:1804.08771 (sacreBLEU).
 
@@ -73,13 +77,14 @@ Usage
     python algos/transformer.py --save-model                       # keep the model in runs/<run_name>/
     python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt
     python algos/transformer.py --resume runs/<run_name>/transformer.pt --num-iterations 3000
-    python algos/transformer.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
-        --num-iterations 20000 --d-model 256 --d-ff 1024 --num-layers 3
+    python algos/transformer.py --data-path data/parallel/eng-fra.tsv --tokenizer bpe --bpe-merges 8000 \\
+        --share-embeddings --tie-output --num-iterations 20000 --d-model 256 --d-ff 1024 --dropout 0.1
 """
 
 import dataclasses
 import datetime
 import hashlib
+import heapq
 import io
 import json
 import math
@@ -138,8 +143,9 @@ class Args:
 
     # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
-    # how text becomes tokens: characters, words and punctuation, or tiktoken subwords
-    tokenizer: Literal["char", "word", "tiktoken"] = "char"
+    # how text becomes tokens: characters, words and punctuation, tiktoken subwords, or BPE learned here
+    tokenizer: Literal["char", "word", "tiktoken", "bpe"] = "char"
+    bpe_merges: Annotated[int, Range(0)] = 8_000  # --tokenizer bpe: merges learned from both training sides
     tiktoken_encoding: str = "gpt2"  # the encoding for --tokenizer tiktoken (offline: set TIKTOKEN_CACHE_DIR)
     # with a single --data-path file: the fraction of pairs held out for validation, and again for test
     heldout_fraction: Annotated[float, Range(0, 0.49, lo_open=True)] = 0.05
@@ -289,15 +295,91 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
     return {"test": pairs[:n_held], "val": pairs[n_held:2 * n_held], "train": pairs[2 * n_held:]}
 
 
+class BytePairEncoding:
+    """Byte-level BPE learned from the training text (Sennrich et al. 2016, in GPT-2's byte form): the text is
+    cut into words (each keeps its leading space), a word into its UTF-8 bytes; then num_merges times the
+    most frequent adjacent pair of symbols in the corpus becomes one new symbol (ties: the smaller pair).
+    Only the words holding the merged pair are recounted. A symbol is a str of byte values (latin-1), so any
+    text splits into known bytes and joins back exactly. Encoding applies the merges in learned order."""
+
+    WORDS = re.compile(r" ?\w+| ?[^\w\s]+|\s+")
+
+    def __init__(self, texts: list[str], num_merges: int):
+        words = Counter(w for text in texts for w in self.WORDS.findall(text))
+        symbols = [list(w.encode().decode("latin-1")) for w in words]  # a word as its bytes
+        freq, pairs, where = list(words.values()), Counter(), {}
+        for i, word in enumerate(symbols):
+            for pair in zip(word, word[1:]):
+                pairs[pair] += freq[i]
+                where.setdefault(pair, set()).add(i)
+        heap = [(-n, pair) for pair, n in pairs.items()]
+        heapq.heapify(heap)
+        self.ranks: dict[tuple[str, str], int] = {}
+        while heap and len(self.ranks) < num_merges:
+            n, best = heapq.heappop(heap)
+            if -n != pairs[best] or n == 0:  # a stale entry: the count has changed since it was pushed
+                continue
+            self.ranks[best] = len(self.ranks)
+            touched = set()
+            for i in where.pop(best):
+                word = symbols[i]
+                for pair in zip(word, word[1:]):
+                    pairs[pair] -= freq[i]
+                    touched.add(pair)
+                word[:] = self.merge(word, best)
+                for pair in zip(word, word[1:]):
+                    pairs[pair] += freq[i]
+                    where.setdefault(pair, set()).add(i)
+                    touched.add(pair)
+            for pair in touched - {best}:
+                heapq.heappush(heap, (-pairs[pair], pair))
+            del pairs[best]
+        self.cache: dict[str, list[str]] = {}
+
+    @staticmethod
+    def merge(word: list[str], pair: tuple[str, str]) -> list[str]:
+        """Every occurrence of the pair, left to right, made one symbol."""
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        return out
+
+    def encode_word(self, w: str) -> list[str]:
+        if w not in self.cache:
+            word = list(w.encode().decode("latin-1"))
+            while len(word) > 1:  # the earliest-learned merge that applies, until none does
+                pair = min(zip(word, word[1:]), key=lambda p: self.ranks.get(p, math.inf))
+                if pair not in self.ranks:
+                    break
+                word = self.merge(word, pair)
+            self.cache[w] = word
+        return self.cache[w]
+
+    def split(self, text: str) -> list[str]:
+        return [symbol for w in self.WORDS.findall(text) for symbol in self.encode_word(w)]
+
+    @staticmethod
+    def join(tokens: list[str]) -> str:
+        return "".join(tokens).encode("latin-1").decode("utf-8", errors="replace")
+
+
 class Tokenizer:
-    """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids). Words are
-    runs of letters and digits, which may hold inner hyphens, apostrophes, periods and commas (peut-être,
-    l'homme, 3.50), and punctuation marks; they are joined back with spaces."""
+    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE
+    learned here from the training split. Words are runs of letters and digits, which may hold inner
+    hyphens, apostrophes, periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are
+    joined back with spaces."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
-    def __init__(self, kind: str, encoding: str = "gpt2"):
+    def __init__(self, kind: str, encoding: str = "gpt2", train_texts: list[str] = (), bpe_merges: int = 0):
         self.kind = kind
+        if kind == "bpe":
+            self.bpe = BytePairEncoding(train_texts, bpe_merges)
         if kind == "tiktoken":
             import tiktoken  # only this tokenizer needs it
             try:
@@ -309,11 +391,15 @@ class Tokenizer:
     def split(self, text: str) -> list[str]:
         if self.kind == "tiktoken":
             return [str(i) for i in self.enc.encode(text)]
+        if self.kind == "bpe":
+            return self.bpe.split(text)
         return list(text) if self.kind == "char" else [m.group() for m in self.WORD.finditer(text)]
 
     def join(self, tokens: list[str]) -> str:
         if self.kind == "tiktoken":
             return self.enc.decode([int(t) for t in tokens if t.isdigit()])
+        if self.kind == "bpe":
+            return self.bpe.join(tokens)
         return ("" if self.kind == "char" else " ").join(tokens)
 
 
@@ -345,8 +431,6 @@ class Split(NamedTuple):
     src_len: torch.Tensor  # (N,) source lengths
     tgt: torch.Tensor      # (N, T) target ids y_1 .. y_n </s>, then PAD
     tgt_len: torch.Tensor  # (N,) target lengths with </s>
-
-
 
 
 def batch_of(split: Split, index: torch.Tensor, device: torch.device):
@@ -624,7 +708,6 @@ def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: 
     return history.view(B, K, -1)[torch.arange(B, device=device), best]
 
 
-
 # --- BLEU, as sacreBLEU computes it by default (13a tokenisation, exp smoothing, one reference) ---
 _13A_RULES = [
     (re.compile(r"([!-&(-+/:-@\[-`{-~])"), r" \1 "),  # ASCII punctuation except ' , - .
@@ -666,8 +749,6 @@ def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) ->
         log_precisions.append(math.log(m / total if m else 1.0 / (halvings * total)))
     brevity = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
     return 100.0 * brevity * math.exp(sum(log_precisions) / max_n)
-
-
 
 
 # --- Evaluation and the heat maps --------------------------------------------------------------
@@ -903,12 +984,10 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
-
-
 # The flags that fix a checkpoint's data, vocabularies and shapes: --resume and --eval-checkpoint take its own.
-RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "heldout_fraction", "num_train", "num_heldout",
-              "d_model", "n_heads", "num_layers", "d_ff", "norm", "pos", "max_positions", "share_embeddings",
-              "tie_output")
+RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "bpe_merges", "heldout_fraction", "num_train",
+              "num_heldout", "d_model", "n_heads", "num_layers", "d_ff", "norm", "pos", "max_positions",
+              "share_embeddings", "tie_output")
 
 
 def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
@@ -946,7 +1025,8 @@ def main(args: Args) -> dict:
     # Data: every rank builds the same vocabularies and tensors.
     data = (tsv_corpus(args.data_path, args.heldout_fraction) if args.data_path
             else date_task(args.num_train, args.num_heldout))
-    tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding)
+    train_texts = [text for pair in data["train"] for text in pair]  # --tokenizer bpe learns from both sides
+    tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding, train_texts, args.bpe_merges)
     tokens = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
               for name, pairs in data.items()}
     if args.share_embeddings:  # one vocabulary of both sides' tokens

@@ -5,8 +5,10 @@ short learning run."""
 import dataclasses
 import itertools
 import math
+import random
 import re
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -248,3 +250,57 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
     assert evaluated == {k: v for k, v in straight.items() if k.startswith("eval/")}
     with pytest.raises(SystemExit, match="--d-model 32 [(]it has 16[)]"):
         tf.main(tf.Args(eval_checkpoint=str(checkpoint), d_model=32))
+
+
+# ----------------------------------------------------------------------------- BPE and a TSV corpus
+def naive_bpe(texts, num_merges):
+    """The plain loop: recount every pair of the whole corpus before each merge."""
+    words = Counter(w for t in texts for w in tf.BytePairEncoding.WORDS.findall(t))
+    symbols = {w: list(w.encode().decode("latin-1")) for w in words}
+    merges = []
+    for _ in range(num_merges):
+        pairs = Counter()
+        for w, s in symbols.items():
+            for p in zip(s, s[1:]):
+                pairs[p] += words[w]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))  # the most frequent; ties: the smaller pair
+        merges.append(best)
+        symbols = {w: tf.BytePairEncoding.merge(s, best) for w, s in symbols.items()}
+    return merges
+
+
+def test_bpe_learns_the_merges_of_the_plain_loop_and_round_trips():
+    texts = ["the cat sat on the mat", "the dog ate the hat", "Ça va très bien, merci !",
+             "lower lowest newer newest wider", "Männer sind im Freien."] * 3
+    for n in (0, 1, 10, 60, 500):  # 500: more merges than pairs; it stops when every word is one symbol
+        bpe = tf.BytePairEncoding(texts, n)
+        assert list(bpe.ranks) == naive_bpe(texts, n), n
+        for t in texts + ["unseen wörds, 日本語 and  two  spaces\t!"]:
+            assert bpe.join(bpe.split(t)) == t
+    bpe = tf.BytePairEncoding(texts, 60)
+    assert bpe.split("the cat") == ["the", " cat"]  # frequent words become one symbol, with their space
+    assert list(bpe.ranks)[0] == ("a", "t")  # in cat, sat, mat, ate, hat: 15 times, the most frequent pair
+
+
+def write_corpus(path, n: int, seed: int = 0):
+    """A synthetic 'translation': digits spelled in English -> in French, reversed."""
+    en = "zero one two three four five six seven eight nine".split()
+    fr = "zéro un deux trois quatre cinq six sept huit neuf".split()
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            digits = [rng.randrange(10) for _ in range(rng.randint(1, 5))]
+            f.write(" ".join(en[d] for d in digits) + "\t" + " ".join(fr[d] for d in reversed(digits)) + "\n")
+
+
+def test_learns_a_tsv_corpus_with_bpe(tmp_path, monkeypatch):
+    """Subwords learned from the training split (40 merges) feed the same model: seed 1 scores greedy BLEU
+    94.5 and exact match 0.93 after 200 steps. Measured in a copy: with the cross-attention's output zeroed
+    BLEU 0.9 and exact match 0; untrained (1 iteration) BLEU 0.05."""
+    monkeypatch.chdir(tmp_path)
+    write_corpus(tmp_path / "pairs.tsv", 3000)
+    metrics = tf.main(tf.Args(data_path=str(tmp_path / "pairs.tsv"), tokenizer="bpe", bpe_merges=40,
+                              num_iterations=200, eval_interval=200, heldout_fraction=0.05, beam_size=3))
+    assert metrics["eval/bleu"] > 85, metrics
