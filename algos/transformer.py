@@ -581,10 +581,11 @@ class Transformer(nn.Module):
         self.dec_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         self.out = nn.Linear(d_model, tgt_vocab)
         for name, p in self.named_parameters():  # Glorot for the projections, N(0, 1/d) for embeddings:
-            if p.dim() > 1:                      # sqrt(d) * E then has entries of variance 1, like PE
+            if p.dim() > 1:                      # sqrt(d) * E then has entries of variance 1, near PE's 1/2
                 nn.init.normal_(p, std=d_model ** -0.5) if "embed" in name else nn.init.xavier_uniform_(p)
-        with torch.no_grad():
-            self.src_embed.weight[PAD].zero_(), self.tgt_embed.weight[PAD].zero_()
+        with torch.no_grad():  # <pad> embeds to zero
+            self.src_embed.weight[PAD].zero_()
+            self.tgt_embed.weight[PAD].zero_()
         if tie_output:
             self.out.weight = self.tgt_embed.weight
 
@@ -619,8 +620,8 @@ class Transformer(nn.Module):
                             [{} for _ in self.decoder])
 
     def step(self, y_prev: torch.Tensor, state: DecoderState, t: int) -> torch.Tensor:
-        """Logits (B, V) of position t given the token y_prev (B,) at t, the earlier ones read from the
-        cache (which grows by one position). The new position may look at all cached ones: no mask."""
+        """Logits (B, V) of the next token, from the decoder input y_prev (B,) at position t; positions
+        0..t-1 are read from the cache, which grows by this one. The new position may see them all: no mask."""
         x = self.embed(self.tgt_embed, y_prev.unsqueeze(1), start=t)
         see_all = torch.ones(1, 1, t + 1, dtype=torch.bool, device=x.device)
         for layer, memory_kv, cache in zip(self.decoder, state.memory_kv, state.caches):
