@@ -36,9 +36,9 @@ Decoding: greedy, or batched beam search ranked by log P(Y|X) / lp(Y), lp(Y) = (
 computed (the causal mask), so each step keeps them in a cache and computes only the new position,
 O(T) work per step instead of recomputing all T positions (a test checks both give the same logits).
 
-Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default (a test in
-test_seq2seq_attention.py compares the same code). A PNG of the cross-attention weights, one panel per
-layer and head, for a test sentence goes to runs/<run_name>/cross_attention.png.
+Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default (a test compares them). A PNG
+of the cross-attention weights, one panel per layer and head, for a test sentence goes to
+runs/<run_name>/cross_attention.png.
 
 Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in training. Or --data-path:
@@ -153,7 +153,7 @@ class Args:
     # date task: validation pairs and test pairs, each (from dates never seen in training)
     num_heldout: Annotated[int, Range(1)] = 1_000
 
-    d_model: Annotated[int, Range(2)] = 64  # width d of every layer (even: sin/cos pairs)
+    d_model: Annotated[int, Range(2)] = 64  # width d of every layer (even with sinusoidal positions)
     n_heads: Annotated[int, Range(1)] = 4  # attention heads h per layer; d_model must be a multiple of it
     num_layers: Annotated[int, Range(1)] = 2  # layers N of the encoder, and again of the decoder
     d_ff: Annotated[int, Range(1)] = 256  # hidden size of the position-wise feed-forward network

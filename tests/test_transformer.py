@@ -253,6 +253,21 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
         tf.main(tf.Args(eval_checkpoint=str(checkpoint), d_model=32))
 
 
+def test_bleu_equals_sacrebleu():
+    sacrebleu = pytest.importorskip("sacrebleu", reason="sacreBLEU is a test dependency: pip install -r "
+                                    "requirements.txt")
+    rng = random.Random(1)
+    words = "a the cat dog sat on mat , . is 3.50 well-known (x)".split()
+    cases = [(["The cat sat on the mat."], ["The cat sat on the mat."]), (["x y z"], ["x y z w"]),
+             (["a b"], ["c d"])]
+    for _ in range(50):  # random corpora: partial matches, brevity, missing n-gram orders
+        n = rng.randint(1, 6)
+        cases.append(([" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(n)],
+                      [" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(n)]))
+    for h, r in cases:
+        assert tf.corpus_bleu(h, r) == pytest.approx(sacrebleu.corpus_bleu(h, [r]).score, abs=1e-9), (h, r)
+
+
 # ----------------------------------------------------------------------------- BPE and a TSV corpus
 def naive_bpe(texts, num_merges):
     """The plain loop: recount every pair of the whole corpus before each merge."""
