@@ -62,6 +62,7 @@ import heapq
 import json
 import math
 import os
+import signal
 import sys
 import time
 import typing
@@ -683,6 +684,7 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear even when redirected
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises even if the parent ignored it
     try:
         main(tyro.cli(Args))
     except KeyboardInterrupt:  # no StopFlag: training takes seconds, partial merges are not worth keeping

@@ -597,6 +597,7 @@ def main(args: Args) -> dict:
             kept = "the table, the figure and the Q tables" if args.save_model else "the table and the figure"
             print(f"interrupted after {num_runs} of {args.num_runs} runs: {kept} show only those.")
     if distributed:
+        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
     if num_runs < args.num_runs:
         sys.exit(130)

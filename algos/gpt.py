@@ -838,6 +838,7 @@ def main(args: Args) -> dict:
         logger.log(dict(metrics), it)
         logger.close()
     if distributed:
+        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
     return metrics
 

@@ -1031,6 +1031,7 @@ def main(args: Args) -> dict:
             print(f"to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}" if args.save_model
                   else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:
+        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
     return metrics
 

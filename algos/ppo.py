@@ -706,6 +706,7 @@ def main(args: Args) -> dict:
         else:
             print(f"(the agent was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
+        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
     return metrics
 

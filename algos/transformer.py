@@ -1063,6 +1063,7 @@ def main(args: Args) -> dict:
         metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
                            f"after {ckpt['iteration']} iterations ({path})") if is_main else {}
         if distributed:
+            dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
             dist.destroy_process_group()
         return metrics
     if is_main:
@@ -1178,6 +1179,7 @@ def main(args: Args) -> dict:
     elif is_main:
         print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
+        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
     return metrics
 

@@ -228,7 +228,7 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--env-id", "Pendulum-v1"], "algos/ppo.py"),
+    (["--env-id", "Pendulum-v1"], "such as ppo.py for continuous actions"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "CartPole-v1", "--num-envs", "4", "--train-frequency", "10"],
      "--train-frequency 10 is not a multiple of --num-envs 4"),
