@@ -200,6 +200,43 @@ def test_bad_flags_fail_with_one_sentence(tmp_path):
         tf.check_args(tf.Args(label_smoothing=1.0))
     with pytest.raises(SystemExit, match="is longer than --max-positions 8"):
         tf.main(tf.Args(max_positions=8, num_iterations=1))
+    with pytest.raises(SystemExit, match="--translate needs a trained model"):
+        tf.main(tf.Args(translate=("12 May 1970",)))
+    with pytest.raises(SystemExit, match="--translate was given an empty sentence"):
+        tf.main(tf.Args(translate=(" ",), eval_checkpoint="x.pt"))
+
+
+def test_save_model_checkpoints_at_every_eval_interval(tmp_path, monkeypatch):
+    """A long run with --save-model loses at most one --eval-interval if it is killed."""
+    monkeypatch.chdir(tmp_path)
+    saved = []
+    monkeypatch.setattr(tf, "save_checkpoint", lambda path, state: saved.append(state["iteration"]))
+    tf.main(tf.Args(num_iterations=50, eval_interval=20, num_train=300, num_heldout=20, d_model=16, d_ff=32,
+                    beam_size=1, save_model=True))
+    assert saved == [20, 40, 50]
+
+
+# ----------------------------------------------------------------------------- batches of similar length
+def padding(order: torch.Tensor, lengths: torch.Tensor, batch: int) -> int:
+    """Padding tokens of the batches that order makes (each batch padded to its longest)."""
+    rows = lengths[order].view(-1, batch)
+    return int((rows.max(dim=1).values.unsqueeze(1) - rows).sum())
+
+
+def test_epoch_order_batches_pairs_of_similar_length():
+    """pool 0 is the plain permutation; pool k draws the same pairs (the full batches of that permutation)
+    into batches of near-equal length: on Multi30k-like lengths, padding falls to under a fifth."""
+    lengths = torch.randint(6, 40, (3000,), generator=torch.Generator().manual_seed(0))
+    plain = tf.epoch_order(lengths, 64, 0, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, torch.randperm(3000, generator=torch.Generator().manual_seed(5)))
+    bucketed = tf.epoch_order(lengths, 64, 10, torch.Generator().manual_seed(5))
+    assert len(bucketed) == 3000 // 64 * 64
+    assert sorted(bucketed.tolist()) == sorted(plain[:len(bucketed)].tolist())  # the same pairs, once each
+    assert padding(bucketed, lengths, 64) < padding(plain[:len(bucketed)], lengths, 64) / 5
+    again = tf.epoch_order(lengths, 64, 10, torch.Generator().manual_seed(5))
+    assert torch.equal(bucketed, again)  # seeded: a resumed run redraws the same epochs
+    longest = lengths[bucketed].view(-1, 64).max(dim=1).values[:10]
+    assert not all(longest[:-1] <= longest[1:])  # the batches are shuffled (unshuffled, a pool ascends)
 
 
 # ----------------------------------------------------------------------------- learning and resume
@@ -249,6 +286,13 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     evaluated = tf.main(tf.Args(eval_checkpoint=str(checkpoint), beam_size=2))
     assert evaluated == {k: v for k, v in straight.items() if k.startswith("eval/")}
+    capsys.readouterr()
+    source = tf.date_task(600, 30)["test"][0][0]  # --translate decodes as the test set's evaluation does
+    tf.main(tf.Args(eval_checkpoint=str(checkpoint), beam_size=2, translate=(source, "12 May 1970")))
+    printed = capsys.readouterr().out
+    assert printed.count("greedy: '") == 2 and printed.count("beam 2: '") == 2
+    assert (checkpoint.parent / "translation_1.png").stat().st_size > 0
+    assert (checkpoint.parent / "translation_2.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="--d-model 32 [(]it has 16[)]"):
         tf.main(tf.Args(eval_checkpoint=str(checkpoint), d_model=32))
 
@@ -264,8 +308,15 @@ def test_bleu_equals_sacrebleu():
         n = rng.randint(1, 6)
         cases.append(([" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(n)],
                       [" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(n)]))
+    cased = ["The Cat sat", "the cat Sat on THE mat .", "A DOG", "a dog is well-known"]
+    for _ in range(30):  # and the lowercased score (sacreBLEU's -lc) where case differs
+        cases.append(([" ".join(rng.choices(cased, k=2))], [" ".join(rng.choices(cased, k=2))]))
     for h, r in cases:
         assert tf.corpus_bleu(h, r) == pytest.approx(sacrebleu.corpus_bleu(h, [r]).score, abs=1e-9), (h, r)
+        assert tf.corpus_bleu(h, r, lowercase=True) == pytest.approx(
+            sacrebleu.corpus_bleu(h, [r], lowercase=True).score, abs=1e-9), (h, r)
+    shout, ref = ["A DOG RUNS ON THE GRASS ."], ["a dog runs on the grass ."]
+    assert tf.corpus_bleu(shout, ref) < 10 and tf.corpus_bleu(shout, ref, lowercase=True) == pytest.approx(100)
 
 
 # ----------------------------------------------------------------------------- BPE and a TSV corpus
@@ -324,7 +375,7 @@ def test_learns_a_tsv_corpus_with_bpe(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- benchmark
 LINE = re.compile(r"test \((\d+) pairs\) after (\d+) iterations in ([\d.]+) s: greedy exact match ([\d.]+) "
-                  r"BLEU ([\d.]+) \| beam (\d+) exact match ([\d.]+) BLEU ([\d.]+)")
+                  r"BLEU ([\d.]+) \(lowercased [\d.]+\) \| beam (\d+) exact match ([\d.]+) BLEU ([\d.]+)")
 
 
 @pytest.mark.benchmark
