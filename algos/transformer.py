@@ -36,9 +36,10 @@ Decoding: greedy, or batched beam search ranked by log P(Y|X) / lp(Y), lp(Y) = (
 computed (the causal mask), so each step keeps them in a cache and computes only the new position,
 O(T) work per step instead of recomputing all T positions (a test checks both give the same logits).
 
-Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default (a test compares them). A PNG
-of the cross-attention weights, one panel per layer and head, for a test sentence goes to
-runs/<run_name>/cross_attention.png.
+Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default, cased, and lowercased (its -lc;
+a test compares both). A PNG of the cross-attention weights, one panel per layer and head, for a test
+sentence goes to runs/<run_name>/cross_attention.png; --translate decodes sentences you type, each with
+its PNG.
 
 Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in training. Or --data-path:
@@ -46,13 +47,14 @@ UTF-8 "source<TAB>target" lines, one file split here or a folder with train.tsv,
 Tokens are characters, words, tiktoken subwords, or --tokenizer bpe: byte-level BPE merges learned
 here from both sides of the training split (the most frequent adjacent pair of symbols becomes one,
 --bpe-merges times), so rare words become pieces of known ones. The vocabularies hold the tokens seen in
-training (one vocabulary for both sides with --share-embeddings).
+training (one vocabulary for both sides with --share-embeddings). --bucket-pool batches pairs of similar
+length together, as the paper did (sec. 5.1), so little of a batch is padding.
 
 Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
 and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
-CUDA the forward pass runs in bfloat16 autocast. Ctrl-C stops training at the end of a step, saves
-runs/<run_name>/transformer.pt (optimizer, data order, random states included) and prints the command
-that resumes it exactly.
+CUDA the forward pass runs in bfloat16 autocast (--cpu-bf16: on the CPU too). Ctrl-C stops training at
+the end of a step, saves runs/<run_name>/transformer.pt (optimizer, data order, random states included)
+and prints the command that resumes it exactly; --save-model also saves it at every --eval-interval.
 
 References
     Vaswani et al. 2017, "Attention Is All You Need", NeurIPS, arXiv:1706.03762.
@@ -77,8 +79,8 @@ Usage
     python algos/transformer.py --save-model                       # keep the model in runs/<run_name>/
     python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt
     python algos/transformer.py --resume runs/<run_name>/transformer.pt --num-iterations 3000
-    python algos/transformer.py --data-path data/parallel/eng-fra.tsv --tokenizer bpe --bpe-merges 8000 \\
-        --share-embeddings --tie-output --num-iterations 20000 --d-model 256 --d-ff 1024 --dropout 0.1
+    python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt --translate "3 Mar 1998"
+    python algos/transformer.py --data-path data/parallel/multi30k-de-en --tokenizer bpe ...  # README: Multi30k
 """
 
 import dataclasses
