@@ -29,20 +29,24 @@ lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14), so that short outputs ar
 
 Evaluation: exact match and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of log p_n, n = 1..4),
 p_n the clipped n-gram precisions over the whole test set, BP = min(1, exp(1 - ref_len / hyp_len)), as
-sacreBLEU scores by default (mteval-v13a tokens, "exp" smoothing of zero counts; a test compares them).
-A PNG of the attention weights of a few test sentences goes to runs/<run_name>/attention.png.
+sacreBLEU scores by default (mteval-v13a tokens, "exp" smoothing of zero counts; a test compares them),
+cased and lowercased (sacreBLEU's -lc). A PNG of the attention weights of a few test sentences goes to
+runs/<run_name>/attention.png; --translate draws one for each sentence it is given.
 
 Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
 1998", "the 3rd of March 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in
 training; numeric dates are day first, two-digit years 19xx from 50 up. Or --data-path: UTF-8
 "source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv
 (data/parallel/README.md gives the rules and says how to get Tatoeba or Multi30k). Tokens are characters,
-words or tiktoken subwords; the vocabularies hold the tokens seen in training.
+words, tiktoken subwords, or a byte-level BPE (Sennrich et al. 2016) learned here from both sides of the
+training split, so any Unicode text splits into known symbols and joins back exactly; the vocabularies
+hold the tokens seen in training. --bucket-pool puts pairs of similar length in a batch, so less of it
+is padding.
 
 Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
 and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
 CUDA the forward pass runs in bfloat16 autocast (--dtype float16 for a GPU without bfloat16: float16
-with a gradient scaler). Ctrl-C stops training at the end of a step, saves
+with a gradient scaler); on the CPU only with --cpu-bf16. Ctrl-C stops training at the end of a step, saves
 runs/<run_name>/seq2seq_attention.pt (optimizer, data order, random states included) and prints the
 command that resumes it exactly.
 
@@ -52,6 +56,8 @@ References
         Translate", ICLR, arXiv:1409.0473.
     Luong, Pham, Manning 2015, "Effective Approaches to Attention-based Neural Machine
         Translation", EMNLP, arXiv:1508.04025.
+    Sennrich, Haddow, Birch 2016, "Neural Machine Translation of Rare Words with Subword Units", ACL,
+        arXiv:1508.07909 (BPE).
     Wu et al. 2016, "Google's Neural Machine Translation System", arXiv:1609.08144 (length penalty).
     Papineni et al. 2002, "BLEU: a Method for Automatic Evaluation of Machine Translation", ACL.
     Post 2018, "A Call for Clarity in Reporting BLEU Scores", WMT, arXiv:1804.08771 (sacreBLEU).
@@ -67,11 +73,21 @@ Usage
     python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000
     python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
         --num-iterations 20000 --embed-dim 256 --hidden-size 256
+    python data/parallel/prepare.py multi30k ../shared/data/multi30k --out data/parallel/multi30k-de-en \\
+        --src de --tgt en                                          # Multi30k German -> English, then:
+    python algos/seq2seq_attention.py --data-path data/parallel/multi30k-de-en --tokenizer bpe \\
+        --embed-dim 256 --hidden-size 256 --dropout 0.3 --batch-size 128 --bucket-pool 100 --cpu-bf16 \\
+        --learning-rate 2e-3 --num-iterations 3000 --eval-interval 500 --save-model --exp-name multi30k
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
+        --data-path other.tsv                                      # score it on any source<TAB>target file
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
+        --translate "Ein Mann fährt Fahrrad." "Zwei Hunde spielen im Schnee."
 """
 
 import dataclasses
 import datetime
 import hashlib
+import heapq
 import io
 import json
 import math
@@ -81,6 +97,7 @@ import re
 import shlex
 import signal
 import sys
+import textwrap
 import time
 import typing
 from collections import Counter
@@ -119,8 +136,10 @@ class Args:
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     # precision on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too);
-    # CPU runs are float32 whatever this says
+    # CPU runs are float32 whatever this says, unless --cpu-bf16
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # bfloat16 autocast on the CPU too: faster only where the CPU has AVX512-BF16 or AMX
+    cpu_bf16: bool = False
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small recurrent nets run fastest with one
     track: bool = False  # log to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
@@ -128,13 +147,17 @@ class Args:
     save_model: bool = False  # save the model and all --resume needs to runs/<run_name>/seq2seq_attention.pt
     # continue training this checkpoint to --num-iterations, writing beside it (with its data and model flags)
     resume: Optional[str] = None
-    # evaluate this checkpoint on its test set, greedy and with --beam-size; no training
+    # evaluate this checkpoint on its test set (or on the pairs of a --data-path it was not trained on),
+    # greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
+    # with --eval-checkpoint: translate these sentences instead, each with an attention heat map
+    translate: tuple[str, ...] = ()
 
     # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
-    # how text becomes tokens: characters, words and punctuation, or tiktoken subwords
-    tokenizer: Literal["char", "word", "tiktoken"] = "char"
+    # how text becomes tokens: characters, words and punctuation, tiktoken subwords, or BPE learned here
+    tokenizer: Literal["char", "word", "tiktoken", "bpe"] = "char"
+    bpe_merges: Annotated[int, Range(0)] = 8_000  # --tokenizer bpe: merges learned from both training sides
     tiktoken_encoding: str = "gpt2"  # the encoding for --tokenizer tiktoken (offline: set TIKTOKEN_CACHE_DIR)
     # with a single --data-path file: the fraction of pairs held out for validation, and again for test
     heldout_fraction: Annotated[float, Range(0, 0.49, lo_open=True)] = 0.05
@@ -153,11 +176,14 @@ class Args:
     # optimizer steps, each over a batch of all ranks together (counted over all resumes)
     num_iterations: Annotated[int, Range(1)] = 1_000
     batch_size: Annotated[int, Range(1)] = 64  # sentence pairs per step (all ranks together)
+    # pairs of similar length share a batch: pools of this many batches sorted by length; 0: random batches
+    bucket_pool: Annotated[int, Range(0)] = 0
     # Adam step size at the start; it decays along a cosine to a tenth
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 3e-3
     # clip the global gradient norm to this (recurrent nets have rare exploding steps)
     grad_clip: Annotated[float, Range(0, lo_open=True)] = 1.0
-    eval_interval: Annotated[int, Range(1)] = 250  # val loss and greedy exact match every this many steps
+    # val loss, greedy exact match and BLEU (and, with --save-model, a checkpoint) every this many steps
+    eval_interval: Annotated[int, Range(1)] = 250
     beam_size: Annotated[int, Range(1)] = 5  # beam width of the final beam-search evaluation (1 is greedy)
     # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability
     length_penalty: Annotated[float, Range(0)] = 0.6
@@ -278,15 +304,91 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
     return {"test": pairs[:n_held], "val": pairs[n_held:2 * n_held], "train": pairs[2 * n_held:]}
 
 
+class BytePairEncoding:
+    """Byte-level BPE learned from the training text (Sennrich et al. 2016, in GPT-2's byte form): the text is
+    cut into words (each keeps its leading space), a word into its UTF-8 bytes; then num_merges times the
+    most frequent adjacent pair of symbols in the corpus becomes one new symbol (ties: the smaller pair).
+    Only the words holding the merged pair are recounted. A symbol is a str of byte values (latin-1), so any
+    text splits into known bytes and joins back exactly. Encoding applies the merges in learned order."""
+
+    WORDS = re.compile(r" ?\w+| ?[^\w\s]+|\s+")
+
+    def __init__(self, texts: list[str], num_merges: int):
+        words = Counter(w for text in texts for w in self.WORDS.findall(text))
+        symbols = [list(w.encode().decode("latin-1")) for w in words]  # a word as its bytes
+        freq, pairs, where = list(words.values()), Counter(), {}
+        for i, word in enumerate(symbols):
+            for pair in zip(word, word[1:]):
+                pairs[pair] += freq[i]
+                where.setdefault(pair, set()).add(i)
+        heap = [(-n, pair) for pair, n in pairs.items()]
+        heapq.heapify(heap)
+        self.ranks: dict[tuple[str, str], int] = {}
+        while heap and len(self.ranks) < num_merges:
+            n, best = heapq.heappop(heap)
+            if -n != pairs[best] or n == 0:  # a stale entry: the count has changed since it was pushed
+                continue
+            self.ranks[best] = len(self.ranks)
+            touched = set()
+            for i in where.pop(best):
+                word = symbols[i]
+                for pair in zip(word, word[1:]):
+                    pairs[pair] -= freq[i]
+                    touched.add(pair)
+                word[:] = self.merge(word, best)
+                for pair in zip(word, word[1:]):
+                    pairs[pair] += freq[i]
+                    where.setdefault(pair, set()).add(i)
+                    touched.add(pair)
+            for pair in touched - {best}:
+                heapq.heappush(heap, (-pairs[pair], pair))
+            del pairs[best]
+        self.cache: dict[str, list[str]] = {}
+
+    @staticmethod
+    def merge(word: list[str], pair: tuple[str, str]) -> list[str]:
+        """Every occurrence of the pair, left to right, made one symbol."""
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        return out
+
+    def encode_word(self, w: str) -> list[str]:
+        if w not in self.cache:
+            word = list(w.encode().decode("latin-1"))
+            while len(word) > 1:  # the earliest-learned merge that applies, until none does
+                pair = min(zip(word, word[1:]), key=lambda p: self.ranks.get(p, math.inf))
+                if pair not in self.ranks:
+                    break
+                word = self.merge(word, pair)
+            self.cache[w] = word
+        return self.cache[w]
+
+    def split(self, text: str) -> list[str]:
+        return [symbol for w in self.WORDS.findall(text) for symbol in self.encode_word(w)]
+
+    @staticmethod
+    def join(tokens: list[str]) -> str:
+        return "".join(tokens).encode("latin-1").decode("utf-8", errors="replace")
+
+
 class Tokenizer:
-    """Text <-> token strings: characters, words, or tiktoken subwords (strings of token ids). Words are
-    runs of letters and digits, which may hold inner hyphens, apostrophes, periods and commas (peut-être,
-    l'homme, 3.50), and punctuation marks; they are joined back with spaces."""
+    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE
+    learned here from the training split. Words are runs of letters and digits, which may hold inner
+    hyphens, apostrophes, periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are
+    joined back with spaces."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
-    def __init__(self, kind: str, encoding: str = "gpt2"):
+    def __init__(self, kind: str, encoding: str = "gpt2", train_texts: list[str] = (), bpe_merges: int = 0):
         self.kind = kind
+        if kind == "bpe":
+            self.bpe = BytePairEncoding(train_texts, bpe_merges)
         if kind == "tiktoken":
             import tiktoken  # only this tokenizer needs it
             try:
@@ -298,11 +400,15 @@ class Tokenizer:
     def split(self, text: str) -> list[str]:
         if self.kind == "tiktoken":
             return [str(i) for i in self.enc.encode(text)]
+        if self.kind == "bpe":
+            return self.bpe.split(text)
         return list(text) if self.kind == "char" else [m.group() for m in self.WORD.finditer(text)]
 
     def join(self, tokens: list[str]) -> str:
         if self.kind == "tiktoken":
             return self.enc.decode([int(t) for t in tokens if t.isdigit()])
+        if self.kind == "bpe":
+            return self.bpe.join(tokens)
         return ("" if self.kind == "char" else " ").join(tokens)
 
 
@@ -320,6 +426,20 @@ class Vocab:
         """Ids up to the first </s>; padding and <s> dropped."""
         ids = list(ids)
         return [self.itos[i] for i in ids[:ids.index(EOS) if EOS in ids else None] if i not in (PAD, BOS)]
+
+
+def epoch_order(lengths: torch.Tensor, batch_size: int, pool: int, gen: torch.Generator) -> torch.Tensor:
+    """One epoch's order of the training pairs; its consecutive batch_size slices are the batches. pool 0:
+    a random permutation. Else pairs of similar length share a batch, as in the paper (sec. 5.1), so less of
+    each batch is padding: the permutation's full batches are cut into pools of `pool` batches, each pool is
+    sorted by length and cut into batches, and the batches are shuffled."""
+    order = torch.randperm(len(lengths), generator=gen)
+    if pool == 0:
+        return order
+    order = order[:len(order) // batch_size * batch_size]  # the rest are drawn again next epoch
+    pools = [p[torch.sort(lengths[p], stable=True).indices] for p in order.split(pool * batch_size)]
+    batches = torch.cat(pools).view(-1, batch_size)
+    return batches[torch.randperm(len(batches), generator=gen)].flatten()
 
 
 def to_tensors(seqs: list[list[int]], add_eos: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -537,11 +657,12 @@ def ngrams(tokens: list[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
-def corpus_bleu(hypotheses: list[str], references: list[str], max_n: int = 4) -> float:
-    """Corpus BLEU in [0, 100]: n-gram matches and counts are summed over all sentences first."""
+def corpus_bleu(hypotheses: list[str], references: list[str], lowercase: bool = False, max_n: int = 4) -> float:
+    """Corpus BLEU in [0, 100]: n-gram matches and counts are summed over all sentences first. lowercase:
+    both sides lowercased before tokenising (sacreBLEU's -lc)."""
     matches, totals, hyp_len, ref_len = [0] * max_n, [0] * max_n, 0, 0
     for hyp, ref in zip(hypotheses, references, strict=True):
-        h, r = tokenize_13a(hyp), tokenize_13a(ref)
+        h, r = (tokenize_13a(x.lower() if lowercase else x) for x in (hyp, ref))
         hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
         for n in range(1, max_n + 1):
             matches[n - 1] += sum((ngrams(h, n) & ngrams(r, n)).values())  # clipped: min(hyp, ref) per n-gram
@@ -574,7 +695,8 @@ def score(hyp_ids, references: list[str], tgt_vocab: Vocab, tokenizer: Tokenizer
     hyps = [tokenizer.join(tgt_vocab.decode(ids)) for ids in hyp_ids]
     references = [tokenizer.join(tokenizer.split(r)) for r in references]
     exact = sum(h == r for h, r in zip(hyps, references)) / len(references)
-    return {"exact_match": exact, "bleu": corpus_bleu(hyps, references), "hypotheses": hyps}
+    return {"exact_match": exact, "bleu": corpus_bleu(hyps, references),
+            "bleu_lc": corpus_bleu(hyps, references, lowercase=True), "hypotheses": hyps}
 
 
 def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_len: int, device, label: str) -> dict:
@@ -584,19 +706,22 @@ def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_l
     greedy = score(translate(model, split, "greedy", args, max_len, device), refs, tgt_vocab, tokenizer)
     beam = score(translate(model, split, "beam", args, max_len, device), refs, tgt_vocab, tokenizer)
     print(f"test ({len(refs)} pairs) {label}: greedy exact match {greedy['exact_match']:.4f} BLEU "
-          f"{greedy['bleu']:.2f} | beam {args.beam_size} exact match {beam['exact_match']:.4f} BLEU {beam['bleu']:.2f}")
+          f"{greedy['bleu']:.2f} (lowercased {greedy['bleu_lc']:.2f}) | beam {args.beam_size} exact match "
+          f"{beam['exact_match']:.4f} BLEU {beam['bleu']:.2f} (lowercased {beam['bleu_lc']:.2f})")
     for (source, target), hyp in list(zip(pairs, greedy["hypotheses"]))[:3]:
         print(f"  {source!r} -> {hyp!r} (reference {target!r})")
-    return {"eval/exact_match": greedy["exact_match"], "eval/bleu": greedy["bleu"],
-            "eval/exact_match_beam": beam["exact_match"], "eval/bleu_beam": beam["bleu"]}
+    return {"eval/exact_match": greedy["exact_match"], "eval/bleu": greedy["bleu"], "eval/bleu_lc": greedy["bleu_lc"],
+            "eval/exact_match_beam": beam["exact_match"], "eval/bleu_beam": beam["bleu"],
+            "eval/bleu_beam_lc": beam["bleu_lc"]}
 
 
-def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> None:
+def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> list[str]:
     """Heat maps of the greedy decoder's attention weights (rows: output tokens; columns:
-    source tokens), one panel per sentence, saved as a PNG."""
+    source tokens), one panel per sentence, saved as a PNG -> the greedy translations."""
     from matplotlib.figure import Figure  # no pyplot: no display or backend needed
 
-    fig = Figure(figsize=(4.2 * len(pairs), 4.2))
+    model.eval()
+    fig, translations = Figure(figsize=(4.2 * len(pairs), 4.2)), []
     for k, (source, _) in enumerate(pairs):
         src_tokens = tokenizer.split(source)
         src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
@@ -608,12 +733,14 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
         ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=7, rotation=90)
         ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"],
                       fontsize=7)
-        ax.set_title(f"{source}\n-> {tokenizer.join(out_tokens)}", fontsize=8)
+        translations.append(tokenizer.join(out_tokens))
+        ax.set_title(textwrap.fill(source, 60) + "\n-> " + textwrap.fill(translations[-1], 60), fontsize=8)
         ax.set_xlabel("source")
     fig.axes[0].set_ylabel("output")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=110)
     os.replace(path + ".tmp.png", path)
+    return translations
 
 
 # =============================================================================================
@@ -639,6 +766,10 @@ def validate(args: Args, world_size: int) -> None:
                          "pick a batch size that divides evenly.")
     if args.eval_checkpoint and (args.resume or args.save_model or args.track):
         raise SystemExit("--eval-checkpoint only evaluates: drop --resume, --save-model and --track.")
+    if args.translate and not args.eval_checkpoint:
+        raise SystemExit("--translate needs a trained model: add --eval-checkpoint runs/<run_name>/seq2seq_attention.pt.")
+    if not all(s.strip() for s in args.translate):
+        raise SystemExit("--translate was given an empty sentence: give each sentence as one quoted argument.")
     if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
             and not torch.cuda.is_bf16_supported(including_emulation=False)):
         raise SystemExit(f"--dtype bfloat16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; "
@@ -781,7 +912,7 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
 
 
 # The flags that fix a checkpoint's data, vocabularies and shapes: --resume and --eval-checkpoint take its own.
-RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "heldout_fraction", "num_train", "num_heldout",
+RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "bpe_merges", "heldout_fraction", "num_train", "num_heldout",
               "attention", "embed_dim", "hidden_size")
 
 
@@ -802,14 +933,18 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
 
 def main(args: Args) -> dict:
     """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns
-    eval/exact_match and eval/bleu (greedy), eval/exact_match_beam and eval/bleu_beam (beam search),
-    val/loss, train/loss, iter, wall_time and ms_per_iter."""
+    eval/exact_match, eval/bleu and eval/bleu_lc (greedy; lc: lowercased), eval/exact_match_beam,
+    eval/bleu_beam and eval/bleu_beam_lc (beam search), val/loss, val/bleu, train/loss, iter, wall_time and
+    ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
+    eval_path = None  # --eval-checkpoint with another --data-path: the model's own data, scored on that one
+    if ckpt and args.eval_checkpoint and args.data_path not in (None, ckpt["args"]["data_path"]):
+        eval_path, args = args.data_path, dataclasses.replace(args, data_path=None)
     if ckpt:
         args = checkpoint_args(args, ckpt, flag, path)
     run_dir = (os.path.dirname(args.resume) or ".") if args.resume else ""  # a resumed run writes beside it
@@ -820,7 +955,10 @@ def main(args: Args) -> dict:
     # Data: every rank builds the same vocabularies and tensors.
     data = (tsv_corpus(args.data_path, args.heldout_fraction) if args.data_path
             else date_task(args.num_train, args.num_heldout))
-    tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding)
+    if eval_path:  # a file: all its pairs; a folder: its test.tsv
+        data["test"] = read_tsv(os.path.join(eval_path, "test.tsv") if os.path.isdir(eval_path) else eval_path)
+    train_texts = [text for pair in data["train"] for text in pair]  # --tokenizer bpe learns from both sides
+    tokenizer = Tokenizer(args.tokenizer, args.tiktoken_encoding, train_texts, args.bpe_merges)
     tokens = {name: ([tokenizer.split(s) for s, _ in pairs], [tokenizer.split(t) for _, t in pairs])
               for name, pairs in data.items()}
     src_vocab, tgt_vocab = (Vocab([tok for sent in tokens["train"][side] for tok in sent]) for side in (0, 1))
@@ -843,8 +981,24 @@ def main(args: Args) -> dict:
     if ckpt:
         model.load_state_dict(ckpt["model"])
     if args.eval_checkpoint:
-        metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
-                           f"after {ckpt['iteration']} iterations ({path})") if is_main else {}
+        metrics, folder = {}, os.path.dirname(path) or "."
+        if is_main and args.translate and not os.access(folder, os.W_OK):
+            raise SystemExit(f"--translate writes its heat maps beside {path}, and {folder} is not writable; "
+                             "copy the checkpoint to a folder you can write to.")
+        for i, sentence in enumerate(args.translate if is_main else ()):
+            figure = os.path.join(folder, f"translation_{i + 1}.png")
+            greedy = attention_figure(model, [(sentence, "")], src_vocab, tgt_vocab, tokenizer, max_len, device,
+                                      figure)[0]
+            src_tokens = tokenizer.split(sentence)
+            src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
+            beam = beam_search(model, src, torch.tensor([len(src_tokens)]), args.beam_size, max_len,
+                               args.length_penalty)[0].tolist()
+            print(f"{sentence!r}\n  greedy: {greedy!r}\n  beam {args.beam_size}: "
+                  f"{tokenizer.join(tgt_vocab.decode(beam))!r}\n  attention heat map: {figure}")
+        if is_main and not args.translate:
+            metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
+                               f"after {ckpt['iteration']} iterations ({path})"
+                               + (f" on {eval_path}" if eval_path else ""))
         if distributed:
             dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
             dist.destroy_process_group()
@@ -855,8 +1009,9 @@ def main(args: Args) -> dict:
     # gradients to 0: the scaler multiplies the loss before backward and divides the gradients after
     # (skipping a step whose gradients overflowed). Disabled, it passes everything through unchanged.
     use_cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.float16 if args.dtype == "float16" else torch.bfloat16,
-                              enabled=use_cuda and args.dtype != "float32")
+    autocast = (torch.autocast("cuda", dtype=torch.float16 if args.dtype == "float16" else torch.bfloat16,
+                               enabled=args.dtype != "float32") if use_cuda
+                else torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.cpu_bf16))
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
     if use_cuda and args.dtype == "float32":  # float32 means float32: no TF32 tensor cores in matmuls or the GRUs
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -880,8 +1035,8 @@ def main(args: Args) -> dict:
         hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
         refs = [t for _, t in data["val"]]
-        return {"val/loss": sum(losses) / n_tokens,
-                "val/exact_match": score(hyps, refs, tgt_vocab, tokenizer)["exact_match"]}
+        scores = score(hyps, refs, tgt_vocab, tokenizer)
+        return {"val/loss": sum(losses) / n_tokens, "val/exact_match": scores["exact_match"], "val/bleu": scores["bleu"]}
 
     def save(path: str) -> None:
         """Every rank calls it; rank 0 writes all an exact resume needs, every rank's random state included
@@ -904,7 +1059,8 @@ def main(args: Args) -> dict:
     if n_train < args.batch_size:  # else some rank's share of a batch would be empty
         raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
                          "lower --batch-size or add training pairs.")
-    it, order, cursor = 0, torch.randperm(n_train, generator=order_gen), 0
+    lengths = tensors["train"].src_len + tensors["train"].tgt_len
+    it, order, cursor = 0, epoch_order(lengths, args.batch_size, args.bucket_pool, order_gen), 0
     if ckpt:  # continue where it stopped: the step, the data order, the optimizer and the random streams
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):  # saved by a float16 run; a disabled scaler ignores it
@@ -916,13 +1072,14 @@ def main(args: Args) -> dict:
             if device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
+    checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
     stop = StopFlag()
     while it < args.num_iterations:
         # Under torchrun the ranks agree at every step: save() gathers every rank's random state.
         if stop.requested if not distributed else stop.agreed(device):
             break
-        if cursor + args.batch_size > n_train:  # a new epoch
-            order, cursor = torch.randperm(n_train, generator=order_gen), 0
+        if cursor + args.batch_size > len(order):  # a new epoch
+            order, cursor = epoch_order(lengths, args.batch_size, args.bucket_pool, order_gen), 0
         rows = order[cursor:cursor + args.batch_size][rank * per_rank:(rank + 1) * per_rank]
         cursor += args.batch_size
         src, src_len, tgt_in, tgt_out = batch_of(tensors["train"], rows, device)
@@ -945,11 +1102,13 @@ def main(args: Args) -> dict:
             eval_seconds += now - eval_start  # ms_per_iter counts training steps alone
             metrics |= {"wall_time": now - start, "ms_per_iter": 1000 * (now - start - eval_seconds) / (it - start_it)}
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
-                  f"val exact match {metrics['val/exact_match']:.4f}  {metrics['ms_per_iter']:.1f} ms/iter")
+                  f"val exact match {metrics['val/exact_match']:.4f}  val BLEU {metrics['val/bleu']:.2f}  "
+                  f"{metrics['ms_per_iter']:.1f} ms/iter")
             check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
             logger.log(metrics, it)
+        if args.save_model and it % args.eval_interval == 0 and it < args.num_iterations:
+            save(checkpoint)  # a killed run loses at most one interval
     wall_time = time.time() - start
-    checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
 
     if it < args.num_iterations:  # stopped by Ctrl-C: keep the work and say how to go on
         if is_main:

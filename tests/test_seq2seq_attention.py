@@ -1,5 +1,7 @@
-"""seq2seq_attention.py: attention masking, decoding (batched, one by one, beam), BLEU against
-sacreBLEU, the date task, the TSV corpus path, errors, and short learning runs."""
+"""seq2seq_attention.py: attention masking, decoding (batched, one by one, beam), BLEU (cased and
+lowercased) against sacreBLEU, the date task, the TSV corpus path, the byte-level BPE, length-bucketed
+batches, errors, short learning runs, evaluating a checkpoint on another TSV, --translate, and the
+Multi30k benchmark."""
 
 import datetime
 import gzip
@@ -364,6 +366,26 @@ def test_bleu_equals_sacrebleu():
     assert s2s.corpus_bleu(refs, refs) == pytest.approx(100.0)
 
 
+def test_lowercased_bleu_equals_sacrebleu_lc():
+    """lowercase=True is sacreBLEU's -lc: both sides lowercased, then 13a; it differs from the cased score."""
+    sacrebleu = pytest.importorskip("sacrebleu", reason=SACREBLEU_MISSING)
+    hyps, refs = [h for h, _ in SENTENCES], [r for _, r in SENTENCES]
+    cases = [(hyps, refs), (["THE Cat sat on The MAT ."], ["The cat sat on the mat."]),
+             (["Ein Mann fährt ÜBER die Straße."], ["ein mann fährt über die straße ."])]
+    rng = random.Random(2)
+    words = "A a The the CAT cat Dog dog , . Is is Über über".split()
+    for _ in range(50):
+        n = rng.randint(1, 6)
+        cases.append(([" ".join(rng.choices(words, k=rng.randint(0, 9))) for _ in range(n)],
+                      [" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(n)]))
+    for h, r in cases:
+        expected = sacrebleu.corpus_bleu(h, [r], lowercase=True).score
+        assert s2s.corpus_bleu(h, r, lowercase=True) == pytest.approx(expected, abs=1e-9), (h, r)
+    shouted = ["THE CAT SAT ON THE MAT."]
+    assert s2s.corpus_bleu(shouted, ["The cat sat on the mat."], lowercase=True) == pytest.approx(100.0)
+    assert s2s.corpus_bleu(shouted, ["The cat sat on the mat."]) < 20
+
+
 # ----------------------------------------------------------------------------- data
 def test_ordinals():
     assert [s2s.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 31)] == \
@@ -419,6 +441,65 @@ def test_tokenizers_round_trip():
     assert vocab.itos[:5] == ["<pad>", "<s>", "</s>", "<unk>", "a"]
     assert vocab.encode(["a", "z"]) == [4, s2s.UNK]
     assert vocab.decode([4, 5, s2s.EOS, 6]) == ["a", vocab.itos[5]]
+
+
+UNICODE_CASES = ["", " ", "Ein Mann fährt Fahrrad.", "Größe, Übermaß, Äpfel, Öl, Straße", "Emoji 👩‍👩‍👧 🚲🇩🇪!",
+                 "中文和日本語のテキスト", "한국어", "e\u0301 a\u0308 combining marks", "tabs\tand\nnewlines\r\n",
+                 "  leading and trailing  ", "\u200b\ufeff\U0001f600\x00\x7f", "مرحبا بالعالم", "Ελληνικά"]
+
+
+def test_bpe_round_trips_any_unicode():
+    """Byte-level BPE learned from a little German and English: every string (umlauts, emoji, CJK,
+    combining marks, control characters, the empty string, random code points) splits and joins back
+    exactly, and the merges do their work (a frequent word becomes one token)."""
+    train = [("Ein Mann fährt Fahrrad.", "A man rides a bike."), ("Zwei Männer fahren Fahrrad.", "Two men ride bikes."),
+             ("Ein Hund läuft über das Gras.", "A dog runs across the grass.")] * 20
+    tok = s2s.Tokenizer("bpe", train_texts=[t for pair in train for t in pair], bpe_merges=60)
+    assert len(tok.bpe.ranks) == 60
+    assert " Fahrrad" in tok.split("Ein Mann fährt Fahrrad.")  # merged whole
+    assert len(tok.split("Ein Mann fährt Fahrrad.")) < len("Ein Mann fährt Fahrrad.".encode()) / 2
+    rng = random.Random(0)
+    fuzz = ["".join(chr(rng.choice([rng.randrange(32, 0x250), rng.randrange(0x250, 0xD7FF),
+                                    rng.randrange(0xE000, 0x10FFFF)])) for _ in range(rng.randint(0, 20)))
+            for _ in range(500)]
+    for text in UNICODE_CASES + fuzz:
+        assert tok.join(tok.split(text)) == text, repr(text)
+    assert tok.split("") == []
+    untrained = s2s.Tokenizer("bpe", train_texts=[], bpe_merges=100)  # no merges: bytes, still exact
+    assert all(untrained.join(untrained.split(t)) == t for t in UNICODE_CASES)
+
+
+def test_epoch_order_buckets_by_length():
+    """--bucket-pool 0 is the plain permutation (bit for bit what the date task always drew); a pool
+    gives a permutation of whole batches whose pairs have similar lengths, in a shuffled batch order."""
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(2, 40, (1000,), generator=g)
+    assert torch.equal(s2s.epoch_order(lengths, 32, 0, torch.Generator().manual_seed(7)),
+                       torch.randperm(1000, generator=torch.Generator().manual_seed(7)))
+    order = s2s.epoch_order(lengths, 32, 5, torch.Generator().manual_seed(7))
+    assert len(order) == 1000 // 32 * 32 and len(set(order.tolist())) == len(order)  # full batches, no repeat
+    batches = lengths[order].view(-1, 32)
+    plain = lengths[torch.randperm(1000, generator=torch.Generator().manual_seed(7))[:len(order)]].view(-1, 32)
+    def padding(b):  # the pad tokens a batch of these lengths needs
+        return int((b.max(1).values.unsqueeze(1) - b).sum())
+    assert padding(batches) < padding(plain) / 3, (padding(batches), padding(plain))
+    assert (batches.max(1).values - batches.min(1).values).float().mean() < 10  # spread 37 unbucketed
+    firsts = batches[:, 0].tolist()
+    assert firsts != sorted(firsts)  # the batches are shuffled, not served shortest first
+    assert not torch.equal(order, s2s.epoch_order(lengths, 32, 5, torch.Generator().manual_seed(8)))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cpu_bf16_autocast_keeps_the_loss(bf16):
+    """--cpu-bf16 runs the forward pass in bfloat16 autocast; the loss stays within 2% of float32."""
+    model, (src, src_len) = tiny_model("bahdanau", src_vocab=50, tgt_vocab=40), random_batch([7, 5, 3], vocab=50)
+    tgt = torch.randint(4, 40, (3, 6), generator=torch.Generator().manual_seed(1))
+    tgt_in = torch.cat([torch.full((3, 1), s2s.BOS), tgt[:, :-1]], 1)
+    reference = s2s.sequence_loss(model(src, src_len, tgt_in), tgt)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(src, src_len, tgt_in)
+    assert logits.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert s2s.sequence_loss(logits, tgt).item() == pytest.approx(reference.item(), rel=0.02 if bf16 else 1e-6)
 
 
 def test_tiktoken_tokenizer(monkeypatch):
@@ -525,6 +606,10 @@ def test_bad_flags_fail_with_one_sentence(tmp_path):
         with pytest.raises(SystemExit, match=re.escape(f"--{flag.replace('_', '-')} {value} is not allowed: "
                                                        f"it must be {rule}.")):
             s2s.check_args(s2s.Args(**{flag: value}))
+    with pytest.raises(SystemExit, match=r"^--translate needs a trained model: add --eval-checkpoint"):
+        s2s.main(s2s.Args(translate=("Ein Mann fährt Fahrrad.",)))
+    with pytest.raises(SystemExit, match="--translate was given an empty sentence"):
+        s2s.main(s2s.Args(eval_checkpoint="x.pt", translate=(" ",)))
 
 
 # ----------------------------------------------------------------------------- learning
@@ -541,7 +626,7 @@ def test_learns_the_date_task(tmp_path, monkeypatch):
     assert list(tmp_path.glob("runs/*/attention.png"))
 
 
-def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch):
+def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch, capsys):
     """Word-level 'translation' with dot attention: the digits spelled in French, in reverse
     order, which a decoder can only do well by looking back at the source. Seed 1 scores greedy
     BLEU 97.6 and exact match 0.98. Measured in a copy: with the attention context zeroed (no
@@ -562,14 +647,43 @@ def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--hidden-size 32 [(]it has 64[)]"):
         s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), hidden_size=32))
 
+    # --eval-checkpoint with another --data-path: the model's vocabularies, that file's pairs (all 40).
+    write_corpus(tmp_path / "other.tsv", 40, seed=5)
+    capsys.readouterr()
+    other = s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), data_path=str(tmp_path / "other.tsv"), beam_size=3))
+    assert f"test (40 pairs) after 200 iterations ({checkpoint}) on {tmp_path / 'other.tsv'}" in capsys.readouterr().out
+    assert other["eval/bleu"] > 90 and other["eval/bleu_beam"] > 90, other
+    lines = (tmp_path / "other.tsv").read_text(encoding="utf-8").splitlines()
+    sources, targets = [line.split("\t")[0] for line in lines], [line.split("\t")[1] for line in lines]
+    (tmp_path / "wrong.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in zip(sources, targets[1:] + targets[:1])),
+                                        encoding="utf-8")  # each source beside another sentence's target
+    wrong = s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), data_path=str(tmp_path / "wrong.tsv"), beam_size=3))
+    assert wrong["eval/bleu"] < 40, wrong
 
-def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
+    # --translate: each sentence greedy and beam, and a heat map beside the checkpoint.
+    s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), translate=("one two three", "nine nine"), beam_size=3))
+    printed = capsys.readouterr().out
+    assert "'one two three'\n  greedy: 'trois deux un'\n  beam 3: 'trois deux un'" in printed
+    assert "'nine nine'\n  greedy: 'neuf neuf'" in printed
+    for i in (1, 2):
+        figure = checkpoint.parent / f"translation_{i}.png"
+        assert f"attention heat map: {figure}" in printed and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("bucket_pool", [0, 3])
+def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys, bucket_pool):
     """A run stopped (as by Ctrl-C) at iteration 30 and resumed ends with the weights, optimizer
-    state and metrics of the run that was never stopped: dropout and teacher forcing included."""
+    state and metrics of the run that was never stopped: dropout, teacher forcing and the length-bucketed
+    batch order included (600 pairs, batches of 32: the epoch ends at iteration 18 and 36). With
+    --save-model the checkpoint is also written at every --eval-interval."""
     monkeypatch.chdir(tmp_path)
     args = dict(num_iterations=50, eval_interval=20, num_train=600, num_heldout=30, embed_dim=8, hidden_size=16,
-                batch_size=32, teacher_forcing=0.7, beam_size=2, save_model=True)
+                batch_size=32, teacher_forcing=0.7, beam_size=2, save_model=True, bucket_pool=bucket_pool)
+    saved, save_checkpoint = [], s2s.save_checkpoint
+    monkeypatch.setattr(s2s, "save_checkpoint", lambda path, state: saved.append(state["iteration"]) or
+                        save_checkpoint(path, state))
     straight = s2s.main(s2s.Args(exp_name="straight", **args))
+    assert saved == [20, 40, 50]
 
     class StopAt30:  # stands in for Ctrl-C during iteration 30
         requested = property(lambda self: self.calls.append(1) or len(self.calls) > 30)
@@ -578,9 +692,11 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
             self.calls = []
 
     monkeypatch.setattr(s2s, "StopFlag", StopAt30)
+    saved.clear()
     with pytest.raises(SystemExit) as stopped:
         s2s.main(s2s.Args(exp_name="stopped", **args))
     assert stopped.value.code == 130
+    assert saved == [20, 30]
     printed = capsys.readouterr().out
     [checkpoint] = tmp_path.glob("runs/*stopped*/seq2seq_attention.pt")
     assert f"interrupted at iteration 30\nsaved {checkpoint.relative_to(tmp_path)}\n" in printed
@@ -602,7 +718,8 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- benchmarks
 LINE = re.compile(r"test \((\d+) pairs\) after (\d+) iterations in ([\d.]+) s: greedy exact match ([\d.]+) "
-                  r"BLEU ([\d.]+) \| beam (\d+) exact match ([\d.]+) BLEU ([\d.]+)")
+                  r"BLEU ([\d.]+) \(lowercased ([\d.]+)\) \| beam (\d+) exact match ([\d.]+) BLEU ([\d.]+) "
+                  r"\(lowercased ([\d.]+)\)")
 
 
 @pytest.mark.benchmark
@@ -616,7 +733,7 @@ def test_benchmark_date_task(attention):
         proc = run([sys.executable, str(ALGOS / "seq2seq_attention.py"), "--attention", attention,
                     "--seed", str(seed)], cwd=ALGOS.parent, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        n, iters, train_s, greedy, bleu, beam, beam_em, beam_bleu = LINE.search(proc.stdout).groups()
+        n, iters, train_s, greedy, bleu, _, beam, beam_em, beam_bleu, _ = LINE.search(proc.stdout).groups()
         rows.append(dict(seed=seed, greedy=float(greedy), beam=float(beam_em), bleu=float(bleu),
                          train_s=float(train_s), wall_s=time.time() - start))
     print(f"\nseq2seq_attention.py --attention {attention}")
@@ -628,3 +745,36 @@ def test_benchmark_date_task(attention):
     assert all(r["greedy"] >= 0.99 for r in rows)
     assert all(r["beam"] >= r["greedy"] for r in rows)
     assert all(r["wall_s"] <= 300 for r in rows)
+
+
+# The README's Multi30k command (German -> English), after data/parallel/prepare.py multi30k.
+ROOT_DIR = ALGOS.parent
+MULTI30K_DATA = "data/parallel/multi30k-de-en"
+MULTI30K_COMMAND = ["--data-path", MULTI30K_DATA, "--tokenizer", "bpe", "--bpe-merges", "8000",
+                    "--embed-dim", "256", "--hidden-size", "256", "--dropout", "0.3", "--batch-size", "128",
+                    "--bucket-pool", "100", "--cpu-bf16", "--learning-rate", "2e-3", "--num-iterations", "3000",
+                    "--eval-interval", "500", "--save-model", "--exp-name", "multi30k"]
+
+
+@pytest.mark.benchmark
+def test_benchmark_multi30k():
+    """The issue's bar on test_2016_flickr: greedy lowercased BLEU >= 28.3 (bentrevett's GRU + attention,
+    whose spaCy-tokenised lowercased BLEU is only indicatively comparable), beam 5 ahead of greedy by
+    >= 0.3 on the same checkpoint, at most 60 minutes of training on one thread of this CPU."""
+    if not (ROOT_DIR / MULTI30K_DATA / "train.tsv").is_file():
+        if not (SHARED_DATA / "multi30k").is_dir():
+            pytest.skip(f"needs {ROOT_DIR / MULTI30K_DATA} (data/parallel/prepare.py multi30k) or "
+                        f"{no_data('multi30k')}")
+        proc = run([sys.executable, "data/parallel/prepare.py", "multi30k", str(SHARED_DATA / "multi30k"), "--out",
+                    MULTI30K_DATA, "--src", "de", "--tgt", "en"], cwd=ROOT_DIR)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run([sys.executable, str(ALGOS / "seq2seq_attention.py"), *MULTI30K_COMMAND], cwd=ROOT_DIR,
+               timeout=2 * 3600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    n, iters, train_s, _, bleu, bleu_lc, beam, _, beam_bleu, beam_lc = LINE.search(proc.stdout).groups()
+    print(f"\nMulti30k de->en, test_2016_flickr ({n} pairs), {iters} iterations in {train_s} s: greedy BLEU {bleu} "
+          f"(lowercased {bleu_lc}), beam {beam} BLEU {beam_bleu} (lowercased {beam_lc})")
+    assert int(n) == 1000
+    assert float(bleu_lc) >= 28.3
+    assert float(beam_lc) >= float(bleu_lc) + 0.3
+    assert float(train_s) <= 3600
