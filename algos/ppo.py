@@ -59,6 +59,8 @@ Usage
     python algos/ppo.py                                  # CartPole-v1, 100k steps
     python algos/ppo.py --env-id Pendulum-v1             # continuous actions, 200k steps
     python algos/ppo.py --env-id Acrobot-v1 --total-timesteps 50000    # a quick run
+    python algos/ppo.py --env-id HalfCheetah-v5          # MuJoCo (also Hopper-v5, Walker2d-v5), 1M steps
+    python algos/ppo.py --env-id LunarLander-v3          # Box2D (also LunarLanderContinuous-v3), 1M steps
     python algos/ppo.py --env-id CartPole-v1 --help      # the numbers CartPole gets
     torchrun --standalone --nproc_per_node=2 algos/ppo.py   # 8 envs split over 2 ranks
     python algos/ppo.py --env-id Acrobot-v1 --track      # log to Weights & Biases
@@ -120,6 +122,8 @@ class Args:
     eval_checkpoint: Optional[str] = None  # evaluate this saved model deterministically and exit, no training
     # deterministic evaluation episodes at the end (argmax action, or the Gaussian's mean)
     eval_episodes: Annotated[int, Range(1)] = 100
+    # after training, film one deterministic episode to runs/<run_name>/episode.gif (MuJoCo renders with EGL)
+    capture_video: bool = False
     # print progress every this many environment steps (all ranks together)
     log_interval: Annotated[int, Range(1)] = 10_000
 
@@ -173,6 +177,18 @@ PRESETS = {
     "Pendulum-v1": dataclasses.replace(
         BOX_ARGS, env_id="Pendulum-v1", total_timesteps=200_000, num_envs=4, num_steps=256,
         num_minibatches=16, learning_rate=1e-3, gamma=0.9, log_std_init=-0.5, normalize_obs=False),
+    # RL Zoo's LunarLander row: 16 envs x 1024 steps, minibatches of 64, gamma 0.999 for the late landing bonus.
+    "LunarLander-v3": dataclasses.replace(
+        Args(), env_id="LunarLander-v3", total_timesteps=1_000_000, num_envs=16, num_steps=1024,
+        num_minibatches=256, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4),
+    # The same numbers with the Gaussian head (RL Zoo uses one row for both); rewards and obs kept raw.
+    "LunarLanderContinuous-v3": dataclasses.replace(
+        BOX_ARGS, env_id="LunarLanderContinuous-v3", total_timesteps=1_000_000, num_envs=16, num_steps=1024,
+        num_minibatches=256, update_epochs=4, gamma=0.999, gae_lambda=0.98, ent_coef=0.01,
+        normalize_obs=False, normalize_reward=False),
+    # MuJoCo: CleanRL's continuous numbers (BOX_ARGS) at 1M steps; 10 deterministic eval episodes of 1,000 steps.
+    **{env_id: dataclasses.replace(BOX_ARGS, env_id=env_id, eval_episodes=10)
+       for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")},
 }
 
 
@@ -517,6 +533,30 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
+def capture_video(agent: Agent, env_id: str, seed: int, device: torch.device, path: str) -> None:
+    """--capture-video: one deterministic episode as a GIF (every 2nd frame at half size, 25 frames/s)."""
+    import imageio  # imported here so that a plain run does not pay for it
+
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+        obs, _ = env.reset(seed=seed)
+        frames, done = [env.render()], False
+        while not done:
+            with torch.no_grad():
+                out = agent.actor(agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32, device=device)))[0]
+            action = int(out.argmax()) if agent.discrete else np.clip(
+                out.cpu().numpy(), env.action_space.low, env.action_space.high)
+            obs, _, terminated, truncated, _ = env.step(action)
+            frames.append(env.render())
+            done = terminated or truncated
+        env.close()
+        imageio.mimsave(path, [f[::2, ::2] for f in frames[::2]], duration=40, loop=0)
+    except Exception as e:  # no EGL/display library, or a renderer's error: the training results stand
+        raise SystemExit(f"--capture-video: could not film {env_id} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "MuJoCo needs an EGL library (MUJOCO_GL=egl) or another MUJOCO_GL backend.") from None
+    print(f"filmed one deterministic episode ({len(frames)} frames): {path}")
+
+
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the deterministic returns of a saved agent, no training. The env is
     the checkpoint's own; under torchrun rank 0 alone evaluates."""
@@ -537,14 +577,20 @@ def evaluate_checkpoint(args: Args) -> dict:
     metrics = evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device)
     print(f"{ckpt['env_id']} deterministic eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} "
           f"+- {metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
+    if args.capture_video:
+        capture_video(agent, ckpt["env_id"], args.seed + 200_000, device,
+                      os.path.join(os.path.dirname(args.eval_checkpoint), "episode.gif"))
     return metrics
 
 
 def main(args: Args) -> dict:
     """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics: eval/mean_return,
-    eval/std_return, eval/episodes (rank 0), charts/SPS, global_step, wall_time and the last update's
+    eval/std_return, eval/episodes (rank 0), charts/SPS, charts/last100_return (the mean of the last 100 training
+    episodes), global_step, wall_time and the last update's
     losses/* (policy_loss, value_loss, entropy, approx_kl, clipfrac, explained_variance)."""
     check_args(args)
+    if args.capture_video:  # mujoco picks its OpenGL backend when first imported: headless EGL, unless set
+        os.environ.setdefault("MUJOCO_GL", "egl")
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
@@ -588,7 +634,7 @@ def main(args: Args) -> dict:
 
     steps_per_iteration = args.num_envs * T  # all ranks together
     num_iterations = args.total_timesteps // steps_per_iteration
-    recent_returns, stats = deque(maxlen=20), {}
+    recent_returns, stats = deque(maxlen=100), {}  # CleanRL's measure: the last 100 episodes
     global_step, start_time = 0, time.time()
     next_obs, _ = envs.reset(seed=seed * 1_000)  # sub-env i is seeded seed*1000 + i
     autoreset = np.zeros(n_envs, dtype=bool)
@@ -692,19 +738,22 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time,
-               "charts/SPS": int(global_step / wall_time), **stats}
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
+               "charts/last100_return": float(np.mean(recent_returns)) if recent_returns else float("nan"), **stats}
     if is_main:  # the last iteration printed a progress line, so its loss is finite
         metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device))
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
+        print(f"mean return of the last {len(recent_returns)} training episodes: {metrics['charts/last100_return']:.2f}")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:
             save_model(os.path.join(run_dir, "ppo.pt"), agent, reward_rms, args)
         else:
             print(f"(the agent was not saved: add --save-model to keep it in {run_dir}/)")
+        if args.capture_video:
+            capture_video(agent, args.env_id, args.seed + 200_000, device, os.path.join(run_dir, "episode.gif"))
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

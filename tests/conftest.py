@@ -71,10 +71,11 @@ SEEDS = tuple(range(1, 11))
 BENCH = ROOT / "bench"
 EVAL_LINE = re.compile(r"(greedy|deterministic|stochastic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes "
                        r"after (\d+) steps in ([\d.]+) s \((\d+) SPS\)")
+LAST_100 = re.compile(r"mean return of the last \d+ training episodes: (-?[\d.]+|nan)")  # ppo.py
 P_RIGHT = re.compile(r"P\(right\) ([\d.]+)")  # reinforce.py's short corridor
 
 
-def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
+def run_seeds(script: str, args: list[str], bar: float, seeds: tuple = SEEDS, timeout: float = 900) -> list[dict]:
     """Each seed runs the command exactly as a user types it, one at a time, in bench/; the final
     evaluation line of each run becomes a row of the printed table, and a second table summarises the
     seeds: mean and IQM with 95% bootstrap intervals (one environment a row, so the stratified bootstrap
@@ -83,20 +84,22 @@ def run_seeds(script: str, args: list[str], bar: float) -> list[dict]:
 
     BENCH.mkdir(exist_ok=True)
     rows = []
-    for seed in SEEDS:
+    for seed in seeds:
         start = time.time()
-        proc = run([sys.executable, str(ALGOS / script), *args, "--seed", str(seed)], cwd=BENCH, timeout=900)
+        proc = run([sys.executable, str(ALGOS / script), *args, "--seed", str(seed)], cwd=BENCH, timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-2000:]
         kind, mean, std, episodes, steps, train_s, sps = EVAL_LINE.search(proc.stdout).groups()
-        p = P_RIGHT.search(proc.stdout)
+        p, last = P_RIGHT.search(proc.stdout), LAST_100.search(proc.stdout)
         rows.append(dict(seed=seed, mean=float(mean), std=float(std), episodes=int(episodes), steps=int(steps),
                          train_s=float(train_s), sps=int(sps), wall_s=time.time() - start,
-                         p=float(p.group(1)) if p else None))
+                         p=float(p.group(1)) if p else None, last100=float(last.group(1)) if last else None))
     print(f"\n{script} {' '.join(args)}")
-    print(f"| seed | {kind} eval (mean ± std) | episodes | env steps | train s | SPS | process wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| seed | {kind} eval (mean ± std) | episodes | last 100 training episodes | env steps | train s | SPS "
+          "| process wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {r['steps']} | "
+        last = "-" if r["last100"] is None else f"{r['last100']:.1f}"
+        print(f"| {r['seed']} | {r['mean']:.1f} ± {r['std']:.1f} | {r['episodes']} | {last} | {r['steps']} | "
               f"{r['train_s']:.1f} | {r['sps']} | {r['wall_s']:.1f} |")
     print("\n| command | seeds | mean [95% CI] | IQM [95% CI] | seeds ≥ bar | worst |\n|---|---|---|---|---|---|")
     print(table_row(f"`{script} {' '.join(args)}`", summarize([r["mean"] for r in rows], bar), bar))

@@ -111,3 +111,10 @@ def test_dqn_solves_acrobot():
     rows = run_seeds("dqn.py", ["--env-id", "Acrobot-v1"], bar=-100)
     assert share(rows, lambda r: r["mean"] >= -100) >= 0.8
     assert all(r["steps"] <= 200_000 for r in rows)
+
+
+def test_dqn_lands_the_lunar_lander():
+    """Issue 20: greedy >= 200 in 4 of 5 seeds within 300,000 steps."""
+    rows = run_seeds("dqn.py", ["--env-id", "LunarLander-v3"], bar=200, seeds=(1, 2, 3, 4, 5))
+    assert sum(r["mean"] >= 200 for r in rows) >= 4
+    assert all(r["steps"] <= 300_000 for r in rows)

@@ -193,8 +193,10 @@ def test_linear_schedule():
 def test_env_id_picks_its_preset_and_flags_still_win(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "CartPole-v1", "--learning-rate", "0.002"])
     assert dqn.parse_args() == dataclasses.replace(dqn.PRESETS["CartPole-v1"], learning_rate=0.002)
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id=CartPole-v0"])  # no preset: the plain Args()
+    assert dqn.parse_args() == dataclasses.replace(dqn.Args(), env_id="CartPole-v0")
     monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id=LunarLander-v3"])
-    assert dqn.parse_args() == dataclasses.replace(dqn.Args(), env_id="LunarLander-v3")
+    assert dqn.parse_args() == dqn.PRESETS["LunarLander-v3"] and dqn.PRESETS["LunarLander-v3"].env_id == "LunarLander-v3"
     monkeypatch.setattr(sys, "argv", ["dqn.py"])  # the default env is MountainCar, with its preset
     assert dqn.parse_args() == dqn.PRESETS["MountainCar-v0"]
 
@@ -205,6 +207,16 @@ def cartpole(**overrides) -> "dqn.Args":
 
 
 TINY = dict(total_timesteps=3_000, learning_starts=500, eval_episodes=5, log_interval=100_000)
+
+
+def test_lunar_lander_preset_runs_a_few_hundred_steps(tmp_path, monkeypatch):
+    """Smoke run of the Box2D preset (its bar is the benchmark below): the pinned box2d loads, the
+    256x256 network fits the 8-dimensional observation, a short run trains and evaluates."""
+    monkeypatch.chdir(tmp_path)
+    metrics = dqn.main(dataclasses.replace(dqn.preset("LunarLander-v3"), total_timesteps=600, learning_starts=200,
+                                           eval_episodes=2, log_interval=10**9))
+    assert metrics["global_step"] == 600 and metrics["eval/episodes"] == 2
+    assert np.isfinite(metrics["eval/mean_return"]) and np.isfinite(metrics["losses/td_loss"])
 
 
 def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):

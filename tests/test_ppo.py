@@ -291,6 +291,8 @@ def test_env_id_picks_the_preset_and_any_flag_wins(monkeypatch):
     box = ppo.preset("MountainCarContinuous-v0")
     assert box == dataclasses.replace(ppo.BOX_ARGS, env_id="MountainCarContinuous-v0")
     assert box.normalize_obs and box.normalize_reward
+    # The MuJoCo presets: the continuous numbers at 1M steps, evaluated over 10 episodes.
+    assert ppo.preset("Hopper-v5") == dataclasses.replace(ppo.BOX_ARGS, env_id="Hopper-v5", eval_episodes=10)
     discrete = ppo.preset("MountainCar-v0")
     assert discrete == ppo.Args(env_id="MountainCar-v0")
     assert not discrete.normalize_obs and discrete.ent_coef == 0.01
@@ -305,6 +307,39 @@ PENDULUM = dict(total_timesteps=4_096, num_envs=4, num_steps=256, num_minibatche
 def cartpole(**changes) -> "ppo.Args":
     """The numbers a user gets with --env-id CartPole-v1, with some changed."""
     return dataclasses.replace(ppo.preset("CartPole-v1"), **changes)
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "LunarLander-v3", "LunarLanderContinuous-v3"])
+def test_mujoco_and_box2d_presets_run_a_few_hundred_steps(env_id, tmp_path, monkeypatch):
+    """Smoke run of each new preset (the bars are the benchmarks below): the pinned mujoco/box2d
+    load, the preset's networks fit the env's spaces, and a short run trains and evaluates."""
+    monkeypatch.chdir(tmp_path)
+    args = dataclasses.replace(ppo.preset(env_id), seed=1, total_timesteps=512, num_envs=2, num_steps=256,
+                               num_minibatches=4, update_epochs=1, eval_episodes=2, log_interval=10**9)
+    metrics = ppo.main(args)
+    assert metrics["global_step"] == 512 and metrics["eval/episodes"] == 2
+    assert all(np.isfinite(metrics[k]) for k in ("losses/value_loss", "losses/policy_loss", "eval/mean_return"))
+
+
+def test_capture_video_films_the_deterministic_episode(tmp_path, monkeypatch):
+    """--capture-video writes runs/<run>/episode.gif: every 2nd frame of one deterministic episode, at
+    half size; a renderer that fails is one sentence after the results, not a traceback."""
+    import imageio
+
+    monkeypatch.chdir(tmp_path)
+    args = dataclasses.replace(ppo.preset("LunarLander-v3"), total_timesteps=512, num_envs=2, num_steps=256,
+                               num_minibatches=4, update_epochs=1, eval_episodes=1, log_interval=10**9,
+                               capture_video=True)
+    ppo.main(args)
+    (gif,) = tmp_path.glob("runs/*/episode.gif")
+    frames = imageio.mimread(gif)
+    assert len(frames) > 1 and frames[0].shape[:2] == (200, 300), "400x600 LunarLander frames at half size"
+    real_make = gym.make
+    monkeypatch.setattr(ppo.gym, "make", lambda env_id, **kw: (_ for _ in ()).throw(RuntimeError("no display"))
+                        if kw.get("render_mode") else real_make(env_id, **kw))
+    with pytest.raises(SystemExit, match="--capture-video: could not film LunarLander-v3 .RuntimeError: no display"):
+        ppo.capture_video(ppo.Agent(8, gym.spaces.Discrete(4), (8,)), "LunarLander-v3", 0, torch.device("cpu"),
+                          str(tmp_path / "x.gif"))
 
 
 def test_seeded_runs_repeat_exactly(tmp_path, monkeypatch):
@@ -619,3 +654,24 @@ def test_ppo_solves_pendulum():
     rows = run_seeds("ppo.py", ["--env-id", "Pendulum-v1"], bar=-200)
     assert share(rows, lambda r: r["mean"] >= -200) >= 0.8
     assert all(r["steps"] <= 200_000 for r in rows)
+
+
+# Issue 20: MuJoCo at 1M steps, 3 seeds (CleanRL's 1M numbers as bars, on the mean over seeds of the
+# deterministic evaluation; each run at most 15 minutes here), and LunarLander (>= 200 in 4 of 5 seeds).
+MUJOCO_BARS = {"HalfCheetah-v5": 1443, "Hopper-v5": 2383, "Walker2d-v5": 2288}
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("env_id", list(MUJOCO_BARS))
+def test_ppo_mujoco_reaches_cleanrls_1m_numbers(env_id):
+    rows = run_seeds("ppo.py", ["--env-id", env_id], bar=MUJOCO_BARS[env_id], seeds=(1, 2, 3), timeout=1200)
+    assert np.mean([r["mean"] for r in rows]) >= MUJOCO_BARS[env_id]
+    assert all(r["steps"] <= 1_000_000 and r["train_s"] <= 900 for r in rows)
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("env_id", ["LunarLander-v3", "LunarLanderContinuous-v3"])
+def test_ppo_lands_the_lunar_lander(env_id):
+    rows = run_seeds("ppo.py", ["--env-id", env_id], bar=200, seeds=(1, 2, 3, 4, 5))
+    assert sum(r["mean"] >= 200 for r in rows) >= 4
+    assert all(r["steps"] <= 1_000_000 for r in rows)
