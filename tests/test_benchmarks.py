@@ -114,7 +114,8 @@ def test_dqn_solves_acrobot():
 
 
 def test_dqn_lands_the_lunar_lander():
-    """Issue 20: greedy >= 200 in 4 of 5 seeds within 300,000 steps."""
+    """Issue 20: greedy >= 200 in 4 of 5 seeds within 300,000 steps. Not met yet: the preset's seeds 1-5
+    scored 247.0, 189.5, 99.5, 209.9, 204.3 (3/5, README), so this test fails today."""
     rows = run_seeds("dqn.py", ["--env-id", "LunarLander-v3"], bar=200, seeds=(1, 2, 3, 4, 5))
     assert sum(r["mean"] >= 200 for r in rows) >= 4
     assert all(r["steps"] <= 300_000 for r in rows)
