@@ -894,6 +894,7 @@ def main(args: Args) -> dict:
     # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
     model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
+    stop = None if args.eval_checkpoint else StopFlag()  # listening before the line that says training starts
     if is_main:
         print(f"{args.search}: {len(train_levels)} training and {len(test_levels)} held-out levels "
               f"({args.levels_path or 'generated'}), {world_size} rank(s) on {device}"
@@ -933,7 +934,6 @@ def main(args: Args) -> dict:
     samples = [] if args.eval_checkpoint else [
         x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
     start, row = time.time(), {}
-    stop = None if args.eval_checkpoint else StopFlag()
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
            and st.trained_s + st.last_s < args.train_minutes * 60):
         t0, before = time.time(), st.trained_s
