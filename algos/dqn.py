@@ -21,6 +21,10 @@ is no future, so nothing is bootstrapped. A time-limit `truncated` episode did n
 out, so the target still bootstraps from the true last observation. The buffer stores each transition's
 bootstrap discount gamma^m (1 - terminated), which covers both cases.
 
+From pixels: an image observation (MinAtar's 10x10 grids of boolean channels, Young & Tian 2019, Atari's
+dynamics small enough for a CPU) goes through their small network, one convolution and one dense layer,
+instead of the MLP; the replay buffer keeps the grids in their own dtype (bool), a quarter of float32's memory.
+
 Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action is held for
 a random number of steps (epsilon z-greedy, Dabney et al. 2021).
 
@@ -35,6 +39,10 @@ References
         AAAI, arXiv:1509.06461.
     Hessel et al. 2018, "Rainbow: Combining Improvements in Deep Reinforcement Learning",
         AAAI, arXiv:1710.02298 (n-step returns in DQN).
+    Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed for Thorough and Reproducible Reinforcement
+        Learning Experiments", arXiv:1903.03176.
+    Obando-Ceron & Castro 2021, "Revisiting Rainbow: Promoting more Insightful and Inclusive Deep
+        Reinforcement Learning Research", ICML, arXiv:2011.14826 (DQN's parts measured on MinAtar).
     Dabney, Ostrovski, Barreto 2021, "Temporally-Extended epsilon-Greedy Exploration", ICLR, arXiv:2006.01782.
     Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., ch. 6-7.
 
@@ -42,6 +50,7 @@ Usage
     python algos/dqn.py --env-id MountainCar-v0        # the main job (the default env)
     python algos/dqn.py --env-id CartPole-v1 --total-timesteps 20000    # a quick run
     python algos/dqn.py --env-id LunarLander-v3          # Box2D, 300k steps
+    python algos/dqn.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 1M
     torchrun --standalone --nproc_per_node=2 algos/dqn.py --env-id CartPole-v1
     python algos/dqn.py --env-id Acrobot-v1 --track     # log to Weights & Biases
     python algos/dqn.py --env-id CartPole-v1 --save-model
@@ -104,6 +113,8 @@ class Args:
     log_interval: Annotated[int, Range(1)] = 5000  # print progress every this many environment steps
 
     env_id: str = "MountainCar-v0"  # a discrete-action gymnasium id ("module:Env-v0" imports module first)
+    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none)
+    max_episode_steps: Annotated[Optional[int], Range(1)] = None
     loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
     double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
     total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps
@@ -152,6 +163,15 @@ PRESETS = {
         Args(), env_id="LunarLander-v3", total_timesteps=300_000, learning_rate=6.3e-4, anneal_lr=True,
         buffer_size=50_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
+    # MinAtar (Young & Tian 2019), one set for the five games as in the paper: their replay size (100k) and
+    # target period (1,000 steps), their network (hidden 128), with Adam, Double DQN, 3-step returns and
+    # epsilon to 0.01 over 100k frames, one update every 4 frames, in a fifth of their 5M frames. Episodes
+    # have no time limit there; 100k steps cuts a never-ending greedy one.
+    **{f"MinAtar/{game}-v1": dataclasses.replace(
+        Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=1_000_000, max_episode_steps=100_000,
+        learning_rate=3e-4, buffer_size=100_000, target_network_frequency=1_000, batch_size=64, end_e=0.01,
+        exploration_fraction=0.1, learning_starts=5_000, train_frequency=4, n_step=3, hidden_sizes=(128,))
+       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest")},
 }
 
 
@@ -164,12 +184,17 @@ def preset(env_id: str) -> Args:
 # ALGORITHM: environments, the Q-network, n-step transitions, the replay buffer, the TD target,
 # the target-network update, exploration, evaluation. Read this first.
 # =============================================================================================
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = None) -> gym.vector.VectorEnv:
     """Synchronous vector env that records episode returns. gymnasium 1.x resets a finished sub-env on the
     *next* step() (NEXT_STEP autoreset): that call ignores the action and returns the reset observation with
-    reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer."""
+    reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer.
+    Observations are flat vectors, or images (height, width, channels) with values in [0, 1] such as
+    MinAtar's 10x10 boolean grids."""
+    if env_id.startswith("MinAtar/"):
+        register_minatar()
+    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **limit)
     except (gym.error.Error, ModuleNotFoundError) as e:
         raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
@@ -177,36 +202,65 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         raise SystemExit(f"DQN needs a discrete action space, but {env_id} has {envs.single_action_space}: "
                          "use a policy-gradient method such as ppo.py for continuous actions.")
     space = envs.single_observation_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
-        raise SystemExit(f"this DQN takes a flat Box observation, but {env_id} has {space}.")
+    image = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
+        raise SystemExit(f"this DQN takes a flat Box observation or an image, but {env_id} has {space}.")
+    if image and not (np.all(space.low >= 0) and np.all(space.high <= 1)):
+        raise SystemExit(f"{env_id}'s images have values outside [0, 1] ({space}): rescale them with an "
+                         "observation wrapper first (Atari: divide by 255).")
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
+def register_minatar() -> None:
+    """gymnasium 1.x does not load plugins' ids by itself: MinAtar's must be registered before make."""
+    try:
+        from minatar.gym import register_envs
+    except ModuleNotFoundError:
+        raise SystemExit("the MinAtar games need the minatar package: pip install -r requirements.txt") from None
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        register_envs()
+
+
 class QNetwork(nn.Module):
-    """MLP Q(s, . ; theta): one value per action. Inputs are rescaled to [-1, 1] with the observation
-    space's bounds where they are finite: MountainCar's velocity lives in +-0.07 and would otherwise be a
-    nearly invisible input; unbounded inputs pass through unchanged."""
+    """Q(s, . ; theta): one value per action, from a torso chosen by the observation's shape.
+
+    Flat vectors: an MLP. Inputs are rescaled to [-1, 1] with the observation space's bounds where they
+    are finite: MountainCar's velocity lives in +-0.07 and would otherwise be a nearly invisible input;
+    unbounded inputs pass through unchanged.
+    Images: Young & Tian's MinAtar network, one 3x3 convolution with 16 channels (stride 1, no padding),
+    then the dense layers of hidden_sizes (they use one of 128 units), all with ReLU. The grid arrives
+    channel-last (height, width, channels) in the space's dtype (MinAtar: bool) and becomes channel-first
+    float32 here, the only place that converts it; values are already in [0, 1] (make_envs checks)."""
 
     def __init__(self, obs_space: gym.spaces.Box, n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
-        low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
-        bounded = np.isfinite(low) & np.isfinite(high) & (high > low)
-        low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)  # [-1, 1] maps to itself
-        self.register_buffer("obs_center", torch.tensor((high + low) / 2, dtype=torch.float32))
-        self.register_buffer("obs_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
-        layers, width = [], obs_space.shape[0]
+        self.image = len(obs_space.shape) == 3
+        if self.image:
+            height, width, channels = obs_space.shape
+            self.conv = nn.Sequential(nn.Conv2d(channels, 16, kernel_size=3), nn.ReLU(), nn.Flatten())
+            width = 16 * (height - 2) * (width - 2)
+        else:
+            low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
+            bounded = np.isfinite(low) & np.isfinite(high) & (high > low)
+            low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)  # [-1, 1] maps to itself
+            self.register_buffer("obs_center", torch.tensor((high + low) / 2, dtype=torch.float32))
+            self.register_buffer("obs_scale", torch.tensor((high - low) / 2, dtype=torch.float32))
+            width = obs_space.shape[0]
+        layers = []
         for h in hidden_sizes:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
         self.net = nn.Sequential(*layers, nn.Linear(width, n_actions))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net((obs - self.obs_center) / self.obs_scale)
+        if self.image:  # [B, H, W, C] -> [B, C, H, W] float, the layout Conv2d expects
+            return self.net(self.conv(obs.permute(0, 3, 1, 2).float()))
+        return self.net((obs.float() - self.obs_center) / self.obs_scale)
 
     @torch.inference_mode()
     def q_values(self, obs: np.ndarray) -> torch.Tensor:
         """Q(s, .) of a batch of numpy observations, for acting: no gradients."""
-        return self(torch.as_tensor(obs, dtype=torch.float32, device=self.obs_center.device))
+        return self(torch.as_tensor(obs, device=self.net[-1].weight.device))
 
 
 class NStepWindow:
@@ -242,9 +296,10 @@ class ReplayBuffer:
     """The last `capacity` transitions in preallocated arrays; new ones overwrite the oldest.
     A transition is (s_t, a_t, G, s_t+m, gamma^m (1 - terminated)) with G the n-step return."""
 
-    def __init__(self, capacity: int, obs_dim: int, rng: np.random.Generator):
+    def __init__(self, capacity: int, obs_space: gym.spaces.Box, rng: np.random.Generator):
         self.capacity, self.rng, self.pos, self.size = capacity, rng, 0, 0
-        self.obs, self.next_obs = np.zeros((2, capacity, obs_dim), np.float32)
+        # the space's own dtype: MinAtar's bool grids take a quarter of float32's memory (the net converts)
+        self.obs, self.next_obs = np.zeros((2, capacity, *obs_space.shape), obs_space.dtype)
         self.actions = np.zeros(capacity, np.int64)
         self.returns, self.discounts = np.zeros((2, capacity), np.float32)
 
@@ -306,10 +361,11 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
     return actions
 
 
-def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int) -> dict:
+def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int,
+             max_episode_steps: Optional[int] = None) -> dict:
     """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not
     over-counted (the first episodes to finish in a shared env are biased towards short ones)."""
-    envs = make_envs(env_id, episodes)
+    envs = make_envs(env_id, episodes, max_episode_steps)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
@@ -418,7 +474,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 def save_model(path: str, q_network: nn.Module, args: Args) -> None:
     save_checkpoint(path, {"algo": ALGO, "q_network": q_network.state_dict(), "env_id": args.env_id,
-                           "hidden_sizes": list(args.hidden_sizes), "args": dataclasses.asdict(args)})
+                           "hidden_sizes": list(args.hidden_sizes), "max_episode_steps": args.max_episode_steps,
+                           "args": dataclasses.asdict(args)})
 
 
 class StopFlag:
@@ -517,7 +574,8 @@ def evaluate_checkpoint(args: Args) -> dict:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
-    probe = make_envs(ckpt["env_id"], 1)
+    limit = ckpt.get("max_episode_steps")
+    probe = make_envs(ckpt["env_id"], 1, limit)
     q_network = QNetwork(probe.single_observation_space, int(probe.single_action_space.n),
                          tuple(ckpt["hidden_sizes"])).to(device)
     probe.close()
@@ -526,7 +584,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000)
+    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, limit)
     print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} +- "
           f"{metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     return metrics
@@ -550,7 +608,7 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(seed)
 
-    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     logger = None  # rank 0's RunLog
     if is_main:
         run_dir = make_run_dir(run_name)
@@ -558,7 +616,7 @@ def main(args: Args) -> dict:
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
         logger = RunLog(args, run_name, run_dir)
 
-    envs = make_envs(args.env_id, num_envs)
+    envs = make_envs(args.env_id, num_envs, args.max_episode_steps)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
     # DDP broadcasts rank 0's initial weights, so the target copy below is the same everywhere.
@@ -568,14 +626,14 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
                                  fused=device.type in ("cpu", "cuda"))
     loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
-    rb = ReplayBuffer(args.buffer_size // world_size, obs_space.shape[0], rng)
+    rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
     window = NStepWindow(args.n_step, num_envs, args.gamma)
 
     # The schedule is in iterations (one step of every env), the same on every rank.
     num_iterations = max(args.total_timesteps // args.num_envs, 1)
     train_every = args.train_frequency // args.num_envs
     target_every = args.target_network_frequency // args.num_envs
-    recent_returns = deque(maxlen=20)
+    recent_returns = deque(maxlen=100)  # Young & Tian's measure: the last 100 training episodes
     td_loss = torch.zeros(())
     start_time = time.time()
     obs, _ = envs.reset(seed=seed * 1_000)  # sub-env i is seeded seed*1000 + i
@@ -644,13 +702,16 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time,
-               "charts/SPS": int(global_step / wall_time), "losses/td_loss": td_loss.item()}
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
+               "charts/last100_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
+               "losses/td_loss": td_loss.item()}
     if is_main:  # the TD loss was checked at the last step, which always logs
-        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000))
+        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
+                                args.max_episode_steps))
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
+        print(f"mean return of the last {len(recent_returns)} training episodes: {metrics['charts/last100_return']:.2f}")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:

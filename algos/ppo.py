@@ -32,6 +32,10 @@ rewards by the running standard deviation of the discounted return, so that the 
 not swamp the global gradient norm. Both statistics are updated once per rollout (summed over
 ranks), saved with the model and frozen in the evaluation, so a saved policy sees its own scale.
 
+Observations: a flat vector goes to separate policy and value MLPs; an image (MinAtar's 10x10 grids of
+boolean channels, Young & Tian 2019) goes through one convolutional torso shared by a policy head and a
+value head, as in the Atari PPO (the losses above then shape one set of features together).
+
 Autoreset. gymnasium 1.x vector envs reset a finished sub-env on the *next* step() (NEXT_STEP):
 the step that ends an episode returns the true last observation; the following one ignores the
 action and returns the reset observation with reward 0. At that reset step the agent's forward
@@ -54,6 +58,8 @@ References
     Andrychowicz et al. 2021, "What Matters in On-Policy Reinforcement Learning? A Large-Scale Empirical Study",
         ICLR, arXiv:2006.05990.
     Raffin 2020, RL Baselines3 Zoo (the tuned hyperparameters the presets below start from).
+    Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed for Thorough and Reproducible Reinforcement
+        Learning Experiments", arXiv:1903.03176.
 
 Usage
     python algos/ppo.py                                  # CartPole-v1, 100k steps
@@ -61,6 +67,7 @@ Usage
     python algos/ppo.py --env-id Acrobot-v1 --total-timesteps 50000    # a quick run
     python algos/ppo.py --env-id HalfCheetah-v5          # MuJoCo (also Hopper-v5, Walker2d-v5), 1M steps
     python algos/ppo.py --env-id LunarLander-v3          # Box2D (also LunarLanderContinuous-v3), 1M steps
+    python algos/ppo.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 2M
     python algos/ppo.py --env-id CartPole-v1 --help      # the numbers CartPole gets
     torchrun --standalone --nproc_per_node=2 algos/ppo.py   # 8 envs split over 2 ranks
     python algos/ppo.py --env-id Acrobot-v1 --track      # log to Weights & Biases
@@ -129,6 +136,8 @@ class Args:
 
     # a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)
     env_id: str = "CartPole-v1"
+    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none)
+    max_episode_steps: Annotated[Optional[int], Range(1)] = None
     # stop the update epochs early once the approximate KL passes this (0 = never)
     target_kl: Annotated[float, Range(0)] = 0.0
     total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps (all ranks together)
@@ -153,7 +162,8 @@ class Args:
     normalize_reward: bool = False
     # initial log standard deviation of the Gaussian policy (Box actions only; its variance stays a float32)
     log_std_init: Annotated[float, Range(-20, 20)] = 0.0
-    # widths of the hidden layers of the policy and the value network (separate networks)
+    # widths of the hidden layers of the policy and the value network (separate networks; for images,
+    # the dense layers after the convolution, shared by both heads)
     hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)
 
 
@@ -189,6 +199,13 @@ PRESETS = {
     # MuJoCo: CleanRL's continuous numbers (BOX_ARGS) at 1M steps; 10 deterministic eval episodes of 1,000 steps.
     **{env_id: dataclasses.replace(BOX_ARGS, env_id=env_id, eval_episodes=10)
        for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")},
+    # MinAtar (Young & Tian 2019): their network (3x3x16 conv, 128 units) shared by both heads, and the
+    # Atari PPO's rollout numbers on 8 envs with a larger step size, 2M frames; 100k steps cuts a
+    # never-ending greedy episode (MinAtar has no time limit).
+    **{f"MinAtar/{game}-v1": dataclasses.replace(
+        Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=2_000_000, max_episode_steps=100_000, num_envs=8,
+        learning_rate=5e-4, hidden_sizes=(128,))
+       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest")},
 }
 
 
@@ -207,22 +224,40 @@ def preset(env_id: str) -> Args:
 # ALGORITHM: environments, running statistics, the actor-critic (Categorical or Gaussian policy),
 # GAE, the clipped loss, evaluation. Read this first.
 # =============================================================================================
-def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """Synchronous vector env (NEXT_STEP autoreset) that records episode returns."""
+def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = None) -> gym.vector.VectorEnv:
+    """Synchronous vector env (NEXT_STEP autoreset) that records episode returns. Observations are flat
+    vectors, or images (height, width, channels) with values in [0, 1] such as MinAtar's boolean grids."""
+    if env_id.startswith("MinAtar/"):
+        register_minatar()
+    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
-        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **limit)
     except (gym.error.Error, ModuleNotFoundError) as e:
         raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
-        raise SystemExit(f"this PPO takes a flat Box observation, but {env_id} has {space}.")
+    image = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
+        raise SystemExit(f"this PPO takes a flat Box observation or an image, but {env_id} has {space}.")
+    if image and not (np.all(space.low >= 0) and np.all(space.high <= 1)):
+        raise SystemExit(f"{env_id}'s images have values outside [0, 1] ({space}): rescale them with an "
+                         "observation wrapper first (Atari: divide by 255).")
     if not (isinstance(action_space, gym.spaces.Discrete)
             or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
         raise SystemExit(f"this PPO takes a Discrete or flat Box action space, but {env_id} has {action_space}.")
     if isinstance(action_space, gym.spaces.Box):  # Gaussian samples are clipped to the bounds on their way in
         envs = gym.wrappers.vector.TransformAction(envs, lambda a: np.clip(a, action_space.low, action_space.high))
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+
+
+def register_minatar() -> None:
+    """gymnasium 1.x does not load plugins' ids by itself: MinAtar's must be registered before make."""
+    try:
+        from minatar.gym import register_envs
+    except ModuleNotFoundError:
+        raise SystemExit("the MinAtar games need the minatar package: pip install -r requirements.txt") from None
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        register_envs()
 
 
 class RunningMeanStd:
@@ -246,7 +281,7 @@ class RunningMeanStd:
         self.count = total
 
 
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2)) -> nn.Linear:
+def layer_init(layer: nn.Module, std: float = math.sqrt(2)) -> nn.Module:
     """Orthogonal weights with gain `std`, zero bias (implementation detail 2 of Huang et al.)."""
     nn.init.orthogonal_(layer.weight, std)
     nn.init.zeros_(layer.bias)
@@ -262,29 +297,52 @@ def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float
 
 
 class Agent(nn.Module):
-    """Separate policy and value MLPs, and the observation statistics (buffers, so they are
-    saved in the state dict and synchronised by DDP's initial broadcast)."""
+    """The policy and the value function, and the observation statistics (buffers, so they are
+    saved in the state dict and synchronised by DDP's initial broadcast).
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_sizes: tuple[int, ...],
+    Flat vectors: separate policy and value MLPs (tanh). Images: Young & Tian's MinAtar network as a torso
+    shared by both heads, as in the Atari PPO: one 3x3 convolution with 16 channels, then the dense layers
+    of hidden_sizes, all ReLU; the grid arrives channel-last (height, width, channels) and is permuted
+    to channel-first in heads(), the only place that does it."""
+
+    def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes: tuple[int, ...],
                  log_std_init: float = 0.0, normalize_obs: bool = False):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.image = len(obs_space.shape) == 3
         n_out = int(action_space.n) if self.discrete else action_space.shape[0]
-        self.actor = mlp(obs_dim, hidden_sizes, n_out, out_std=0.01)
-        self.critic = mlp(obs_dim, hidden_sizes, 1, out_std=1.0)
+        if self.image:
+            height, width, channels = obs_space.shape
+            layers = [layer_init(nn.Conv2d(channels, 16, kernel_size=3)), nn.ReLU(), nn.Flatten()]
+            width = 16 * (height - 2) * (width - 2)  # 3x3 without padding: 10x10 -> 8x8
+            for h in hidden_sizes:
+                layers += [layer_init(nn.Linear(width, h)), nn.ReLU()]
+                width = h
+            self.torso = nn.Sequential(*layers)
+            self.actor = layer_init(nn.Linear(width, n_out), std=0.01)
+            self.critic = layer_init(nn.Linear(width, 1), std=1.0)
+        else:
+            self.actor = mlp(obs_space.shape[0], hidden_sizes, n_out, out_std=0.01)
+            self.critic = mlp(obs_space.shape[0], hidden_sizes, 1, out_std=1.0)
         if not self.discrete:
             self.log_std = nn.Parameter(torch.full((n_out,), float(log_std_init)))
         self.normalize_obs = normalize_obs
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.register_buffer("obs_mean", torch.zeros(obs_space.shape))
+        self.register_buffer("obs_std", torch.ones(obs_space.shape))
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return ((obs - self.obs_mean) / self.obs_std).clamp(-10.0, 10.0) if self.normalize_obs else obs
 
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's output (logits, or the Gaussian's mean) and V(x), for normalised observations x."""
+        if self.image:  # [B, H, W, C] -> [B, C, H, W], the layout Conv2d expects
+            x = self.torso(x.permute(0, 3, 1, 2))
+        return self.actor(x), self.critic(x).squeeze(-1)
+
     def forward(self, x: torch.Tensor, actions: Optional[torch.Tensor] = None):
         """For normalised observations x: the actions (sampled from pi(.|x) when none are given),
         log pi(a|x), the entropy H(pi(.|x)) and V(x)."""
-        out = self.actor(x)
+        out, value = self.heads(x)
         if self.discrete:
             logp_all = torch.log_softmax(out, -1)
             actions = torch.multinomial(logp_all.exp(), 1).squeeze(1) if actions is None else actions
@@ -294,7 +352,7 @@ class Agent(nn.Module):
             pi = Normal(out, self.log_std.exp(), validate_args=False)
             actions = pi.sample() if actions is None else actions
             logprob, entropy = pi.log_prob(actions).sum(-1), pi.entropy().sum(-1)  # independent dims add
-        return actions, logprob, entropy, self.critic(x).squeeze(-1)
+        return actions, logprob, entropy, value
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
@@ -331,15 +389,16 @@ def ppo_loss(newlogprob, oldlogprob, advantages, newvalue, oldvalue, returns, en
     return pg_loss - ent_coef * entropy + vf_coef * v_loss, stats
 
 
-def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device) -> dict:
+def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, device: torch.device,
+             max_episode_steps: Optional[int] = None) -> dict:
     """Deterministic returns of `episodes` episodes, one per sub-env (so short episodes are not
     over-counted), with the observation statistics frozen as they were saved."""
-    envs = make_envs(env_id, episodes)
+    envs = make_envs(env_id, episodes, max_episode_steps)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
     while not done.all():
         with torch.no_grad():
-            out = agent.actor(agent.normalize(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+            out = agent.heads(agent.normalize(torch.as_tensor(obs, dtype=torch.float32, device=device)))[0]
         actions = out.argmax(-1) if agent.discrete else out  # the most likely action, or the Gaussian's mean
         obs, rewards, terminated, truncated, _ = envs.step(actions.cpu().numpy())
         returns += np.where(done, 0.0, rewards)
@@ -441,6 +500,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
 def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) -> None:
     save_checkpoint(path, {"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
                            "hidden_sizes": list(args.hidden_sizes), "normalize_obs": args.normalize_obs,
+                           "max_episode_steps": args.max_episode_steps,
                            "return_var": float(reward_rms.var), "args": dataclasses.asdict(args)})
 
 
@@ -543,7 +603,7 @@ def capture_video(agent: Agent, env_id: str, seed: int, device: torch.device, pa
         frames, done = [env.render()], False
         while not done:
             with torch.no_grad():
-                out = agent.actor(agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32, device=device)))[0]
+                out = agent.heads(agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32, device=device)))[0][0]
             action = int(out.argmax()) if agent.discrete else np.clip(
                 out.cpu().numpy(), env.action_space.low, env.action_space.high)
             obs, _, terminated, truncated, _ = env.step(action)
@@ -565,8 +625,9 @@ def evaluate_checkpoint(args: Args) -> dict:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
-    probe = make_envs(ckpt["env_id"], 1)
-    agent = Agent(probe.single_observation_space.shape[0], probe.single_action_space,
+    limit = ckpt.get("max_episode_steps")
+    probe = make_envs(ckpt["env_id"], 1, limit)
+    agent = Agent(probe.single_observation_space, probe.single_action_space,
                   tuple(ckpt["hidden_sizes"]), normalize_obs=ckpt["normalize_obs"]).to(device)
     probe.close()
     try:
@@ -574,7 +635,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device)
+    metrics = evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device, limit)
     print(f"{ckpt['env_id']} deterministic eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} "
           f"+- {metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     if args.capture_video:
@@ -604,7 +665,7 @@ def main(args: Args) -> dict:
     torch.backends.cudnn.deterministic = args.torch_deterministic
     rng = np.random.default_rng(seed)
 
-    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     n_envs, T = args.num_envs // world_size, args.num_steps
     logger = None  # rank 0's RunLog
     if is_main:
@@ -614,21 +675,21 @@ def main(args: Args) -> dict:
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
         logger = RunLog(args, run_name, run_dir)
 
-    envs = make_envs(args.env_id, n_envs)
-    action_space, obs_dim = envs.single_action_space, envs.single_observation_space.shape[0]
-    agent = Agent(obs_dim, action_space, args.hidden_sizes, args.log_std_init, args.normalize_obs).to(device)
+    envs = make_envs(args.env_id, n_envs, args.max_episode_steps)
+    action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
+    agent = Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init, args.normalize_obs).to(device)
     # DDP broadcasts rank 0's initial weights; the statistics buffers are synchronised by
     # RunningMeanStd.update, so they need no broadcast at every forward pass.
     model = DDP(agent, broadcast_buffers=False) if distributed else agent
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5,
                                  fused=device.type in ("cpu", "cuda"))  # one kernel, not one per tensor
-    obs_rms, reward_rms = RunningMeanStd((obs_dim,)), RunningMeanStd()
+    obs_rms, reward_rms = RunningMeanStd(obs_shape), RunningMeanStd()
 
     # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
-    b_obs = torch.zeros((T, n_envs, obs_dim), device=device)
+    b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # float32 network inputs (images: 0 or 1)
     b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
     b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
-    raw_obs = np.zeros((T, n_envs, obs_dim), np.float32)
+    raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
     rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
     terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
 
@@ -676,9 +737,9 @@ def main(args: Args) -> dict:
             reward_rms.update(disc_returns[valid], distributed)
             b_rewards = np.clip(rewards * (1.0 / math.sqrt(reward_rms.var + 1e-8)), -10, 10)
         with torch.no_grad():
-            next_value = agent.critic(agent.normalize(torch.from_numpy(next_obs).to(device, torch.float32)))
+            next_value = agent.heads(agent.normalize(torch.from_numpy(next_obs).to(device, torch.float32)))[1]
             advantages, returns = compute_gae(
-                torch.from_numpy(b_rewards).to(device), b_values, next_value.squeeze(-1),
+                torch.from_numpy(b_rewards).to(device), b_values, next_value,
                 torch.from_numpy(terminated).to(device, torch.float32),
                 torch.from_numpy(dones).to(device, torch.float32), args.gamma, args.gae_lambda)
         if args.normalize_obs:  # new statistics for the next rollout; this one keeps its inputs
@@ -741,7 +802,8 @@ def main(args: Args) -> dict:
     metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
                "charts/last100_return": float(np.mean(recent_returns)) if recent_returns else float("nan"), **stats}
     if is_main:  # the last iteration printed a progress line, so its loss is finite
-        metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device))
+        metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device,
+                                args.max_episode_steps))
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")

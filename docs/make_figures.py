@@ -82,6 +82,8 @@ def read_runs(folder: Path) -> list[dict]:
 def setting(run: dict) -> str:
     """What the run learned on, as a file-name-safe word: CartPole-v1, shakespeare_char, generated, ..."""
     value = run["config"].get(SETTING[run["algo"]]) or DEFAULT_SETTING.get(run["algo"], "default")
+    if SETTING[run["algo"]] == "env_id":  # an id, not a path: MinAtar/Breakout-v1 -> MinAtar_Breakout-v1
+        return str(value).replace(":", "_").replace("/", "_")
     return Path(str(value).rstrip("/")).name.replace(":", "_")
 
 

@@ -71,7 +71,7 @@ SEEDS = tuple(range(1, 11))
 BENCH = ROOT / "bench"
 EVAL_LINE = re.compile(r"(greedy|deterministic|stochastic) eval: (-?[\d.]+) \+- ([\d.]+) over (\d+) episodes "
                        r"after (\d+) steps in ([\d.]+) s \((\d+) SPS\)")
-LAST_100 = re.compile(r"mean return of the last \d+ training episodes: (-?[\d.]+|nan)")  # ppo.py
+LAST_100 = re.compile(r"mean return of the last \d+ training episodes: (-?[\d.]+|nan)")  # ppo.py, dqn.py
 P_RIGHT = re.compile(r"P\(right\) ([\d.]+)")  # reinforce.py's short corridor
 
 

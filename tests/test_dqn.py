@@ -81,7 +81,7 @@ def test_epsilon_z_greedy_holds_exploratory_actions():
 
 
 def make_buffer(capacity):
-    return dqn.ReplayBuffer(capacity, obs_dim=1, rng=np.random.default_rng(0))
+    return dqn.ReplayBuffer(capacity, gym.spaces.Box(-np.inf, np.inf, (1,), np.float32), np.random.default_rng(0))
 
 
 def add(rb, values):
@@ -319,3 +319,83 @@ def test_main_bootstraps_from_the_target_network_synchronised_only_at_its_steps(
     assert len(synced) == expected_syncs == 5
     assert len(targets) == sum(1 for i in iterations if i * args.num_envs > args.learning_starts and i % 2 == 0)
     assert targets[0] == 0 and targets[-1] == expected_syncs, "targets before and after syncs were both seen"
+
+
+# Issue 21: images. MinAtar's grids are channel-last booleans (10, 10, C); the torso is Young & Tian's network.
+MINATAR_BREAKOUT = gym.spaces.Box(0.0, 1.0, (10, 10, 4), bool)  # as minatar.gym declares it
+
+
+def test_image_q_network_shapes_and_channel_order():
+    """Q-values of a batch of bool grids have one column per action, and the convolution reads the grid
+    channel-last: a filter that picks the centre cell of channel 2 lights up where that channel's one
+    true cell is (row 3, column 6 -> 8x8 map position (2, 5)); a transposed or mixed-up layout moves it."""
+    q = dqn.QNetwork(MINATAR_BREAKOUT, 3, (128,))
+    obs = torch.zeros(5, 10, 10, 4, dtype=torch.bool)
+    obs[0, 3, 6, 2] = True
+    assert q(obs).shape == (5, 3) and q.q_values(obs.numpy()).shape == (5, 3)
+    conv = q.conv[0]
+    assert conv.in_channels == 4 and conv.out_channels == 16 and conv.kernel_size == (3, 3)
+    assert q.net[0].in_features == 16 * 8 * 8 and q.net[0].out_features == 128
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 2, 1, 1] = 1.0  # output channel 0 = input channel 2 at the window's centre
+    seen = []
+    q.conv.register_forward_hook(lambda m, i, o: seen.append(o))
+    q(obs)
+    fmap = seen[0][0].view(16, 8, 8)[0]
+    assert fmap[2, 5] == 1.0 and fmap.sum() == 1.0
+
+
+def test_image_transitions_keep_their_dtype_in_the_buffer():
+    """Bool grids are stored as bool (a quarter of float32's memory), come back intact, and the
+    Q-network takes the sampled batch as it is."""
+    rb = dqn.ReplayBuffer(4, MINATAR_BREAKOUT, np.random.default_rng(0))
+    assert rb.obs.dtype == rb.next_obs.dtype == np.bool_ and rb.obs.shape == (4, 10, 10, 4)
+    rng = np.random.default_rng(1)
+    grids = [rng.random((10, 10, 4)) < 0.2 for _ in range(3)]
+    for k in range(2):
+        rb.add(grids[k], k, float(k), grids[k + 1], 0.9)
+    obs, actions, returns, next_obs, discounts = rb.sample(64, torch.device("cpu"))
+    assert obs.dtype == next_obs.dtype == torch.bool and obs.shape == (64, 10, 10, 4)
+    for o, a, n in zip(obs, actions, next_obs):
+        assert np.array_equal(o.numpy(), grids[a]) and np.array_equal(n.numpy(), grids[a + 1])
+    assert dqn.QNetwork(MINATAR_BREAKOUT, 3, (128,))(obs).shape == (64, 3)
+
+
+def test_minatar_preset_runs_and_its_checkpoint_evaluates_alike(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "MinAtar/Freeway-v1"])
+    assert dqn.parse_args() == dqn.PRESETS["MinAtar/Freeway-v1"]
+    args = dataclasses.replace(dqn.preset("MinAtar/Breakout-v1"), total_timesteps=1_500, learning_starts=500,
+                               eval_episodes=3, log_interval=10**9, save_model=True, seed=3)
+    trained = dqn.main(args)
+    assert trained["global_step"] == 1_500 and np.isfinite(trained["losses/td_loss"])
+    [ckpt] = list((tmp_path / "runs").glob("*/dqn.pt"))
+    assert ckpt.parent.name.startswith("MinAtar_Breakout-v1__"), "the run folder must not nest at the slash"
+    evaluated = dqn.main(dqn.Args(seed=3, eval_checkpoint=str(ckpt), eval_episodes=3))
+    assert evaluated["eval/mean_return"] == trained["eval/mean_return"]
+
+
+def test_max_episode_steps_truncates():
+    envs = dqn.make_envs("CartPole-v1", 1, 7)
+    envs.reset(seed=0)
+    for t in range(7):  # CartPole pushed alternately stays up for 7 steps
+        _, _, terminated, truncated, _ = envs.step(np.array([t % 2]))
+    assert not terminated[0] and truncated[0]
+
+
+class BigPixels(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (10, 10, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+
+gym.register("BigPixels-v0", entry_point=BigPixels)
+
+
+def test_images_outside_0_1_and_a_missing_minatar_are_one_sentence(monkeypatch):
+    with pytest.raises(SystemExit, match="values outside \\[0, 1\\].*divide by 255"):
+        dqn.make_envs("BigPixels-v0", 1)
+    monkeypatch.setitem(sys.modules, "minatar.gym", None)  # as if the package were not installed
+    with pytest.raises(SystemExit, match="need the minatar package: pip install -r requirements.txt"):
+        dqn.make_envs("MinAtar/Breakout-v1", 1)

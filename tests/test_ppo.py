@@ -16,6 +16,11 @@ from conftest import ALGOS, load_script, run, run_seeds, share, side_by_side_sps
 ppo = load_script("ppo")
 
 
+def flat(n: int) -> gym.spaces.Box:
+    """A flat observation space of n unbounded floats."""
+    return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
+
+
 def test_gae_by_hand_with_a_termination_and_a_truncation():
     """One env, six steps, gamma = lambda = 0.5 (so gamma lambda = 0.25):
     t=0 ordinary, t=1 terminates, t=2 is the NEXT_STEP reset step (its input is the final
@@ -77,7 +82,7 @@ def test_gaussian_head_log_prob_and_entropy_by_the_formula():
     log pi(a|s) = sum_i [-(a_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2] and
     H = sum_i [1/2 + log(2 pi) / 2 + log sigma_i], the same in every state."""
     torch.manual_seed(0)
-    agent = ppo.Agent(4, gym.spaces.Box(-2.0, 2.0, (3,)), (16,))
+    agent = ppo.Agent(flat(4), gym.spaces.Box(-2.0, 2.0, (3,)), (16,))
     with torch.no_grad():
         agent.log_std.copy_(torch.tensor([-1.0, 0.0, 0.7]))
     x, actions = torch.randn(5, 4), torch.randn(5, 3) * 2
@@ -92,7 +97,7 @@ def test_categorical_head_log_prob_and_entropy_by_the_formula():
     """The Discrete head is a softmax over the logits: log pi(a|s) = l_a - log sum_b exp(l_b)
     and H = -sum_a pi(a|s) log pi(a|s) (written out here, not through log_softmax)."""
     torch.manual_seed(0)
-    agent = ppo.Agent(4, gym.spaces.Discrete(3), (16,))
+    agent = ppo.Agent(flat(4), gym.spaces.Discrete(3), (16,))
     with torch.no_grad():
         agent.actor[-1].weight.mul_(300.0)  # logits of order 1, not 0.01: a wrong formula shows
     x, actions = torch.randn(6, 4), torch.tensor([0, 1, 2, 2, 1, 0])
@@ -110,14 +115,14 @@ def test_agent_samples_follow_its_distribution():
     per dimension (an argmax or the mean instead of a sample would not explore)."""
     torch.manual_seed(0)
     n = 20_000
-    agent = ppo.Agent(4, gym.spaces.Discrete(3), (16,))
+    agent = ppo.Agent(flat(4), gym.spaces.Discrete(3), (16,))
     with torch.no_grad():
         agent.actor[-1].weight.zero_()
         agent.actor[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
         actions, _, _, _ = agent(torch.randn(n, 4))
     freq = torch.bincount(actions, minlength=3) / n
     torch.testing.assert_close(freq, torch.softmax(torch.tensor([1.0, 0.0, -1.0]), 0), atol=0.015, rtol=0)
-    agent = ppo.Agent(4, gym.spaces.Box(-2.0, 2.0, (2,)), (16,))
+    agent = ppo.Agent(flat(4), gym.spaces.Box(-2.0, 2.0, (2,)), (16,))
     with torch.no_grad():
         agent.actor[-1].weight.zero_()
         agent.actor[-1].bias.copy_(torch.tensor([0.5, -1.0]))
@@ -128,12 +133,12 @@ def test_agent_samples_follow_its_distribution():
 
 
 def test_observation_normalisation_by_the_formula():
-    agent = ppo.Agent(2, gym.spaces.Discrete(2), (8,), normalize_obs=True)
+    agent = ppo.Agent(flat(2), gym.spaces.Discrete(2), (8,), normalize_obs=True)
     agent.obs_mean.copy_(torch.tensor([1.0, -2.0]))
     agent.obs_std.copy_(torch.tensor([2.0, 0.5]))
     obs = torch.tensor([[3.0, -1.0], [1.0, 10.0]])
     torch.testing.assert_close(agent.normalize(obs), torch.tensor([[1.0, 2.0], [0.0, 10.0]]))  # 24 clipped to 10
-    assert torch.equal(ppo.Agent(2, gym.spaces.Discrete(2), (8,)).normalize(obs), obs)
+    assert torch.equal(ppo.Agent(flat(2), gym.spaces.Discrete(2), (8,)).normalize(obs), obs)
 
 
 def test_agent_log_probs_match_its_samples():
@@ -141,7 +146,7 @@ def test_agent_log_probs_match_its_samples():
     (the ratio starts at exactly 1)."""
     torch.manual_seed(0)
     for space in (gym.spaces.Discrete(3), gym.spaces.Box(-2.0, 2.0, (2,))):
-        agent = ppo.Agent(4, space, (16,), log_std_init=-0.5)
+        agent = ppo.Agent(flat(4), space, (16,), log_std_init=-0.5)
         x = torch.randn(7, 4)
         with torch.no_grad():
             action, logprob, _, value = agent(x)
@@ -338,7 +343,7 @@ def test_capture_video_films_the_deterministic_episode(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo.gym, "make", lambda env_id, **kw: (_ for _ in ()).throw(RuntimeError("no display"))
                         if kw.get("render_mode") else real_make(env_id, **kw))
     with pytest.raises(SystemExit, match="--capture-video: could not film LunarLander-v3 .RuntimeError: no display"):
-        ppo.capture_video(ppo.Agent(8, gym.spaces.Discrete(4), (8,)), "LunarLander-v3", 0, torch.device("cpu"),
+        ppo.capture_video(ppo.Agent(flat(8), gym.spaces.Discrete(4), (8,)), "LunarLander-v3", 0, torch.device("cpu"),
                           str(tmp_path / "x.gif"))
 
 
@@ -403,9 +408,9 @@ class Recorder(gym.vector.VectorWrapper):
 
 
 real_make_envs = ppo.make_envs
-def make_envs(env_id, n):  # the first call makes the training envs; the evaluation's are not recorded
+def make_envs(env_id, n, *rest):  # the first call makes the training envs; the evaluation's are not recorded
     made.append(n)
-    return Recorder(real_make_envs(env_id, n)) if len(made) == 1 else real_make_envs(env_id, n)
+    return Recorder(real_make_envs(env_id, n, *rest)) if len(made) == 1 else real_make_envs(env_id, n, *rest)
 
 
 class Agent(ppo.Agent):
@@ -675,3 +680,56 @@ def test_ppo_lands_the_lunar_lander(env_id):
     rows = run_seeds("ppo.py", ["--env-id", env_id], bar=200, seeds=(1, 2, 3, 4, 5))
     assert sum(r["mean"] >= 200 for r in rows) >= 4
     assert all(r["steps"] <= 1_000_000 for r in rows)
+
+
+# Issue 21: images. MinAtar's grids are channel-last booleans (10, 10, C); the torso is Young & Tian's network.
+MINATAR_BREAKOUT = gym.spaces.Box(0.0, 1.0, (10, 10, 4), bool)  # as minatar.gym declares it
+
+
+def test_image_torso_shapes_and_channel_order():
+    """Both heads come out of one torso with the right shapes, and the torso reads the grid channel-last:
+    a 3x3 filter that picks the centre cell of channel 2 must light up exactly where that channel's one
+    true cell is (row 3, column 6 -> 8x8 map position (2, 5)); a transposed or mixed-up layout moves it."""
+    agent = ppo.Agent(MINATAR_BREAKOUT, gym.spaces.Discrete(3), (128,))
+    obs = torch.zeros(5, 10, 10, 4, dtype=torch.bool)
+    obs[0, 3, 6, 2] = True
+    logits, value = agent.heads(obs.float())
+    assert logits.shape == (5, 3) and value.shape == (5,)
+    _, logprob, entropy, value2 = agent(obs.float())
+    assert logprob.shape == entropy.shape == (5,) and torch.equal(value, value2)
+    conv = agent.torso[0]
+    assert conv.in_channels == 4 and conv.out_channels == 16 and conv.kernel_size == (3, 3)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 2, 1, 1] = 1.0  # output channel 0 = input channel 2 at the window's centre
+    features = agent.torso[:3](obs.float().permute(0, 3, 1, 2))  # conv, ReLU, flatten
+    fmap = features[0].view(16, 8, 8)[0]
+    assert fmap[2, 5] == 1.0 and fmap.sum() == 1.0
+    # and heads() feeds the torso the same permutation: the same grid gives the same features
+    seen = []
+    agent.torso[2].register_forward_hook(lambda m, i, o: seen.append(o))
+    agent.heads(obs.float())
+    torch.testing.assert_close(seen[0], features)
+
+
+def test_minatar_preset_runs_and_its_checkpoint_evaluates_alike(tmp_path, monkeypatch):
+    """A short run of the MinAtar Breakout preset: the bool grids go through the float32 rollout storage,
+    the shared torso trains, and the saved agent (with the episode cut) evaluates to the same returns."""
+    monkeypatch.chdir(tmp_path)
+    args = dataclasses.replace(ppo.preset("MinAtar/Breakout-v1"), total_timesteps=2048, num_steps=64,
+                               eval_episodes=3, log_interval=10**9, save_model=True, seed=3)
+    trained = ppo.main(args)
+    assert trained["global_step"] == 2048 and np.isfinite(trained["losses/value_loss"])
+    [ckpt] = list((tmp_path / "runs").glob("*/ppo.pt"))
+    assert ckpt.parent.name.startswith("MinAtar_Breakout-v1__"), "the run folder must not nest at the slash"
+    evaluated = ppo.main(ppo.Args(seed=3, eval_checkpoint=str(ckpt), eval_episodes=3))
+    assert evaluated["eval/mean_return"] == trained["eval/mean_return"]
+
+
+def test_max_episode_steps_truncates():
+    envs = ppo.make_envs("CartPole-v1", 1, 7)
+    envs.reset(seed=0)
+    for t in range(7):  # CartPole pushed alternately stays up for 7 steps
+        _, _, terminated, truncated, _ = envs.step(np.array([t % 2]))
+    assert not terminated[0] and truncated[0]
