@@ -22,8 +22,9 @@ out, so the target still bootstraps from the true last observation. The buffer s
 bootstrap discount gamma^m (1 - terminated), which covers both cases.
 
 From pixels: an image observation (MinAtar's 10x10 grids of boolean channels, Young & Tian 2019, Atari's
-dynamics small enough for a CPU) goes through their small network, one convolution and one dense layer,
-instead of the MLP; the replay buffer keeps the grids in their own dtype (bool), a quarter of float32's memory.
+dynamics small enough for a CPU) goes through their small network, one 3x3 convolution and one hidden dense
+layer of 128 units, instead of the MLP; the replay buffer keeps the grids in their own dtype (bool), a
+quarter of float32's memory.
 
 Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action is held for
 a random number of steps (epsilon z-greedy, Dabney et al. 2021).
@@ -113,7 +114,8 @@ class Args:
     log_interval: Annotated[int, Range(1)] = 5000  # print progress every this many environment steps
 
     env_id: str = "MountainCar-v0"  # a discrete-action gymnasium id ("module:Env-v0" imports module first)
-    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none)
+    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none;
+    # with --eval-checkpoint, None keeps the checkpoint's)
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
     double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
@@ -165,8 +167,9 @@ PRESETS = {
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
     # MinAtar (Young & Tian 2019), one set for the five games as in the paper: their replay size (100k) and
     # target period (1,000 steps), their network (hidden 128), with Adam, Double DQN, 3-step returns and
-    # epsilon to 0.01 over 100k frames, one update every 4 frames, in a fifth of their 5M frames. Episodes
-    # have no time limit there; 100k steps cuts a never-ending greedy one.
+    # epsilon to 0.01 over 100k frames, one update of 64 (theirs: 32 every frame) every 4 frames, in a fifth
+    # of their 5M frames. v1 ids: the minimal action set (the paper's v0 has all 6). Episodes have no time
+    # limit there; 100k steps cuts a never-ending greedy one.
     **{f"MinAtar/{game}-v1": dataclasses.replace(
         Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=1_000_000, max_episode_steps=100_000,
         learning_rate=3e-4, buffer_size=100_000, target_network_frequency=1_000, batch_size=64, end_e=0.01,
@@ -204,10 +207,12 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     space = envs.single_observation_space
     image = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
-        raise SystemExit(f"this DQN takes a flat Box observation or an image, but {env_id} has {space}.")
-    if image and not (np.all(space.low >= 0) and np.all(space.high <= 1)):
-        raise SystemExit(f"{env_id}'s images have values outside [0, 1] ({space}): rescale them with an "
-                         "observation wrapper first (Atari: divide by 255).")
+        raise SystemExit(f"this DQN takes a flat Box observation or a channel-last image (height, width, "
+                         f"channels), but {env_id} has {space}.")
+    if image and not (min(space.shape[:2]) >= 3 and np.all(space.low >= 0) and np.all(space.high <= 1)):
+        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels), at least 3x3 (the "
+                         f"convolution's window), with values in [0, 1], but its space is {space}: transpose or "
+                         "rescale them with an observation wrapper first (Atari: divide by 255).")
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -574,7 +579,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
-    limit = ckpt.get("max_episode_steps")
+    limit = ckpt.get("max_episode_steps") if args.max_episode_steps is None else args.max_episode_steps
     probe = make_envs(ckpt["env_id"], 1, limit)
     q_network = QNetwork(probe.single_observation_space, int(probe.single_action_space.n),
                          tuple(ckpt["hidden_sizes"])).to(device)

@@ -136,7 +136,8 @@ class Args:
 
     # a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)
     env_id: str = "CartPole-v1"
-    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none)
+    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none;
+    # with --eval-checkpoint, None keeps the checkpoint's)
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     # stop the update epochs early once the approximate KL passes this (0 = never)
     target_kl: Annotated[float, Range(0)] = 0.0
@@ -199,9 +200,9 @@ PRESETS = {
     # MuJoCo: CleanRL's continuous numbers (BOX_ARGS) at 1M steps; 10 deterministic eval episodes of 1,000 steps.
     **{env_id: dataclasses.replace(BOX_ARGS, env_id=env_id, eval_episodes=10)
        for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")},
-    # MinAtar (Young & Tian 2019): their network (3x3x16 conv, 128 units) shared by both heads, and the
-    # Atari PPO's rollout numbers on 8 envs with a larger step size, 2M frames; 100k steps cuts a
-    # never-ending greedy episode (MinAtar has no time limit).
+    # MinAtar (Young & Tian 2019; v1 ids: the minimal action set): their network (3x3x16 conv, 128 units)
+    # shared by both heads, and the Atari PPO's rollout numbers on 8 envs with a larger step size, 2M frames;
+    # 100k steps cuts a never-ending greedy episode (MinAtar has no time limit).
     **{f"MinAtar/{game}-v1": dataclasses.replace(
         Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=2_000_000, max_episode_steps=100_000, num_envs=8,
         learning_rate=5e-4, hidden_sizes=(128,))
@@ -238,10 +239,12 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     space, action_space = envs.single_observation_space, envs.single_action_space
     image = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
-        raise SystemExit(f"this PPO takes a flat Box observation or an image, but {env_id} has {space}.")
-    if image and not (np.all(space.low >= 0) and np.all(space.high <= 1)):
-        raise SystemExit(f"{env_id}'s images have values outside [0, 1] ({space}): rescale them with an "
-                         "observation wrapper first (Atari: divide by 255).")
+        raise SystemExit(f"this PPO takes a flat Box observation or a channel-last image (height, width, "
+                         f"channels), but {env_id} has {space}.")
+    if image and not (min(space.shape[:2]) >= 3 and np.all(space.low >= 0) and np.all(space.high <= 1)):
+        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels), at least 3x3 (the "
+                         f"convolution's window), with values in [0, 1], but its space is {space}: transpose or "
+                         "rescale them with an observation wrapper first (Atari: divide by 255).")
     if not (isinstance(action_space, gym.spaces.Discrete)
             or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
         raise SystemExit(f"this PPO takes a Discrete or flat Box action space, but {env_id} has {action_space}.")
@@ -302,8 +305,9 @@ class Agent(nn.Module):
 
     Flat vectors: separate policy and value MLPs (tanh). Images: Young & Tian's MinAtar network as a torso
     shared by both heads, as in the Atari PPO: one 3x3 convolution with 16 channels, then the dense layers
-    of hidden_sizes, all ReLU; the grid arrives channel-last (height, width, channels) and is permuted
-    to channel-first in heads(), the only place that does it."""
+    of hidden_sizes, all ReLU; the grid arrives channel-last (height, width, channels) as float32 0s and 1s
+    (every caller converts the env's bools with normalize(torch.from_numpy(obs).to(float32))) and is
+    permuted to channel-first in heads(), the only place that does it."""
 
     def __init__(self, obs_space: gym.spaces.Box, action_space: gym.Space, hidden_sizes: tuple[int, ...],
                  log_std_init: float = 0.0, normalize_obs: bool = False):
@@ -593,27 +597,34 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
-def capture_video(agent: Agent, env_id: str, seed: int, device: torch.device, path: str) -> None:
-    """--capture-video: one deterministic episode as a GIF (every 2nd frame at half size, 25 frames/s)."""
+def capture_video(agent: Agent, env_id: str, seed: int, device: torch.device, path: str,
+                  max_episode_steps: Optional[int] = None) -> None:
+    """--capture-video: one deterministic episode as a GIF (every 2nd frame at half size, 25 frames/s;
+    MinAtar's 10x10 renders, floats in [0, 1], become 8-bit pictures with 16x16 pixels a cell)."""
     import imageio  # imported here so that a plain run does not pay for it
 
     try:
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", max_episode_steps=max_episode_steps, disable_env_checker=True)
         obs, _ = env.reset(seed=seed)
         frames, done = [env.render()], False
         while not done:
+            x = agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32, device=device))
             with torch.no_grad():
-                out = agent.heads(agent.normalize(torch.as_tensor(obs[None], dtype=torch.float32, device=device)))[0][0]
+                out = agent.heads(x)[0][0]
             action = int(out.argmax()) if agent.discrete else np.clip(
                 out.cpu().numpy(), env.action_space.low, env.action_space.high)
             obs, _, terminated, truncated, _ = env.step(action)
             frames.append(env.render())
             done = terminated or truncated
         env.close()
-        imageio.mimsave(path, [f[::2, ::2] for f in frames[::2]], duration=40, loop=0)
+        if frames[0].dtype == np.uint8:
+            pictures = [f[::2, ::2] for f in frames[::2]]
+        else:
+            pictures = [np.kron(np.asarray(f) * 255, np.ones((16, 16, 1))).astype(np.uint8) for f in frames[::2]]
+        imageio.mimsave(path, pictures, duration=40, loop=0)
     except Exception as e:  # no EGL/display library, or a renderer's error: the training results stand
         raise SystemExit(f"--capture-video: could not film {env_id} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "MuJoCo needs an EGL library (MUJOCO_GL=egl) or another MUJOCO_GL backend.") from None
+                         "MuJoCo envs need an EGL library (MUJOCO_GL=egl) or another MUJOCO_GL backend.") from None
     print(f"filmed one deterministic episode ({len(frames)} frames): {path}")
 
 
@@ -625,7 +636,7 @@ def evaluate_checkpoint(args: Args) -> dict:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
-    limit = ckpt.get("max_episode_steps")
+    limit = ckpt.get("max_episode_steps") if args.max_episode_steps is None else args.max_episode_steps
     probe = make_envs(ckpt["env_id"], 1, limit)
     agent = Agent(probe.single_observation_space, probe.single_action_space,
                   tuple(ckpt["hidden_sizes"]), normalize_obs=ckpt["normalize_obs"]).to(device)
@@ -640,7 +651,7 @@ def evaluate_checkpoint(args: Args) -> dict:
           f"+- {metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
     if args.capture_video:
         capture_video(agent, ckpt["env_id"], args.seed + 200_000, device,
-                      os.path.join(os.path.dirname(args.eval_checkpoint), "episode.gif"))
+                      os.path.join(os.path.dirname(args.eval_checkpoint), "episode.gif"), limit)
     return metrics
 
 
@@ -677,7 +688,8 @@ def main(args: Args) -> dict:
 
     envs = make_envs(args.env_id, n_envs, args.max_episode_steps)
     action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
-    agent = Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init, args.normalize_obs).to(device)
+    agent = Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init,
+                  args.normalize_obs).to(device)
     # DDP broadcasts rank 0's initial weights; the statistics buffers are synchronised by
     # RunningMeanStd.update, so they need no broadcast at every forward pass.
     model = DDP(agent, broadcast_buffers=False) if distributed else agent
@@ -686,7 +698,7 @@ def main(args: Args) -> dict:
     obs_rms, reward_rms = RunningMeanStd(obs_shape), RunningMeanStd()
 
     # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
-    b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # float32 network inputs (images: 0 or 1)
+    b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # float32 network inputs, as normalize() gives them
     b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
     b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
     raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
@@ -815,7 +827,8 @@ def main(args: Args) -> dict:
         else:
             print(f"(the agent was not saved: add --save-model to keep it in {run_dir}/)")
         if args.capture_video:
-            capture_video(agent, args.env_id, args.seed + 200_000, device, os.path.join(run_dir, "episode.gif"))
+            capture_video(agent, args.env_id, args.seed + 200_000, device, os.path.join(run_dir, "episode.gif"),
+                          args.max_episode_steps)
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

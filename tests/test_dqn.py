@@ -1,5 +1,6 @@
 """dqn.py: the TD target, the replay buffer, autoreset handling, errors, checkpoints, learning."""
 
+import copy
 import dataclasses
 import sys
 
@@ -364,17 +365,40 @@ def test_image_transitions_keep_their_dtype_in_the_buffer():
 
 
 def test_minatar_preset_runs_and_its_checkpoint_evaluates_alike(tmp_path, monkeypatch):
+    """A short run of the Breakout preset trains on bool grids; the checkpoint keeps the episode cut, and
+    --eval-checkpoint rebuilds the same network (same Q-values on random grids, not just the same returns:
+    an untrained Breakout net scores 0 as often as a trained one this short)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "MinAtar/Freeway-v1"])
     assert dqn.parse_args() == dqn.PRESETS["MinAtar/Freeway-v1"]
+    evaluated_nets, real_evaluate = [], dqn.evaluate
+    monkeypatch.setattr(dqn, "evaluate", lambda q, *a: evaluated_nets.append(copy.deepcopy(q)) or real_evaluate(q, *a))
     args = dataclasses.replace(dqn.preset("MinAtar/Breakout-v1"), total_timesteps=1_500, learning_starts=500,
                                eval_episodes=3, log_interval=10**9, save_model=True, seed=3)
     trained = dqn.main(args)
     assert trained["global_step"] == 1_500 and np.isfinite(trained["losses/td_loss"])
     [ckpt] = list((tmp_path / "runs").glob("*/dqn.pt"))
     assert ckpt.parent.name.startswith("MinAtar_Breakout-v1__"), "the run folder must not nest at the slash"
+    assert dqn.load_checkpoint(str(ckpt), "x")["max_episode_steps"] == 100_000
     evaluated = dqn.main(dqn.Args(seed=3, eval_checkpoint=str(ckpt), eval_episodes=3))
     assert evaluated["eval/mean_return"] == trained["eval/mean_return"]
+    grids = torch.rand(16, 10, 10, 4, generator=torch.Generator().manual_seed(0)) < 0.3
+    trained_net, loaded_net = evaluated_nets
+    torch.testing.assert_close(loaded_net(grids), trained_net(grids), rtol=0, atol=0)
+    fresh = dqn.QNetwork(MINATAR_BREAKOUT, 3, (128,))
+    assert not torch.allclose(fresh(grids), trained_net(grids)), "the comparison must be able to fail"
+
+
+def test_max_episode_steps_cuts_training_evaluation_and_the_checkpoints_episodes(tmp_path, monkeypatch):
+    """CartPole cut at 5 steps: every training and evaluation episode returns at most 5 (uncut, the
+    same short run's greedy episodes last longer), and the checkpoint's evaluation cuts them too."""
+    monkeypatch.chdir(tmp_path)
+    uncut = dqn.main(cartpole(seed=2, **TINY))
+    assert uncut["eval/mean_return"] > 5
+    cut = dqn.main(cartpole(seed=2, max_episode_steps=5, save_model=True, **TINY))
+    assert cut["charts/last100_return"] <= 5 and cut["eval/mean_return"] <= 5
+    [ckpt] = list((tmp_path / "runs").glob("*/dqn.pt"))
+    assert dqn.main(dqn.Args(eval_checkpoint=str(ckpt), eval_episodes=5))["eval/mean_return"] <= 5
 
 
 def test_max_episode_steps_truncates():
@@ -393,9 +417,26 @@ class BigPixels(gym.Env):
 gym.register("BigPixels-v0", entry_point=BigPixels)
 
 
-def test_images_outside_0_1_and_a_missing_minatar_are_one_sentence(monkeypatch):
-    with pytest.raises(SystemExit, match="values outside \\[0, 1\\].*divide by 255"):
-        dqn.make_envs("BigPixels-v0", 1)
+class TinyPixels(BigPixels):
+    observation_space = gym.spaces.Box(0, 1, (2, 10, 3), np.uint8)
+
+
+class FlatPixels(BigPixels):
+    observation_space = gym.spaces.Box(0, 1, (10, 10), np.uint8)
+
+
+gym.register("TinyPixels-v0", entry_point=TinyPixels)
+gym.register("FlatPixels-v0", entry_point=FlatPixels)
+
+
+@pytest.mark.parametrize("script", ["dqn", "ppo"])
+def test_images_outside_0_1_and_a_missing_minatar_are_one_sentence(script, monkeypatch):
+    module = load_script(script)
+    for env_id in ("BigPixels-v0", "TinyPixels-v0"):
+        with pytest.raises(SystemExit, match="channel-last .*at least 3x3.*values in \\[0, 1\\].*divide by 255"):
+            module.make_envs(env_id, 1)
+    with pytest.raises(SystemExit, match="a flat Box observation or a channel-last image"):
+        module.make_envs("FlatPixels-v0", 1)
     monkeypatch.setitem(sys.modules, "minatar.gym", None)  # as if the package were not installed
     with pytest.raises(SystemExit, match="need the minatar package: pip install -r requirements.txt"):
-        dqn.make_envs("MinAtar/Breakout-v1", 1)
+        module.make_envs("MinAtar/Breakout-v1", 1)

@@ -1,6 +1,7 @@
 """ppo.py: GAE, the clipped loss, the Gaussian, normalisation, autoreset handling, checkpoints,
 errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 
+import copy
 import dataclasses
 import json
 import sys
@@ -715,16 +716,52 @@ def test_image_torso_shapes_and_channel_order():
 
 def test_minatar_preset_runs_and_its_checkpoint_evaluates_alike(tmp_path, monkeypatch):
     """A short run of the MinAtar Breakout preset: the bool grids go through the float32 rollout storage,
-    the shared torso trains, and the saved agent (with the episode cut) evaluates to the same returns."""
+    the shared torso trains, the checkpoint keeps the episode cut, and --eval-checkpoint rebuilds the same
+    agent (same logits and values on random grids: an untrained agent often scores 0 here as well)."""
     monkeypatch.chdir(tmp_path)
+    evaluated_agents, real_evaluate = [], ppo.evaluate
+    monkeypatch.setattr(ppo, "evaluate",
+                        lambda a, *r: evaluated_agents.append(copy.deepcopy(a)) or real_evaluate(a, *r))
     args = dataclasses.replace(ppo.preset("MinAtar/Breakout-v1"), total_timesteps=2048, num_steps=64,
                                eval_episodes=3, log_interval=10**9, save_model=True, seed=3)
     trained = ppo.main(args)
     assert trained["global_step"] == 2048 and np.isfinite(trained["losses/value_loss"])
     [ckpt] = list((tmp_path / "runs").glob("*/ppo.pt"))
     assert ckpt.parent.name.startswith("MinAtar_Breakout-v1__"), "the run folder must not nest at the slash"
+    assert ppo.load_checkpoint(str(ckpt), "x")["max_episode_steps"] == 100_000
     evaluated = ppo.main(ppo.Args(seed=3, eval_checkpoint=str(ckpt), eval_episodes=3))
     assert evaluated["eval/mean_return"] == trained["eval/mean_return"]
+    grids = (torch.rand(16, 10, 10, 4, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    trained_agent, loaded_agent = evaluated_agents
+    for a, b in zip(loaded_agent.heads(grids), trained_agent.heads(grids)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    fresh = ppo.Agent(MINATAR_BREAKOUT, gym.spaces.Discrete(3), (128,))
+    assert not torch.allclose(fresh.heads(grids)[1], trained_agent.heads(grids)[1]), "the check must be able to fail"
+
+
+def test_max_episode_steps_cuts_training_evaluation_and_the_checkpoints_episodes(tmp_path, monkeypatch):
+    """CartPole cut at 5 steps: every training and evaluation episode returns at most 5 (uncut, the
+    same short run's deterministic episodes last longer), and the checkpoint's evaluation cuts them too."""
+    monkeypatch.chdir(tmp_path)
+    short = dict(seed=2, total_timesteps=2048, eval_episodes=5, log_interval=10**9)
+    assert ppo.main(cartpole(**short))["eval/mean_return"] > 5
+    cut = ppo.main(cartpole(max_episode_steps=5, save_model=True, **short))
+    assert cut["charts/last100_return"] <= 5 and cut["eval/mean_return"] <= 5
+    [ckpt] = list((tmp_path / "runs").glob("*/ppo.pt"))
+    assert ppo.main(ppo.Args(eval_checkpoint=str(ckpt), eval_episodes=5))["eval/mean_return"] <= 5
+
+
+def test_capture_video_films_a_minatar_grid(tmp_path):
+    """MinAtar renders 10x10 float pictures: the GIF gets 8-bit frames of 160x160 pixels."""
+    import imageio.v3 as iio
+
+    ppo.make_envs("MinAtar/Breakout-v1", 1)  # registers the MinAtar ids, as main() does first
+    path = tmp_path / "episode.gif"
+    ppo.capture_video(ppo.Agent(MINATAR_BREAKOUT, gym.spaces.Discrete(3), (16,)), "MinAtar/Breakout-v1", 0,
+                      torch.device("cpu"), str(path), max_episode_steps=40)
+    frames = iio.imread(path)
+    assert frames.dtype == np.uint8 and frames.shape[1:] == (160, 160, 3) and 1 <= len(frames) <= 21
+    assert frames.max() > 0
 
 
 def test_max_episode_steps_truncates():
