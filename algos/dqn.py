@@ -241,9 +241,9 @@ class QNetwork(nn.Module):
         super().__init__()
         self.image = len(obs_space.shape) == 3
         if self.image:
-            height, width, channels = obs_space.shape
+            rows, cols, channels = obs_space.shape  # channel-last
             self.conv = nn.Sequential(nn.Conv2d(channels, 16, kernel_size=3), nn.ReLU(), nn.Flatten())
-            width = 16 * (height - 2) * (width - 2)
+            width = 16 * (rows - 2) * (cols - 2)
         else:
             low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
             bounded = np.isfinite(low) & np.isfinite(high) & (high > low)

@@ -316,9 +316,9 @@ class Agent(nn.Module):
         self.image = len(obs_space.shape) == 3
         n_out = int(action_space.n) if self.discrete else action_space.shape[0]
         if self.image:
-            height, width, channels = obs_space.shape
+            rows, cols, channels = obs_space.shape  # channel-last
             layers = [layer_init(nn.Conv2d(channels, 16, kernel_size=3)), nn.ReLU(), nn.Flatten()]
-            width = 16 * (height - 2) * (width - 2)  # 3x3 without padding: 10x10 -> 8x8
+            width = 16 * (rows - 2) * (cols - 2)  # 3x3 without padding: 10x10 -> 8x8
             for h in hidden_sizes:
                 layers += [layer_init(nn.Linear(width, h)), nn.ReLU()]
                 width = h
