@@ -160,10 +160,11 @@ PRESETS = {
         gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
         learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64)),
     # RL Zoo's tuned LunarLander DQN (256x256, target every 250 steps, epsilon down over 12%), run 3x longer
-    # with 3-step returns, epsilon to 0.05, and the step size annealed so that the final greedy policy settles.
+    # with 3-step returns, epsilon to 0.05, the step size annealed so that the final greedy policy settles, and
+    # twice its buffer (100k), which keeps the early crashes in memory after the lander has learned to land.
     "LunarLander-v3": dataclasses.replace(
         Args(), env_id="LunarLander-v3", total_timesteps=300_000, learning_rate=6.3e-4, anneal_lr=True,
-        buffer_size=50_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
+        buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
     # MinAtar (Young & Tian 2019), one set for the five games as in the paper: their replay size (100k) and
     # target period (1,000 steps), their network (hidden 128), with Adam, Double DQN, 3-step returns and

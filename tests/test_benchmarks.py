@@ -114,8 +114,8 @@ def test_dqn_solves_acrobot():
 
 
 def test_dqn_lands_the_lunar_lander():
-    """Issue 20: greedy >= 200 in 4 of 5 seeds within 300,000 steps. Not met yet: the preset's seeds 1-5
-    scored 247.0, 189.5, 99.5, 209.9, 204.3 (3/5, README), so this test fails today."""
+    """Issue 20: greedy >= 200 in 4 of 5 seeds within 300,000 steps. The preset's seeds 1-5 scored
+    258.14, 180.2, 247.5, 217.3, 200.4 (4/5, README): seed 5 is 0.4 above the bar, so this is a narrow pass."""
     rows = run_seeds("dqn.py", ["--env-id", "LunarLander-v3"], bar=200, seeds=(1, 2, 3, 4, 5))
     assert sum(r["mean"] >= 200 for r in rows) >= 4
     assert all(r["steps"] <= 300_000 for r in rows)
