@@ -21,10 +21,9 @@ is no future, so nothing is bootstrapped. A time-limit `truncated` episode did n
 out, so the target still bootstraps from the true last observation. The buffer stores each transition's
 bootstrap discount gamma^m (1 - terminated), which covers both cases.
 
-From pixels: an image observation (MinAtar's 10x10 grids of boolean channels, Young & Tian 2019, Atari's
-dynamics small enough for a CPU) goes through their small network, one 3x3 convolution and one hidden dense
-layer of 128 units, instead of the MLP; the replay buffer keeps the grids in their own dtype (bool), a
-quarter of float32's memory.
+From pixels: an image observation (MinAtar's 10x10 grids of boolean channels, Young & Tian 2019, Atari's dynamics
+small enough for a CPU) goes through their small network, one 3x3 convolution and one hidden dense layer of 128
+units, instead of the MLP; the replay buffer keeps the grids in their own dtype (bool), a quarter of float32's memory.
 
 Exploration is epsilon-greedy with a linear schedule; with --ez-mu > 0 an exploratory action is held for
 a random number of steps (epsilon z-greedy, Dabney et al. 2021).
@@ -36,10 +35,8 @@ each minibatch; DistributedDataParallel averages the gradients. Rank 0 alone pri
 References
     Mnih et al. 2015, "Human-level control through deep reinforcement learning", Nature 518.
     Mnih et al. 2013, "Playing Atari with Deep Reinforcement Learning", arXiv:1312.5602.
-    van Hasselt, Guez, Silver 2016, "Deep Reinforcement Learning with Double Q-learning",
-        AAAI, arXiv:1509.06461.
-    Hessel et al. 2018, "Rainbow: Combining Improvements in Deep Reinforcement Learning",
-        AAAI, arXiv:1710.02298 (n-step returns in DQN).
+    van Hasselt, Guez, Silver 2016, "Deep Reinforcement Learning with Double Q-learning", AAAI, arXiv:1509.06461.
+    Hessel et al. 2018, "Rainbow: Combining Improvements in Deep Reinforcement Learning", AAAI, arXiv:1710.02298.
     Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed for Thorough and Reproducible Reinforcement
         Learning Experiments", arXiv:1903.03176.
     Obando-Ceron & Castro 2021, "Revisiting Rainbow: Promoting more Insightful and Inclusive Deep
@@ -68,10 +65,8 @@ import random
 import signal
 import sys
 import time
-import typing
 from collections import deque
-from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -85,17 +80,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ALGO = "dqn"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces it."""
 
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """DQN. --env-id picks that environment's tuned numbers (PRESETS) as the defaults shown here;
     any flag still wins. Every count is for the whole run, all ranks together."""
@@ -114,8 +108,7 @@ class Args:
     log_interval: Annotated[int, Range(1)] = 5000  # print progress every this many environment steps
 
     env_id: str = "MountainCar-v0"  # a discrete-action gymnasium id ("module:Env-v0" imports module first)
-    # cut every episode after this many steps (a truncation; None keeps the env's own limit, MinAtar has none;
-    # with --eval-checkpoint, None keeps the checkpoint's)
+    # truncate episodes at this many steps (None: the env's limit, MinAtar has none; --eval-checkpoint: the saved one)
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
     double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
@@ -125,16 +118,13 @@ class Args:
     anneal_lr: bool = False  # let the step size fall linearly to 0 over the run (steadier final weights)
     buffer_size: Annotated[int, Range(1)] = 10_000  # replay buffer capacity in transitions, split among ranks
     gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
-    # target update rate: 1.0 copies the weights, < 1 is Polyak averaging
-    tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0
+    tau: Annotated[float, Range(0, 1, lo_open=True)] = 1.0  # target update rate: 1 copies, < 1 is Polyak averaging
     target_network_frequency: Annotated[int, Range(1)] = 500  # update the target every this many env steps
     batch_size: Annotated[int, Range(1)] = 128  # transitions per gradient step (each rank samples its share)
     start_e: Annotated[float, Range(0, 1)] = 1.0  # epsilon at the start
     end_e: Annotated[float, Range(0, 1)] = 0.05  # epsilon at the end of the linear schedule
-    # fraction of total-timesteps over which epsilon falls from start-e to end-e
-    exploration_fraction: Annotated[float, Range(0, 1)] = 0.5
-    # epsilon z-greedy: hold each exploratory action n ~ zeta(mu) steps; 0 = plain epsilon-greedy
-    ez_mu: Annotated[float, Range(0)] = 0.0
+    exploration_fraction: Annotated[float, Range(0, 1)] = 0.5  # fraction of the run over which epsilon falls to end-e
+    ez_mu: Annotated[float, Range(0)] = 0.0  # epsilon z-greedy: hold exploratory actions n ~ zeta(mu) steps (0: plain)
     learning_starts: Annotated[int, Range(1)] = 10_000  # environment steps of pure collection before learning
     train_frequency: Annotated[int, Range(1)] = 10  # do gradient-steps updates every this many env steps
     gradient_steps: Annotated[int, Range(1)] = 1  # updates per training round
@@ -145,32 +135,24 @@ class Args:
 # Tuned environments: whole Args values; flags still win. How each was found: README, dqn.py section.
 PRESETS = {
     # RL Zoo's tuned DQN with a smaller network; 8-step returns carry the rare flag rewards back.
-    "MountainCar-v0": dataclasses.replace(
-        Args(), env_id="MountainCar-v0", total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,
-        target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, learning_starts=1_000,
+    "MountainCar-v0": dataclasses.replace(Args(), env_id="MountainCar-v0", total_timesteps=120_000, learning_rate=4e-3,
+        gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, learning_starts=1_000,
         train_frequency=16, gradient_steps=8, n_step=8, hidden_sizes=(64, 64)),
     # Fewer, larger updates on 4 envs: steadier weights at the end, where the evaluation happens.
-    "CartPole-v1": dataclasses.replace(
-        Args(), env_id="CartPole-v1", total_timesteps=50_000, num_envs=4, learning_rate=1e-3,
-        buffer_size=50_000, target_network_frequency=500, exploration_fraction=0.2,
+    "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=50_000, num_envs=4,
+        learning_rate=1e-3, buffer_size=50_000, target_network_frequency=500, exploration_fraction=0.2,
         learning_starts=1_000, train_frequency=8, n_step=8, hidden_sizes=(64, 64)),
     # Swinging up needs torque held in one direction: held exploratory actions (ez_mu 2), n = 4.
-    "Acrobot-v1": dataclasses.replace(
-        Args(), env_id="Acrobot-v1", total_timesteps=200_000, learning_rate=4e-3, anneal_lr=True,
-        gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
+    "Acrobot-v1": dataclasses.replace(Args(), env_id="Acrobot-v1", total_timesteps=200_000, learning_rate=4e-3,
+        anneal_lr=True, gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
         learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64)),
-    # RL Zoo's tuned LunarLander DQN (256x256, target every 250 steps, epsilon down over 12%), run 3x longer
-    # with 3-step returns, epsilon to 0.05, the step size annealed so that the final greedy policy settles, and
-    # twice its buffer (100k), which keeps the early crashes in memory after the lander has learned to land.
+    # RL Zoo's DQN run 3x longer: 3-step returns, an annealed step size, a 100k buffer that remembers early crashes.
     "LunarLander-v3": dataclasses.replace(
         Args(), env_id="LunarLander-v3", total_timesteps=300_000, learning_rate=6.3e-4, anneal_lr=True,
         buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
-    # MinAtar (Young & Tian 2019), one set for the five games as in the paper: their replay size (100k) and
-    # target period (1,000 steps), their network (hidden 128), with Adam, Double DQN, 3-step returns and
-    # epsilon to 0.01 over 100k frames, one update of 64 (theirs: 32 every frame) every 4 frames, in a fifth
-    # of their 5M frames. v1 ids: the minimal action set (the paper's v0 has all 6). Episodes have no time
-    # limit there; 100k steps cuts a never-ending greedy one.
+    # MinAtar, one set for the five games as in Young & Tian 2019: their network, replay size and target period; Adam,
+    # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame); v1 ids: minimal action sets.
     **{f"MinAtar/{game}-v1": dataclasses.replace(
         Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=1_000_000, max_episode_steps=100_000,
         learning_rate=3e-4, buffer_size=100_000, target_network_frequency=1_000, batch_size=64, end_e=0.01,
@@ -191,9 +173,7 @@ def preset(env_id: str) -> Args:
 def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = None) -> gym.vector.VectorEnv:
     """Synchronous vector env that records episode returns. gymnasium 1.x resets a finished sub-env on the
     *next* step() (NEXT_STEP autoreset): that call ignores the action and returns the reset observation with
-    reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer.
-    Observations are flat vectors, or images (height, width, channels) with values in [0, 1] such as
-    MinAtar's 10x10 boolean grids."""
+    reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer."""
     if env_id.startswith("MinAtar/"):
         register_minatar()
     limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
@@ -230,13 +210,10 @@ def register_minatar() -> None:
 class QNetwork(nn.Module):
     """Q(s, . ; theta): one value per action, from a torso chosen by the observation's shape.
 
-    Flat vectors: an MLP. Inputs are rescaled to [-1, 1] with the observation space's bounds where they
-    are finite: MountainCar's velocity lives in +-0.07 and would otherwise be a nearly invisible input;
-    unbounded inputs pass through unchanged.
-    Images: Young & Tian's MinAtar network, one 3x3 convolution with 16 channels (stride 1, no padding),
-    then the dense layers of hidden_sizes (they use one of 128 units), all with ReLU. The grid arrives
-    channel-last (height, width, channels) in the space's dtype (MinAtar: bool) and becomes channel-first
-    float32 here, the only place that converts it; values are already in [0, 1] (make_envs checks)."""
+    Flat vectors: an MLP on inputs rescaled to [-1, 1] by the space's finite bounds (MountainCar's velocity lives in
+    +-0.07 and would otherwise be a nearly invisible input); unbounded inputs pass unchanged. Images: Young & Tian's
+    network, a 3x3 convolution with 16 channels, then the dense layers, all ReLU. The grid, channel-last in its
+    space's dtype (MinAtar: bool) and in [0, 1] (make_envs checks), becomes channel-first float32 here and only here."""
 
     def __init__(self, obs_space: gym.spaces.Box, n_actions: int, hidden_sizes: tuple[int, ...]):
         super().__init__()
@@ -275,8 +252,7 @@ class NStepWindow:
     and an episode's end flushes every entry (discount gamma^m, or 0 if the episode terminated)."""
 
     def __init__(self, n: int, num_envs: int, gamma: float):
-        self.n, self.gamma = n, gamma
-        self.windows = [[] for _ in range(num_envs)]
+        self.n, self.gamma, self.windows = n, gamma, [[] for _ in range(num_envs)]
 
     def push(self, env: int, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> list:
         """Add one real transition of sub-env `env`; return the n-step transitions now complete."""
@@ -289,11 +265,10 @@ class NStepWindow:
         else:
             return []
         out = []
-        for k in range(leaving):
-            rewards = [r for _, _, r in window[k:]]
-            ret = sum(self.gamma ** j * r for j, r in enumerate(rewards))
-            discount = 0.0 if terminated else self.gamma ** len(rewards)
-            out.append((window[k][0], window[k][1], ret, next_obs, discount))
+        for k, (obs_k, action_k, _) in enumerate(window[:leaving]):
+            ret = sum(self.gamma ** j * r for j, (_, _, r) in enumerate(window[k:]))
+            discount = 0.0 if terminated else self.gamma ** (len(window) - k)
+            out.append((obs_k, action_k, ret, next_obs, discount))
         del window[:leaving]
         return out
 
@@ -304,13 +279,11 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_space: gym.spaces.Box, rng: np.random.Generator):
         self.capacity, self.rng, self.pos, self.size = capacity, rng, 0, 0
-        # the space's own dtype: MinAtar's bool grids take a quarter of float32's memory (the net converts)
-        self.obs, self.next_obs = np.zeros((2, capacity, *obs_space.shape), obs_space.dtype)
+        self.obs, self.next_obs = np.zeros((2, capacity, *obs_space.shape), obs_space.dtype)  # MinAtar: bool grids
         self.actions = np.zeros(capacity, np.int64)
         self.returns, self.discounts = np.zeros((2, capacity), np.float32)
 
     def add(self, obs, action, ret, next_obs, discount) -> None:
-        """Write one transition at the cursor; past the end the cursor wraps to the oldest row."""
         self.obs[self.pos], self.actions[self.pos], self.returns[self.pos] = obs, action, ret
         self.next_obs[self.pos], self.discounts[self.pos] = next_obs, discount
         self.pos = (self.pos + 1) % self.capacity
@@ -349,12 +322,10 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
             mu: float, n_actions: int, rng: np.random.Generator) -> np.ndarray:
     """Epsilon z-greedy (Dabney et al. 2021, Alg. 1) for a batch of sub-envs.
 
-    A sub-env that is not already exploring starts, with probability epsilon, to hold one uniformly random
-    action for n ~ zeta(mu) steps, P(n) proportional to n^-mu; plain epsilon-greedy is n = 1 (mu = 0 here).
-    Holding an action gives exploration momentum: in MountainCar uniform random actions dither and
-    practically never reach the flag. `hold` (steps left) and `held_action` are updated in place; the
-    greedy actions come from q_values_fn(obs), called only when some sub-env acts greedily.
-    """
+    A sub-env that is not already exploring starts, with probability epsilon, to hold one uniformly random action
+    for n ~ zeta(mu) steps, P(n) proportional to n^-mu; plain epsilon-greedy is n = 1 (mu = 0 here). Holding an
+    action gives exploration momentum: in MountainCar uniform random actions dither and practically never reach
+    the flag. `hold` (steps left) and `held_action` change in place; q_values_fn(obs) runs only if some act greedily."""
     start = (hold == 0) & (rng.random(len(hold)) < epsilon)
     if start.any():
         hold[start] = rng.zipf(mu, start.sum()) if mu else 1
@@ -400,7 +371,7 @@ def parse_args() -> Args:
 
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -433,13 +404,12 @@ def validate(args: Args, world_size: int) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Create runs/<name>/ before training (an unwritable folder fails at once); a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
-        except FileExistsError:
+        except FileExistsError:  # mkdir is atomic: a twin started in the same second moves on to <name>-2
             continue
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
@@ -451,8 +421,7 @@ CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
-    under a temporary name that replaces `path` only when complete."""
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -510,8 +479,7 @@ class StopFlag:
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
-    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU; else no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -540,9 +508,8 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
 
 
 class RunLog:
-    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
-    first line with the config), so any run can be read back or plotted without wandb; with --track the
-    same rows go to wandb too. Pictures and charts go to wandb only."""
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first
+    line with the config), so any run can be read back or plotted without wandb; with --track, to wandb too."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
         self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
@@ -565,12 +532,6 @@ class RunLog:
         self.file.close()
         if self.wandb:
             self.wandb.finish()
-
-
-def check_finite(name: str, value: float, step: int, hint: str) -> None:
-    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
-    if not math.isfinite(value):
-        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
 def evaluate_checkpoint(args: Args) -> dict:
@@ -629,8 +590,7 @@ def main(args: Args) -> dict:
     model = DDP(q_network) if distributed else q_network
     target_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
     target_network.load_state_dict(q_network.state_dict())
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate,
-                                 fused=device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))
     loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
     rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
     window = NStepWindow(args.n_step, num_envs, args.gamma)
@@ -653,10 +613,8 @@ def main(args: Args) -> dict:
                                   global_step)
         actions = explore(q_network.q_values, obs, epsilon, hold, held_action, args.ez_mu, n_actions, rng)
         next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-        # NEXT_STEP autoreset (make_envs): skip the sub-envs that ended an episode last step (just reset).
-        for i in np.flatnonzero(~autoreset):
-            for transition in window.push(i, obs[i], actions[i], rewards[i], next_obs[i],
-                                          terminated[i], truncated[i]):
+        for i in np.flatnonzero(~autoreset):  # NEXT_STEP autoreset (make_envs): skip the sub-envs just reset
+            for transition in window.push(i, obs[i], actions[i], rewards[i], next_obs[i], terminated[i], truncated[i]):
                 rb.add(*transition)
         autoreset = terminated | truncated
         hold[autoreset] = 0  # a new episode starts without a held action
@@ -687,7 +645,8 @@ def main(args: Args) -> dict:
 
         log_now = global_step % args.log_interval < args.num_envs or iteration == num_iterations
         if is_main and log_now:
-            check_finite("the TD loss", td_loss.item(), global_step, "lower --learning-rate.")
+            if not math.isfinite(td_loss.item()):  # a nan or inf loss stops the run (exit 1)
+                raise SystemExit(f"step {global_step}: the TD loss is {td_loss.item()}; lower --learning-rate.")
             sps = int(global_step / (time.time() - start_time))
             mean_ret = np.mean(recent_returns) if recent_returns else float("nan")
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {mean_ret:8.2f}  "
@@ -695,8 +654,7 @@ def main(args: Args) -> dict:
             if logger:
                 logger.log({"losses/td_loss": td_loss.item(), "charts/epsilon": epsilon,
                             "charts/SPS": sps, "global_step": global_step}, step=global_step)
-        # Under torchrun the ranks agree to stop at the progress steps (one small all-reduce).
-        if stop.requested if not distributed else log_now and stop.agreed(device):
+        if stop.requested if not distributed else log_now and stop.agreed(device):  # torchrun: agree at progress steps
             break
 
     envs.close()
@@ -708,16 +666,16 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
+    last100 = float(np.mean(recent_returns)) if recent_returns else float("nan")
     metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
-               "charts/last100_return": float(np.mean(recent_returns)) if recent_returns else float("nan"),
-               "losses/td_loss": td_loss.item()}
+               "charts/last100_return": last100, "losses/td_loss": td_loss.item()}
     if is_main:  # the TD loss was checked at the last step, which always logs
         metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
                                 args.max_episode_steps))
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print(f"mean return of the last {len(recent_returns)} training episodes: {metrics['charts/last100_return']:.2f}")
+        print(f"mean return of the last {len(recent_returns)} training episodes: {last100:.2f}")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:
