@@ -1,19 +1,17 @@
 """Tabular Dyna-Q and Dyna-Q+ (Sutton & Barto, 2nd ed., Chapter 8), in one file.
 
-Dyna-Q learns from each real step twice: once directly, with a Q-learning update, and again
-and again by planning, with n more Q-learning updates on transitions replayed from a learned
-model. The model is a table of the last outcome of every (S, A) tried. Dyna-Q+ adds an
-exploration bonus to the planning reward, so that long-untried actions look attractive and the
-agent rechecks a model that may have gone stale when the environment changed.
+Dyna-Q learns from each real step twice: once directly, with a Q-learning update, and again and again by planning,
+with n more Q-learning updates on transitions replayed from a learned model. The model is a table of the last
+outcome of every (S, A) tried. Dyna-Q+ adds an exploration bonus to the planning reward, so that long-untried
+actions look attractive and the agent rechecks a model that may have gone stale when the environment changed.
 
     direct RL (d), planning (f)   Q(S,A) <- Q(S,A) + alpha [R + gamma max_a Q(S',a) - Q(S,A)]
     model learning (e)            Model(S,A) <- R, S'     (a deterministic model: last outcome)
     Dyna-Q+ planning reward       R + kappa sqrt(tau),    tau = time steps since A last tried in S
 
-The letters are the steps of the Tabular Dyna-Q box on p.164, one method of `DynaQ` each. Acting is
-epsilon-greedy with ties broken at random, so with all Q = 0 the first episode is a random walk: about
-869 steps on the Dyna maze (the book's figure shows about 1700). Terminal transitions (the model keeps
-`terminated`) do not bootstrap.
+The letters are the steps of the Tabular Dyna-Q box on p.164, one method of `DynaQ` each. Acting is epsilon-greedy
+with ties broken at random, so with all Q = 0 the first episode is a random walk: about 869 steps on the Dyna maze
+(the book's figure shows about 1700). Terminal transitions (the model keeps `terminated`) do not bootstrap.
 
 The file registers the book's three mazes with gymnasium (6x9 grids; moves up, down, right, left; walls
 and edges block; reward +1 on reaching the goal, which ends the episode), each with a preset (PRESETS)
@@ -36,8 +34,7 @@ References
         (Dyna-Q box p.164; Figures 8.2, 8.4, 8.5; Dyna-Q+ and its footnote p.168).
     Sutton 1990, "Integrated architectures for learning, planning, and reacting based on
         approximating dynamic programming", ICML.
-    Zhang, github.com/ShangtongZhang/reinforcement-learning-an-introduction: a widely used
-        reproduction of the book's figures, whose n, alpha, kappa and 20 runs Figs 8.4/8.5 use.
+    Zhang, github.com/ShangtongZhang/reinforcement-learning-an-introduction: a widely used reproduction of the figures.
 
 Usage
     python algos/dyna_q.py                                # Figure 8.2 (DynaMaze-v0, 30 runs)
@@ -61,10 +58,9 @@ import random
 import signal
 import sys
 import time
-import typing
 from collections import namedtuple
 from dataclasses import dataclass
-from typing import Annotated, Iterator, Literal, Optional
+from typing import Annotated, Iterator, Literal, Optional, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -76,10 +72,9 @@ from matplotlib.figure import Figure
 ALGO = "dyna_q"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+    """A numeric field's valid values, which check_args enforces: lo <= x <= hi (lo < x with lo_open), and finite."""
 
     lo: float = -math.inf
     hi: float = math.inf
@@ -88,7 +83,8 @@ class Range:
 
 @dataclass
 class Args:
-    """Dyna-Q / Dyna-Q+. --help shows the numbers --env-id runs with: its PRESETS entry, or these defaults."""
+    """Dyna-Q / Dyna-Q+. --help shows the numbers --env-id runs with: its PRESETS entry, or these defaults. A run
+    lasts --num-episodes or --total-steps: giving one of them on the command line unsets the other."""
 
     exp_name: str = "dyna_q"  # name of this experiment (part of the run name)
     seed: Annotated[int, Range(0)] = 1  # seed of the experiment (run i uses seed + i on any rank)
@@ -98,37 +94,28 @@ class Args:
     save_model: bool = False  # save every run's final Q table to runs/<run_name>/q_tables.npz
     eval_episodes: Annotated[int, Range(1)] = 10  # greedy episodes per run at the end, in the run's own env
 
-    # DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (Fig 8.4), ShortcutMaze-v0 (Fig 8.5) or any discrete gymnasium id
-    env_id: str = "DynaMaze-v0"
-    # the agents to compare; each runs once per value of --planning-steps
-    agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)
-    # n, the planning updates per real step (0 is plain one-step Q-learning)
-    planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)
+    env_id: str = "DynaMaze-v0"  # DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (8.4), ShortcutMaze-v0 (8.5), any discrete env
+    agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)  # agents to compare, each once per --planning-steps
+    planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)  # n, planned updates a real step (0: Q-learning)
     num_runs: Annotated[int, Range(1)] = 10  # independent runs averaged into each curve (all ranks together)
-    # episodes per run, for a steps-per-episode curve (giving it on the command line unsets --total-steps)
-    num_episodes: Annotated[Optional[int], Range(1)] = 300
-    # time steps per run, for a cumulative-reward curve (giving it on the command line unsets --num-episodes)
-    total_steps: Annotated[Optional[int], Range(1)] = None
+    num_episodes: Annotated[Optional[int], Range(1)] = 300  # episodes per run, for a steps-per-episode curve
+    total_steps: Annotated[Optional[int], Range(1)] = None  # time steps per run, for a cumulative-reward curve
     alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.1  # step size
     epsilon: Annotated[float, Range(0, 1)] = 0.1  # probability of a random action
     gamma: Annotated[float, Range(0, 1)] = 0.95  # discount factor
     kappa: Annotated[float, Range(0)] = 1e-3  # Dyna-Q+ bonus weight: planning reward R + kappa sqrt(tau)
-    # initial Q(s, a); above every return it is optimistic (S&B 2.6): untried actions look best
-    q_init: Annotated[float, Range()] = 0.0
+    q_init: Annotated[float, Range()] = 0.0  # initial Q(s, a); above every return it is optimistic (S&B 2.6)
 
 
 # The settings of each figure, whole Args values; any flag given on the command line still wins.
 PRESETS = {
     # Figure 8.2: the book's settings, 30 repetitions.
     "DynaMaze-v0": dataclasses.replace(Args(), env_id="DynaMaze-v0", num_runs=30, num_episodes=50),
-    # Figure 8.4: the book gives no n, alpha, kappa or run count; these are Zhang's (References).
-    "BlockingMaze-v0": dataclasses.replace(
-        Args(), env_id="BlockingMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(10,), num_runs=20,
-        num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
-    # Figure 8.5: the same, and Zhang's numbers again.
-    "ShortcutMaze-v0": dataclasses.replace(
-        Args(), env_id="ShortcutMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(50,), num_runs=20,
-        num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
+    # Figures 8.4 and 8.5: the book gives no n, alpha, kappa or run count; these are Zhang's (References).
+    "BlockingMaze-v0": dataclasses.replace(Args(), env_id="BlockingMaze-v0", agents=("dyna-q", "dyna-q+"),
+        planning_steps=(10,), num_runs=20, num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
+    "ShortcutMaze-v0": dataclasses.replace(Args(), env_id="ShortcutMaze-v0", agents=("dyna-q", "dyna-q+"),
+        planning_steps=(50,), num_runs=20, num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
     # Rewards -1 a step, +20 at the drop-off, so no return exceeds 19: Q0 = 20 makes every action tried.
     "Taxi-v4": dataclasses.replace(Args(), env_id="Taxi-v4", alpha=0.5, gamma=0.99, q_init=20.0),
 }
@@ -140,13 +127,11 @@ def preset(env_id: str) -> Args:
 
 
 # =============================================================================================
-# ALGORITHM: the book's mazes, the env factory, the model's transitions, the Dyna-Q and Dyna-Q+
-# agents, one run, greedy evaluation. Read this first.
+# ALGORITHM: the book's mazes, make_env, the Dyna-Q and Dyna-Q+ agents, one run, greedy evaluation. Read this first.
 # =============================================================================================
 class Maze(gym.Env):
-    """A grid of Examples 8.1-8.3 (rules in the module docstring); the state is row * width + col. Once
-    `change_at` time steps have passed since the env was made (across episodes, as in the book),
-    `walls_after` replaces `walls`."""
+    """A grid of Examples 8.1-8.3 (rules in the module docstring); the state is row * width + col. Once `change_at`
+    time steps have passed since the env was made (across episodes, as in the book), `walls_after` replaces `walls`."""
 
     MOVES = ((-1, 0), (1, 0), (0, 1), (0, -1))  # up, down, right, left
 
@@ -154,10 +139,8 @@ class Maze(gym.Env):
                  walls_after: Optional[list] = None, change_at: float = math.inf):
         self.height, self.width, self.start, self.goal = height, width, tuple(start), tuple(goal)
         self.walls, self.walls_after = {tuple(w) for w in walls}, {tuple(w) for w in walls_after or walls}
-        self.change_at = change_at
-        self.observation_space = gym.spaces.Discrete(height * width)
-        self.action_space = gym.spaces.Discrete(4)
-        self.time_step, self.pos = 0, self.start
+        self.observation_space, self.action_space = gym.spaces.Discrete(height * width), gym.spaces.Discrete(4)
+        self.change_at, self.time_step, self.pos = change_at, 0, self.start
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -176,15 +159,12 @@ class Maze(gym.Env):
 
 
 # The book's mazes as (row, col), row 0 at the top. Episodes end only at the goal.
-gym.register("DynaMaze-v0", entry_point=Maze, kwargs=dict(
-    height=6, width=9, start=(2, 0), goal=(0, 8),
-    walls=[(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)]))
-gym.register("BlockingMaze-v0", entry_point=Maze, kwargs=dict(
-    height=6, width=9, start=(5, 3), goal=(0, 8), change_at=1000,
-    walls=[(3, c) for c in range(0, 8)], walls_after=[(3, c) for c in range(1, 9)]))
-gym.register("ShortcutMaze-v0", entry_point=Maze, kwargs=dict(
-    height=6, width=9, start=(5, 3), goal=(0, 8), change_at=3000,
-    walls=[(3, c) for c in range(1, 9)], walls_after=[(3, c) for c in range(1, 8)]))
+gym.register("DynaMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(2, 0), goal=(0, 8),
+             walls=[(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)]))
+gym.register("BlockingMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(5, 3), goal=(0, 8),
+             change_at=1000, walls=[(3, c) for c in range(0, 8)], walls_after=[(3, c) for c in range(1, 9)]))
+gym.register("ShortcutMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(5, 3), goal=(0, 8),
+             change_at=3000, walls=[(3, c) for c in range(1, 9)], walls_after=[(3, c) for c in range(1, 8)]))
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -225,9 +205,7 @@ class DynaQ:
 
     def act(self, s: int) -> int:
         """(b) epsilon-greedy(S, Q)."""
-        if self.rng.random() < self.epsilon:
-            return self.rng.randrange(self.n_actions)
-        return greedy(self.q[s], self.rng)
+        return self.rng.randrange(self.n_actions) if self.rng.random() < self.epsilon else greedy(self.q[s], self.rng)
 
     def update(self, s: int, a: int, r: float, s2: int, terminated: bool) -> None:
         """(d) and (f): one Q-learning update; no bootstrap from a terminal S'."""
@@ -245,8 +223,7 @@ class DynaQ:
         self.model[s][a] = Transition(s, a, r, s2, terminated)
 
     def sample_model(self) -> Transition:
-        """(f) S <- random previously observed state; A <- random action previously taken in S;
-        R, S' <- Model(S, A)."""
+        """(f) S <- random previously observed state; A <- random action previously taken in S; R, S' <- Model(S, A)."""
         s = self.rng.choice(self.observed)
         return self.model[s][self.rng.choice(self.tried[s])]
 
@@ -257,14 +234,12 @@ class DynaQ:
 
 
 class DynaQPlus(DynaQ):
-    """Dyna-Q+ (Section 8.3): planning reward R + kappa sqrt(tau), where tau counts the time
-    steps since A was last taken in S. Per the footnote on p.168, planning may pick actions never
-    tried in S, which the model takes to lead back to S with reward 0 (tau counts from step 0)."""
+    """Dyna-Q+ (Section 8.3): planning reward R + kappa sqrt(tau). Per the footnote on p.168, planning may pick
+    actions never tried in S, which the model takes to lead back to S with reward 0 (tau counts from step 0)."""
 
     def __init__(self, *args, kappa: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.kappa = kappa
-        self.last_tried = {}  # (S, A) -> the time step A was last taken in S
+        self.kappa, self.last_tried = kappa, {}  # last_tried: (S, A) -> the time step A was last taken in S
 
     def learn_model(self, s, a, r, s2, terminated) -> None:
         super().learn_model(s, a, r, s2, terminated)
@@ -284,8 +259,7 @@ class DynaQPlus(DynaQ):
 
 
 def run_once(env: gym.Env, agent: DynaQ, n: int, args: Args, seed: int) -> list:
-    """One independent run (the book's "repetition"): the steps of each of --num-episodes
-    episodes, or the cumulative reward after each of --total-steps time steps."""
+    """One independent run (the book's "repetition"); its curve: steps per episode, or cumulative reward per step."""
     curve, episode_steps, cumulative_reward = [], 0, 0.0
     s, _ = env.reset(seed=seed)
     while (len(curve) < args.num_episodes) if args.num_episodes else (agent.time_step < args.total_steps):
@@ -324,8 +298,7 @@ def evaluate(env: gym.Env, q: list, episodes: int, rng: random.Random, max_steps
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def parse_args() -> Args:
-    """Presets first, then the command line: --env-id X makes PRESETS[X] the defaults that every
-    other flag overrides, so --help and the printed config show the numbers actually used."""
+    """Presets first, then the command line: --env-id X makes preset(X) the defaults that the other flags override."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
         if arg == "--env-id" and i + 1 < len(argv):
@@ -333,20 +306,18 @@ def parse_args() -> Args:
         elif arg.startswith("--env-id="):
             env_id = arg.split("=", 1)[1]
     default = preset(env_id)
-    # Here alone: a budget given on the command line (--num-episodes or --total-steps) replaces the preset's.
-    if {"--num-episodes", "--total-steps"} & {arg.split("=", 1)[0] for arg in argv}:
+    if {"--num-episodes", "--total-steps"} & {a.split("=", 1)[0] for a in argv}:  # a budget given replaces the preset's
         default = dataclasses.replace(default, num_episodes=None, total_steps=None)
     return tyro.cli(Args, default=default)
 
 
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    # --q-init has no lower bound: it need only be finite
                     bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}" if r.lo > -math.inf else "finite"
                     bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
                     raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
@@ -364,8 +335,7 @@ def validate(args: Args) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Create runs/<name>/ before training (an unwritable folder fails at once); a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
@@ -393,17 +363,6 @@ class StopFlag:
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
             raise SystemExit("stopped by a second Ctrl-C; nothing was saved.")
-
-
-def setup_distributed() -> tuple[bool, int, int]:
-    """Under torchrun (RANK, WORLD_SIZE set): one gloo process group (the tables and curves live in
-    host memory). Returns (distributed, rank, world_size); a plain run makes no distributed call."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
-    if distributed:
-        dist.init_process_group("gloo")
-    return distributed, rank, world_size
 
 
 def start_wandb(args: Args, run_name: str, run_dir: str):
@@ -447,16 +406,6 @@ class RunLog:
             self.wandb.finish()
 
 
-def summary_rows(length: int, by_episode: bool) -> list:
-    """The x values of the printed table: the first 10 episodes and every fifth of the run,
-    or every twelfth of the time steps (which hits the mazes' change points)."""
-    if by_episode:
-        xs = {*range(1, min(10, length) + 1), *np.linspace(0, length, 6)[1:].round().astype(int)}
-    else:
-        xs = set(np.linspace(0, length, 13)[1:].round().astype(int))
-    return sorted(x for x in xs if x >= 1)  # short runs would otherwise round to a row 0
-
-
 def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bool, change_at: float) -> None:
     """The figure as a PNG, written atomically."""
     fig = Figure(figsize=(6, 4), dpi=120)
@@ -477,19 +426,17 @@ def plot(path: str, curves: np.ndarray, labels: list, title: str, by_episode: bo
     os.replace(path + ".tmp", path)
 
 
-# One agent's greedy episodes as sums, a row of an array, so that the ranks add theirs with one all-reduce.
-EvalSums = namedtuple("EvalSums", "returns squared_returns lengths episodes")
-
-
 def main(args: Args) -> dict:
-    """Run --num-runs runs of every agent, average and report (Ctrl-C: the finished runs, exit 130).
-    Returns global_step (real time steps, all runs), wall_time, charts/SPS, eval/runs, eval/episodes
-    (greedy, all runs) and per curve label (e.g. "Dyna-Q n=5") eval/steps_per_episode/<label> or
-    eval/cumulative_reward/<label> (a list, one mean per episode or time step), and eval/mean_return/,
-    eval/std_return/ and eval/mean_length/<label> of the greedy episodes."""
+    """Run --num-runs runs of every agent, average and report (Ctrl-C: the finished runs, exit 130). Returns global_step
+    (real time steps, all runs), wall_time, charts/SPS, eval/runs, eval/episodes (greedy, all runs) and per curve label
+    (e.g. "Dyna-Q n=5") eval/steps_per_episode/<label> or eval/cumulative_reward/<label> (a list, one mean per episode
+    or time step), and eval/mean_return/, eval/std_return/ and eval/mean_length/<label> of the greedy episodes."""
     check_args(args)
     validate(args)
-    distributed, rank, world_size = setup_distributed()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # under torchrun, which sets WORLD_SIZE and RANK
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
+    if distributed:
+        dist.init_process_group("gloo")  # gloo: the tables and curves live in host memory
     is_main = rank == 0
 
     probe = make_env(args.env_id)  # refuses an env that is not tabular before anything is written
@@ -511,7 +458,7 @@ def main(args: Args) -> dict:
 
     # Sums over this rank's finished runs; the all-reduce below adds the other ranks' sums.
     curves = np.zeros((len(agents), length))
-    evals = np.zeros((len(agents), len(EvalSums._fields)))
+    evals = np.zeros((len(agents), 4))  # greedy episodes: the sums of returns, squared returns, lengths, episodes
     q_tables = np.zeros((len(agents), args.num_runs, n_states, n_actions) if args.save_model else 0)
     finished = np.zeros(args.num_runs)  # 1 for each run that every agent completed
     time_steps = np.zeros(1)            # real time steps, all agents and runs
@@ -527,7 +474,7 @@ def main(args: Args) -> dict:
                      else DynaQ(n_states, n_actions, **hyper))
             curves[i] += run_once(env, agent, n, args, seed=args.seed + run)
             for ret, steps in evaluate(env, agent.q, args.eval_episodes, rng):
-                evals[i] += EvalSums(returns=ret, squared_returns=ret * ret, lengths=steps, episodes=1)
+                evals[i] += (ret, ret * ret, steps, 1)
             time_steps += agent.time_step
             if args.save_model:
                 q_tables[i, run] = agent.q
@@ -547,19 +494,20 @@ def main(args: Args) -> dict:
     curves /= num_runs
     wall_time = time.time() - start_time
 
-    metrics = {"global_step": global_step, "wall_time": wall_time,
-               "charts/SPS": int(global_step / wall_time), "eval/runs": num_runs,
-               "eval/episodes": int(EvalSums(*evals[0]).episodes)}
-    for label, curve, e in zip(labels, curves, (EvalSums(*sums) for sums in evals)):
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
+               "eval/runs": num_runs, "eval/episodes": int(evals[0, 3])}
+    for label, curve, (returns, squares, lengths, episodes) in zip(labels, curves, evals):
         metrics[f"{curve_key}/{label}"] = curve.tolist()
-        metrics[f"eval/mean_return/{label}"] = e.returns / e.episodes
-        metrics[f"eval/std_return/{label}"] = math.sqrt(
-            max(e.squared_returns / e.episodes - (e.returns / e.episodes) ** 2, 0.0))
-        metrics[f"eval/mean_length/{label}"] = e.lengths / e.episodes
+        metrics[f"eval/mean_return/{label}"] = returns / episodes
+        metrics[f"eval/std_return/{label}"] = math.sqrt(max(squares / episodes - (returns / episodes) ** 2, 0.0))
+        metrics[f"eval/mean_length/{label}"] = lengths / episodes
     if is_main:
         print(f"\n{'steps per episode' if by_episode else 'cumulative reward'}, mean of {num_runs} runs")
         print(f"{'episode' if by_episode else 'time step':>10} " + " ".join(f"{label:>14}" for label in labels))
-        for x in summary_rows(length, by_episode):
+        # rows: episodes 1-10 and every fifth of the run, or every twelfth of the time steps (the mazes' change points)
+        rows = set(range(1, min(10, length) + 1)) if by_episode else set()
+        rows |= set(np.linspace(0, length, 6 if by_episode else 13)[1:].round().astype(int))
+        for x in sorted(x for x in rows if x >= 1):  # a short run would otherwise round to a row 0
             print(f"{x:>10} " + " ".join(f"{curve[x - 1]:>14.1f}" for curve in curves))
         print()
         for label in labels:
@@ -575,7 +523,7 @@ def main(args: Args) -> dict:
         x_key, stride = "episode" if by_episode else "time_step", max(1, length // 1000)
         xs, wandb = list(range(stride, length + 1, stride)), logger.wandb
         last = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-        if wandb:  # pictures go to wandb only
+        if wandb:
             wandb.define_metric(f"{curve_key}/*", step_metric=x_key)
             last[f"charts/{curve_key.split('/')[1]}"] = wandb.plot.line_series(xs=xs, keys=labels, xname=x_key,
                 ys=[curve[stride - 1::stride].tolist() for curve in curves], title=f"{args.env_id}: {curve_key}")
