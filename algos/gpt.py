@@ -1,8 +1,8 @@
 """A modern GPT in one file: rotary positions, grouped-query attention, RMSNorm, SwiGLU, KV cache.
 
-A decoder-only transformer learns p(x_t | x_<t) by next-token prediction (Radford et al. 2019).
-Each block is pre-norm: x <- x + Attn(RMSNorm(x)); x <- x + MLP(RMSNorm(x)). Compared with
-GPT-2 (and nanoGPT) four pieces are the ones of current open models (LLaMA, Touvron et al. 2023):
+A decoder-only transformer learns p(x_t | x_<t) by next-token prediction (Radford et al. 2019). Each block is
+pre-norm: x <- x + Attn(RMSNorm(x)); x <- x + MLP(RMSNorm(x)). Compared with GPT-2 (and nanoGPT) four pieces are the
+ones of current open models (LLaMA, Touvron et al. 2023):
 
     RMSNorm     y = g * x / sqrt(mean(x^2) + eps)                     (Zhang & Sennrich 2019)
     SwiGLU      MLP(x) = W2 (silu(W1 x) * W3 x), hidden ~ 8/3 d       (Shazeer 2020)
@@ -15,22 +15,20 @@ GPT-2 (and nanoGPT) four pieces are the ones of current open models (LLaMA, Touv
     attention   softmax(q k^T / sqrt(d_head) + causal mask) v          (Vaswani et al. 2017)
     loss        L = -1/(B T) sum_(b,t) log p(x_(b,t+1) | x_(b,<=t))
 
---pos-encoding sinusoidal (Vaswani et al. 2017, sec. 3.5) and learned (GPT-2) add a position
-vector to the token embedding instead, for the seminar's comparison on the same data.
-Generation keeps each layer's keys and values (the KV cache), so a new token costs one
-position's work instead of a pass over the whole context, until the context window fills.
+--pos-encoding sinusoidal (Vaswani et al. 2017, sec. 3.5) and learned (GPT-2) add a position vector to the token
+embedding instead, for the seminar's comparison on the same data. Generation keeps each layer's keys and values (the
+KV cache), so a new token costs one position's work instead of a pass over the whole context, until the context
+window fills.
 
-Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear
-warmup then cosine decay, gradient clipping, gradient accumulation, bf16 autocast on CUDA
-(--dtype float16 with a gradient scaler for GPUs without bf16), optional torch.compile;
-checkpoints hold the optimizer and RNG states, so --resume continues the run bit for bit. Data
-are token files made by data/*/prepare.py (uint16 ids). The defaults are nanoGPT's CPU "baby"
-sizes on shakespeare_char; the run's last val loss is exact (whole split).
+Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear warmup then cosine decay,
+gradient clipping, gradient accumulation, bf16 autocast on CUDA (--dtype float16 with a gradient scaler for GPUs
+without bf16), optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues the run
+bit for bit. Data are token files made by data/*/prepare.py (uint16 ids). The defaults are nanoGPT's CPU "baby" sizes
+on shakespeare_char; the run's last val loss is exact (whole split).
 
-Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size /
-world_size sequences per micro-step from its own seed, and DDP averages the gradients once per
-iteration (not on the accumulation micro-steps), so one iteration sees grad_accum x batch_size
-sequences with any number of ranks. Rank 0 alone prints, logs and saves.
+Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size / world_size sequences per
+micro-step from its own seed, and DDP averages the gradients once per iteration (not on the accumulation micro-steps),
+so one iteration sees grad_accum x batch_size sequences with any number of ranks. Rank 0 alone prints, logs and saves.
 
 References
     Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2).
@@ -68,10 +66,9 @@ import shlex
 import signal
 import sys
 import time
-import typing
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, get_type_hints
 
 import numpy as np
 import torch
@@ -84,10 +81,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ALGO = "gpt"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces them."""
 
     lo: float = -math.inf
     hi: float = math.inf
@@ -108,13 +104,11 @@ class Args:
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = True  # write runs/<run_name>/ckpt.pt at every evaluation and at the end
 
-    # folder with train.bin, val.bin (uint16 token ids) and meta.json from data/*/prepare.py
-    data_dir: str = "data/shakespeare_char"
+    data_dir: str = "data/shakespeare_char"  # folder of data/*/prepare.py's train.bin, val.bin (uint16 ids), meta.json
     # Model
     n_layer: Annotated[int, Range(1)] = 4  # transformer blocks
     n_head: Annotated[int, Range(1)] = 4  # query heads per attention layer
-    # key/value heads: n-head is multi-head attention, 1 is multi-query, between is grouped-query
-    n_kv_head: Annotated[int, Range(1)] = 4
+    n_kv_head: Annotated[int, Range(1)] = 4  # key/value heads: n-head is multi-head, 1 multi-query, else grouped-query
     n_embd: Annotated[int, Range(1)] = 128  # model width d
     block_size: Annotated[int, Range(1)] = 64  # context length in tokens (also the position table's size)
     # rotary on q and k, or a sinusoidal/learned vector added to the token embedding
@@ -122,10 +116,8 @@ class Args:
     # RoPE's base: theta_i = base^(-2i/d_head) falls with i for a base above 1
     rope_base: Annotated[float, Range(1, lo_open=True)] = 10000.0
     dropout: Annotated[float, Range(0, 1)] = 0.0  # dropout on attention weights and residual branches
-    # Training (the blank line keeps this title out of --batch-size's help)
-
-    # sequences per micro-step (all ranks together; each rank takes batch-size / world size)
-    batch_size: Annotated[int, Range(1)] = 12
+    # Training
+    batch_size: Annotated[int, Range(1)] = 12  # sequences per micro-step, all ranks (per rank: batch-size / world size)
     grad_accum: Annotated[int, Range(1)] = 1  # micro-steps per optimizer step
     max_iters: Annotated[int, Range(1)] = 900  # optimizer steps
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 2e-3  # peak step size
@@ -137,30 +129,21 @@ class Args:
     beta2: Annotated[float, Range(0, 0.9999)] = 0.99  # AdamW beta2 (0.99: few tokens per step)
     grad_clip: Annotated[float, Range(0)] = 1.0  # clip the global gradient norm to this; 0 turns clipping off
     compile: bool = False  # torch.compile the model (pays off on a GPU; a small CPU run mostly compiles)
-    # precision on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too);
-    # CPU runs are float32 whatever this says
+    # on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too); CPU runs use float32
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    # the GPU's peak bf16 TFLOP/s for the MFU estimate (A100: 312, H100 SXM: 989)
-    peak_tflops: Annotated[float, Range(0, lo_open=True)] = 312.0
-    # estimate train and val loss every this many steps (and at the end)
-    eval_interval: Annotated[int, Range(1)] = 250
-    # batches per loss estimate (the last val loss uses the whole val split)
-    eval_iters: Annotated[int, Range(1)] = 20
+    peak_tflops: Annotated[float, Range(0, lo_open=True)] = 312.0  # peak bf16 TFLOP/s for MFU (A100 312, H100 SXM 989)
+    eval_interval: Annotated[int, Range(1)] = 250  # estimate train and val loss every this many steps (and at the end)
+    eval_iters: Annotated[int, Range(1)] = 20  # batches per loss estimate (the last val loss uses the whole val split)
     log_interval: Annotated[int, Range(1)] = 50  # print the training loss every this many steps
     # Reload and sample
-
-    # continue training this ckpt.pt (give the run's own flags: Ctrl-C prints the command); saves beside it
-    resume: Optional[str] = None
-    # no training: print --num-samples samples from this ckpt.pt, then its val loss on --data-dir (if there)
-    eval_checkpoint: Optional[str] = None
+    resume: Optional[str] = None  # resume this ckpt.pt's run with its own flags (Ctrl-C prints them); saves beside it
+    eval_checkpoint: Optional[str] = None  # no training: sample from this ckpt.pt, then val loss on --data-dir if there
     prompt: str = "\n"  # text the samples of --eval-checkpoint start from
     num_samples: Annotated[int, Range(1)] = 1  # samples --eval-checkpoint generates
     max_new_tokens: Annotated[int, Range(1)] = 500  # tokens per sample
-    # divide the logits by this before sampling (lower: more conservative; 0 is greedy)
-    temperature: Annotated[float, Range(0)] = 0.8
+    temperature: Annotated[float, Range(0)] = 0.8  # divide the logits by this (lower: more conservative; 0 is greedy)
     top_k: Annotated[Optional[int], Range(1)] = 200  # sample among the k most likely tokens only (None: all)
-    # sample among the smallest set of tokens whose probability reaches p (nucleus)
-    top_p: Annotated[Optional[float], Range(0, 1, lo_open=True)] = None
+    top_p: Annotated[Optional[float], Range(0, 1, lo_open=True)] = None  # nucleus: fewest tokens of total mass >= p
 
 
 # =============================================================================================
@@ -212,8 +195,7 @@ def rope_frequencies(head_dim: int, length: int, base: float) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_2j, x_2j+1) of x (B, T, heads, d_head) by the angle m theta_j (Su
-    et al. eq. 34): as a complex number the pair is multiplied by e^(i m theta_j)."""
+    """Rotate each pair (x_2j, x_2j+1) of x (B, T, heads, d_head) by m theta_j: times e^(i m theta_j) (Su eq. 34)."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(pairs * freqs[:, None, :]).flatten(-2).type_as(x)
 
@@ -229,9 +211,8 @@ class KVCache:
     """Each layer's keys and values of the positions seen so far, (B, n_kv_head, block_size, d_head)."""
 
     def __init__(self, n_layer: int, batch: int, n_kv_head: int, length: int, head_dim: int, device, dtype):
-        shape = (batch, n_kv_head, length, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.k = [torch.zeros(batch, n_kv_head, length, head_dim, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros_like(k) for k in self.k]
 
 
 class CausalSelfAttention(nn.Module):
@@ -239,18 +220,16 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, args: Args, layer: int):
         super().__init__()
-        self.layer, self.n_head, self.n_kv_head = layer, args.n_head, args.n_kv_head
+        self.layer, self.n_head, self.n_kv_head, self.dropout = layer, args.n_head, args.n_kv_head, args.dropout
         self.head_dim = args.n_embd // args.n_head
         self.rope = args.pos_encoding == "rope"
         # q, k and v in one matmul; with fewer kv heads, k and v are narrower than q.
         self.qkv = nn.Linear(args.n_embd, (args.n_head + 2 * args.n_kv_head) * self.head_dim, bias=False)
         self.proj = nn.Linear(args.n_embd, args.n_embd, bias=False)
-        self.dropout = args.dropout
 
     def forward(self, x, freqs, cache: Optional[KVCache] = None, start: int = 0):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
-                                     self.n_kv_head * self.head_dim], dim=-1)
+        q, k, v = self.qkv(x).split([self.n_head * self.head_dim] + 2 * [self.n_kv_head * self.head_dim], dim=-1)
         q, k = q.view(B, T, self.n_head, self.head_dim), k.view(B, T, self.n_kv_head, self.head_dim)
         if self.rope:
             q, k = apply_rope(q, freqs), apply_rope(k, freqs)
@@ -270,8 +249,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """MLP(x) = W2 (silu(W1 x) * W3 x); hidden = 8/3 d (rounded up to 32) keeps the parameter
-    count of a 4d GELU MLP (Shazeer 2020)."""
+    """MLP(x) = W2 (silu(W1 x) * W3 x); hidden 8/3 d (rounded up to 32) keeps a 4d GELU MLP's parameter count."""
 
     def __init__(self, n_embd: int):
         super().__init__()
@@ -307,9 +285,7 @@ class GPT(nn.Module):
         self.norm = nn.RMSNorm(args.n_embd)
         self.lm_head = nn.Linear(args.n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
-        head_dim = args.n_embd // args.n_head
-        # Position tables cover block_size positions; buffers (not parameters) are not trained.
-        self.register_buffer("freqs", rope_frequencies(head_dim, args.block_size, args.rope_base)
+        self.register_buffer("freqs", rope_frequencies(args.n_embd // args.n_head, args.block_size, args.rope_base)
                              if args.pos_encoding == "rope" else None, persistent=False)
         self.pos_emb = nn.Embedding(args.block_size, args.n_embd) if args.pos_encoding == "learned" else None
         # The sine table is scaled to the RMS of the learned table's N(0, 0.02) init, so as not to drown the
@@ -323,8 +299,7 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=std)
 
     def forward(self, idx, targets=None, cache: Optional[KVCache] = None, start: int = 0):
-        """Logits (B, T, vocab) for tokens idx (B, T) at positions start..start+T-1, and the
-        mean cross-entropy against targets if given."""
+        """Logits (B, T, vocab) of idx (B, T) at positions start..start+T-1; with targets, the mean cross-entropy."""
         T = idx.shape[1]
         if start + T > self.args.block_size:
             raise ValueError(f"positions up to {start + T} exceed block_size {self.args.block_size} "
@@ -391,8 +366,7 @@ def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_v
 # ----------------------------------------------------------------------------- sampling
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature), restricted to the top k and/or the
-    nucleus of probability top_p (the most likely tokens until their mass reaches p)."""
+    """One token per row from softmax(logits / temperature), kept to the top k and/or the nucleus top_p."""
     logits = logits / max(temperature, 1e-6)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[:, -1:]
@@ -407,9 +381,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
 @torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
              use_cache: bool = True, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Extend idx (B, T) by max_new_tokens sampled tokens, each conditioned on the last block_size tokens.
-    With the cache a step feeds only the newest token; once the context is full, positions would run past
-    the table, so the last block_size tokens are recomputed (as a step without the cache does every time)."""
+    """Extend idx (B, T) by max_new_tokens sampled tokens, each conditioned on the last block_size. Once the context is
+    full, cached positions would run past the table: the last block_size tokens are recomputed, as without the cache."""
     block = model.args.block_size
     cache, length = None, 0  # length: positions held in the cache
     for _ in range(max_new_tokens):
@@ -450,7 +423,7 @@ def make_codec(meta: dict):
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -493,8 +466,7 @@ def autocast_context(dtype: str, device: torch.device):
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Make runs/<name>/ before training, so an unwritable folder fails at once; a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
@@ -511,8 +483,7 @@ CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
-    under a temporary name that replaces `path` only when complete."""
+    """Atomic and verifiable: the torch.save bytes, headed by their sha256, go to a temp file that replaces path."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -564,8 +535,7 @@ class StopFlag:
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
-    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -674,8 +644,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     if data is None:
         print(f"{where}: no val loss, --data-dir {args.data_dir} holds no dataset")
         return metrics
-    ctx = autocast_context(args.dtype, device)
-    metrics.update(estimate_loss(model, data, saved, ctx, device, exact_val=True))
+    metrics.update(estimate_loss(model, data, saved, autocast_context(args.dtype, device), device, exact_val=True))
     print(f"{where}: train loss {metrics['train/loss']:.4f}, val loss {metrics['val/loss']:.4f} (whole split)")
     return metrics
 
@@ -696,9 +665,8 @@ def main(args: Args) -> dict:
     run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
                else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    # --dtype's autocast on CUDA; CPU runs stay in float32. float16's narrow range would round small
-    # gradients to 0: the scaler multiplies the loss before backward and divides the gradients after
-    # (skipping a step whose gradients overflowed). Disabled, it passes everything through unchanged.
+    # float16's narrow range would round small gradients to 0: the scaler multiplies the loss before backward and
+    # divides the gradients after (skipping a step whose gradients overflowed); disabled, it changes nothing.
     ctx = autocast_context(args.dtype, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
 
@@ -735,18 +703,15 @@ def main(args: Args) -> dict:
             if use_cuda and state["cuda"] is not None:
                 torch.cuda.set_rng_state(state["cuda"], device)
     raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    if distributed:
-        model = DDP(model, device_ids=[device.index] if use_cuda else None)
+    model = torch.compile(model) if args.compile else model
+    model = DDP(model, device_ids=[device.index] if use_cuda else None) if distributed else model
 
     n_params = sum(p.numel() for p in raw_model.parameters())
     tokens_per_iter = args.grad_accum * args.batch_size * args.block_size
     if is_main:
         print(f"{args.data_dir}: train {len(data['train']):,} / val {len(data['val']):,} tokens, vocab "
-              f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; "
-              f"{tokens_per_iter:,} tokens per iteration; run folder {run_dir}"
-              + (f"; resuming at iteration {start_iter}" if ckpt else ""))
+              f"{meta['vocab_size']}; {n_params:,} parameters; {world_size} rank(s) on {device}; {tokens_per_iter:,} "
+              f"tokens per iteration; run folder {run_dir}" + (f"; resuming at iteration {start_iter}" if ckpt else ""))
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
 
     def checkpoint(it: int) -> None:
