@@ -35,23 +35,21 @@ Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) wit
 and a heuristic head. Search runs many levels at once, calling the network once a round on all the states
 that need it (batched_search), so the network sees batches, not single states.
 
-Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an expansion
-budget; train on the solutions found with the Levin loss, a cross-entropy on the solution's actions
-weighted by the expansions the search spent (minimizing the bound N(n*)/pi(n*) pushes up log pi(n*) in
-proportion to N), and, for PHS*, a regression of h on the distance to go along the solution; double the
-budget when a sweep solves nothing new; repeat until another sweep as long as the last would end past
---train-minutes. Three departures from the paper's loop: the budget doubles as soon as a sweep solves at
-most --double-below of the levels it tries (on thousands of levels "nothing new" never comes, and the hard
-levels would never be searched deeper); every training state is seen turned or mirrored at random (one of
-the square's 8 symmetries, the moves turned with it); and h's regression does not train the layers it
-shares with the policy (see PolicyHeuristicNet.forward).
+Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an expansion budget; train on
+the solutions found with the Levin loss, a cross-entropy on the solution's actions weighted by the expansions the search
+spent (minimizing the bound N(n*)/pi(n*) pushes up log pi(n*) in proportion to N), and, for PHS*, a regression of h on
+the distance to go along the solution; double the budget when a sweep solves nothing new; repeat until another sweep as
+long as the last would end past --train-minutes. Three departures from the paper's loop: the budget doubles as soon as a
+sweep solves at most --double-below of the levels it tries (on thousands of levels "nothing new" never comes, and the
+hard levels would never be searched deeper); every training state is seen turned or mirrored at random (one of the
+square's 8 symmetries, the moves turned with it); and h's regression does not train the layers it shares with the policy
+(see PolicyHeuristicNet.forward).
 
-Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when the cell
-beyond it is free (no wall, no box); solved when every box is on a goal. Levels are Boxoban's text format
-(google-deepmind/boxoban-levels: `; N`, then 10 lines of 10 characters, `#` wall, `@` player, `$` box,
-`.` goal, space floor), also XSB's `*` (box on goal) and `+` (player on goal). The generator carves a room
-by a random walk, puts the boxes on the goals and plays backwards (the player pulls boxes) until it has
-pulled --difficulty times, so every level is solvable.
+Sokoban: walls and goals are fixed; the player moves up/down/left/right and pushes a box when the cell beyond it is free
+(no wall, no box); solved when every box is on a goal. Levels are Boxoban's text format (google-deepmind/boxoban-levels:
+`; N`, then 10 lines of 10 characters, `#` wall, `@` player, `$` box, `.` goal, space floor), also XSB's `*` (box on
+goal) and `+` (player on goal). The generator carves a room by a random walk, puts the boxes on the goals and plays
+backwards (the player pulls boxes) until it has pulled --difficulty times, so every level is solvable.
 
 Distributed: under torchrun rank r searches levels r, r + world_size, ... of each sweep and of the
 evaluation; the solutions are all-gathered, every rank trains on all of them with its share of
@@ -90,11 +88,10 @@ import shlex
 import signal
 import sys
 import time
-import typing
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal, NamedTuple, Optional
+from typing import Annotated, Callable, Literal, NamedTuple, Optional, get_type_hints
 
 import numpy as np
 import torch
@@ -107,11 +104,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ALGO = "levin_ts"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
-
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces them."""
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
@@ -120,66 +115,49 @@ class Range:
 @dataclass
 class Args:
     """Levin tree search / PHS* with a learned policy on Sokoban (Boxoban)."""
-
     exp_name: str = "levin_ts"  # name of this experiment (part of the run name)
-    # seed of the experiment (levels, initial weights; each rank draws its own minibatches)
-    seed: Annotated[int, Range(0)] = 1
+    seed: Annotated[int, Range(0)] = 1  # seed of levels and initial weights (each rank draws its own minibatches)
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; the small CNN runs fastest with one
     track: bool = False  # log to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
-    # write runs/<run_name>/levin_ts.pt (atomically) after every sweep; Ctrl-C saves it in any case
-    save_model: bool = True
-    # continue training from this checkpoint, with its network and levels; the run writes to it
-    resume: Optional[str] = None
-    # no training: search held-out levels (its own unless level flags are given) with the checkpoint's network
-    eval_checkpoint: Optional[str] = None
+    save_model: bool = True  # write runs/<run_name>/levin_ts.pt after every sweep; Ctrl-C saves it in any case
+    resume: Optional[str] = None  # continue training this checkpoint (its network and levels); the run writes to it
+    eval_checkpoint: Optional[str] = None  # no training: search held-out levels (its own unless level flags are given)
 
-    # LevinTS (cost d/pi) or PHS* (cost (g+h)/pi^(1+h/g), uses the heuristic head)
-    search: Literal["lts", "phs"] = "lts"
-    # training levels: a Boxoban .txt file or a folder of them; none = generated levels
-    levels_path: Optional[str] = None
-    # held-out levels for the final evaluation; none = the last --test-levels of the training set
-    test_levels_path: Optional[str] = None
-    # held-out levels (taken from the end of the training set, or generated)
-    test_levels: Annotated[int, Range(1)] = 200
-    # training levels to use (the first ones; generated when there is no --levels-path)
-    train_levels: Annotated[int, Range(1)] = 2000
+    search: Literal["lts", "phs"] = "lts"  # LevinTS (cost d/pi) or PHS* ((g+h)/pi^(1+h/g), uses the heuristic head)
+    levels_path: Optional[str] = None  # training levels: a Boxoban .txt file or a folder of them; none = generated
+    test_levels_path: Optional[str] = None  # held-out levels; none = the last --test-levels of the training set
+    test_levels: Annotated[int, Range(1)] = 200  # held-out levels (from the end of the training set, or generated)
+    train_levels: Annotated[int, Range(1)] = 2000  # training levels (the first ones of --levels-path, or generated)
     # with --levels-path: first train on this many generated levels, difficulty rising from 1 to --difficulty
     add_generated: Annotated[int, Range(0)] = 0
-    # generator: box pulls of the reverse play from the solved position (more = harder)
-    difficulty: Annotated[int, Range(1)] = 10
+    difficulty: Annotated[int, Range(1)] = 10  # generator: box pulls of the reverse play (more = harder)
     num_boxes: Annotated[int, Range(1)] = 4  # generator: boxes (and goals) per level
     size: Annotated[int, Range(5)] = 10  # generator: side of the square room, border walls included
 
-    # expansions per level in the first sweep (doubled when a sweep solves too little, see --double-below)
-    budget: Annotated[int, Range(1)] = 2000
+    budget: Annotated[int, Range(1)] = 2000  # expansions per level in the first sweep (doubling: see --double-below)
     max_budget: Annotated[int, Range(1)] = 64000  # the budget stops doubling here
     eval_budget: Annotated[int, Range(1)] = 20000  # expansions per level in the final evaluation
-    # wall-clock budget for the bootstrap loop's searches and gradient steps (over all resumes); a
-    # sweep starts only if one as long as the last would end within it
+    # minutes of searching and training (over all resumes); a sweep starts only if one as long as the last fits
     train_minutes: Annotated[float, Range(0, lo_open=True)] = 60.0
     max_sweeps: Annotated[int, Range(1)] = 1000  # stop after this many sweeps (over all resumes)
-    # unsolved training levels attempted per sweep at the first budget, taken in order (all ranks
-    # together); fewer as the budget doubles, so that a sweep's worst case stays --sweep-levels x --budget
+    # unsolved levels per sweep at the first budget (all ranks together); fewer as it doubles: the same worst case
     sweep_levels: Annotated[int, Range(1)] = 250
     # levels searched at once (all ranks together; the network's batch: one state per level, ~3 for PHS*)
     batch_levels: Annotated[int, Range(1)] = 128
-    # double the budget when a sweep solves at most this fraction of the levels it tries
-    # (0: only when it solves none, the paper's rule; 1: after every sweep)
+    # double the budget when a sweep solves at most this fraction of its levels (0: none solved, the paper's rule)
     double_below: Annotated[float, Range(0, 1)] = 0.15
     train_steps: Annotated[int, Range(1)] = 200  # gradient steps after each sweep
     batch_size: Annotated[int, Range(1)] = 256  # solution states per gradient step (all ranks together)
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3  # Adam step size
     channels: Annotated[int, Range(1)] = 32  # convolution channels of the network
     hidden: Annotated[int, Range(1)] = 128  # width of each head's dense layer
-    # PHS* only: the search uses w * h(s) (h learns the moves left along the solutions found, which
-    # are longer than the shortest; at full weight the search is too greedy, see the docstring)
+    # PHS* only: the search uses w * h(s), as h learns solutions longer than the shortest (see the docstring)
     h_weight: Annotated[float, Range(0)] = 0.25
-    # also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)
-    compare_uniform: bool = False
+    compare_uniform: bool = False  # also evaluate the uniform policy on the held-out levels (LevinTS with pi = 1/moves)
 
 
 # =============================================================================================
@@ -309,11 +287,9 @@ def load_levels(path: str) -> list[Level]:
 
 def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4, difficulty: int = 10,
                    name: str = "generated") -> Level:
-    """A solvable level: carve a room by a random walk, put the boxes on the goals, then play backwards: the
-    player walks at random, and when it steps away from an adjacent box it pulls it along (with probability
-    1/2), until it has pulled `difficulty` times or taken 100 times as many steps; a level whose boxes all
-    came back to the goals is drawn again. Every reverse step undoes a legal forward move or push, so the
-    reversed sequence solves the level."""
+    """A solvable level, played backwards from the solved one: the player walks at random and pulls along (with
+    probability 1/2) an adjacent box it steps away from, until `difficulty` pulls or 100 times as many steps, each
+    undoing a legal forward move or push; a level whose boxes all came back to the goals is drawn again."""
     while True:
         walls = np.ones((size, size), bool)
         r, c = rng.integers(1, size - 1, 2)
@@ -343,8 +319,7 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
 
 
 def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
-    """(training levels, held-out levels), from files or from the generator; bad files end the
-    run with one sentence naming the file and line."""
+    """(training, held-out levels), from files or the generator; a bad file ends the run with one sentence naming it."""
     try:
         if args.levels_path is None:
             rng = np.random.default_rng(args.seed)
@@ -447,9 +422,8 @@ class Reached:
 
 
 class Tree:
-    """The search tree of one level: nodes in parallel lists, the frontier as a heap of (cost, node id) (ids
-    grow, so equal costs pop in insertion order), and a Reached per state, for the state cut and to evaluate
-    each state once."""
+    """The search tree of one level: nodes in parallel lists, the frontier as a heap of (cost, node id) (ids grow, so
+    equal costs pop in insertion order), and a Reached per state, for the state cut and to evaluate each state once."""
 
     def __init__(self, level: Level, algo: str):
         self.level, self.algo = level, algo
@@ -565,9 +539,8 @@ def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> di
            "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
            "eval/total_expansions": int(sum(r["expansions"] for r in results)),
            "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
-    # A level's search does not depend on the budget until the budget stops it (nor on the other levels in
-    # its batch, up to the float rounding of batched network calls), so one run also tells how many levels
-    # each smaller budget would have solved.
+    # A level's search does not depend on the budget until the budget stops it (nor on the other levels in its batch,
+    # up to the float rounding of batched network calls), so one run also tells what each smaller budget solves.
     for b in (b for b in WITHIN if b < budget):
         out[f"eval/solved_within_{b}"] = int((exp <= b).sum()) if solved else 0
     if algo == "lts":
@@ -633,11 +606,9 @@ def augment(obs: torch.Tensor, actions: torch.Tensor, legal: torch.Tensor, ks: n
     return obs, actions, legal
 
 
-def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor,
-               weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the solution's actions under the policy renormalized over the legal
-    moves (as the search uses it), each level's states weighted by its expansions N(n*): the
-    gradient of N(n*) * (-log pi(n*)) with N held fixed, the Levin loss of Orseau & Lelis 2021."""
+def levin_loss(logits: torch.Tensor, legal: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The Levin loss (Orseau & Lelis 2021), the gradient of N(n*) * (-log pi(n*)) with N fixed: the cross-entropy of
+    the solution's actions under the policy renormalized over the legal moves (as in the search), weighted by N(n*)."""
     log_p = F.log_softmax(logits.masked_fill(~legal, float("-inf")), 1)
     return -(weights * log_p.gather(1, actions.unsqueeze(1)).squeeze(1)).mean()
 
@@ -651,8 +622,7 @@ def train_step(model: nn.Module, optimizer, samples: list[Sample], rng: np.rando
     to_go = torch.tensor([float(b.to_go) for b in batch], device=device)
     legal = torch.tensor([b.legal for b in batch], device=device)
     weights = torch.tensor([b.expansions / mean_expansions for b in batch], device=device)
-    # Sokoban's rules do not change when the board is turned or mirrored, if the moves turn with
-    # it: each sample is seen under a random symmetry, 8 times the data for free.
+    # Sokoban's rules hold on the board turned or mirrored, moves turned alike: each sample under a random symmetry.
     square = obs.shape[-1] == obs.shape[-2]
     ks = rng.integers(0, 8, batch_size) if square else 2 * rng.integers(0, 4, batch_size)
     obs, actions, legal = augment(obs, actions, legal, ks)
@@ -684,7 +654,7 @@ class TrainState:
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -702,14 +672,12 @@ def validate(args: Args, world_size: int) -> None:
                              f"the {world_size} ranks: make it a multiple of {world_size}.")
     if args.max_budget < args.budget:
         raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
-    generating = args.levels_path is None or args.add_generated > 0
-    if generating and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
+    if (args.levels_path is None or args.add_generated > 0) and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
         raise SystemExit(f"--num-boxes {args.num_boxes} does not fit a {args.size}x{args.size} room; lower it.")
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Create runs/<name>/ before training (an unwritable folder fails at once); a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
@@ -726,8 +694,7 @@ CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
-    under a temporary name that replaces `path` only when complete."""
+    """Atomic and verifiable: the torch.save bytes, headed by their sha256, go to a temp file that replaces path."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -754,9 +721,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it, and
-    search() gathers every rank's results, so a stop on any rank is a stop on all of them."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and search() makes a stop on one a stop on all."""
 
     def __init__(self):
         self.requested, self.at = False, 0.0
@@ -772,8 +738,7 @@ class StopFlag:
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
-    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -791,7 +756,6 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
 def start_wandb(args: Args, run_name: str, run_dir: str):
     """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
     import wandb  # imported here so that a plain run does not pay for it
-
     try:
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
                    config=dataclasses.asdict(args), dir=run_dir)
@@ -802,9 +766,8 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
 
 
 class RunLog:
-    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
-    first line with the config), so any run can be read back or plotted without wandb; with --track the
-    same rows go to wandb too. Pictures and charts go to wandb only."""
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first line with
+    the config), so any run can be read back or plotted without wandb; --track sends them (and pictures) to wandb."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
         self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
@@ -827,12 +790,6 @@ class RunLog:
         self.file.close()
         if self.wandb:
             self.wandb.finish()
-
-
-def check_finite(name: str, value: float, sweep: int, hint: str) -> None:  # a sweep is this script's step
-    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
-    if not math.isfinite(value):
-        raise SystemExit(f"sweep {sweep}: {name} is {value}; {hint}")
 
 
 # A checkpoint fixes its network and, to resume it, its levels (--eval-checkpoint may search others).
@@ -861,10 +818,9 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
 
 
 def main(args: Args) -> dict:
-    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with --eval-checkpoint,
-    only search). Returns summarize's eval/* and charts/expansions_per_s, train/solved, train/levels,
-    train/seconds, sweep, charts/budget, wall_time, the last losses/*, and with --compare-uniform the same
-    eval keys under uniform/ for the uniform policy."""
+    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with --eval-checkpoint, only
+    search). Returns summarize's eval/* and charts/expansions_per_s, train/solved, train/levels, train/seconds, sweep,
+    charts/budget, wall_time, the last losses/*, and with --compare-uniform the same eval keys under uniform/."""
     check_args(args)
     args, ckpt = open_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
@@ -891,8 +847,7 @@ def main(args: Args) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         optimizer.param_groups[0]["lr"] = args.learning_rate
         st = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
-    # LevinTS trains the policy head only; DDP must be told that the heuristic head gets no gradient.
-    model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net
+    model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net  # LevinTS: h head unused
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
     stop = None if args.eval_checkpoint else StopFlag()  # listening before the line that says training starts
     if is_main:
@@ -907,9 +862,8 @@ def main(args: Args) -> dict:
             train_names=[lv.name for lv in train_levels], args=dataclasses.asdict(args), **dataclasses.asdict(st)))
 
     def search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = args.search) -> tuple[list, float]:
-        """Rank r searches levels r, r + world_size, ... (--batch-levels / world_size at once): all the
-        results in level order on every rank, and the slowest rank's seconds. Ctrl-C stops every rank's
-        search: rank 0 saves the run as of its last whole sweep and prints the command that resumes it."""
+        """Rank r searches levels r, r + world_size, ...: every rank's results in level order, and the slowest rank's
+        seconds. After Ctrl-C rank 0 saves the run as of its last whole sweep and prints the command that resumes it."""
         t = time.time()
         mine = batched_search(levels[rank::world_size], evaluate, budget, algo, args.batch_levels // world_size,
                               stop=stop)
@@ -930,16 +884,14 @@ def main(args: Args) -> dict:
         return results, max(s for _, s in parts)
 
     evaluate = network_evaluator(net, device, args.h_weight)
-    # Solved levels are not searched again, so their training samples are built once.
-    samples = [] if args.eval_checkpoint else [
+    samples = [] if args.eval_checkpoint else [  # solved levels are not searched again: their samples are built once
         x for i, (n_exp, moves) in st.memory.items() for x in solution_samples(train_levels[i], moves, n_exp)]
     start, row = time.time(), {}
     while (args.eval_checkpoint is None and st.sweep < args.max_sweeps
            and st.trained_s + st.last_s < args.train_minutes * 60):
         t0, before = time.time(), st.trained_s
-        # The next unsolved levels after the cursor, cycling through the list in order (so the generated
-        # levels of --add-generated, easiest first, come first). Fewer at a larger budget: a sweep then costs
-        # at most what the first did, and the clock is checked as often.
+        # The next unsolved levels after the cursor, cycling in order (the --add-generated ones, easiest first, come
+        # first); fewer at a larger budget, so a sweep costs at most what the first did and the clock is read as often.
         n, count = len(train_levels), max(world_size, args.sweep_levels * args.budget // st.budget)
         chosen = [i for i in ((st.cursor + k) % n for k in range(n)) if i not in st.memory][:count]
         if not chosen:
@@ -954,9 +906,7 @@ def main(args: Args) -> dict:
             st.memory[i] = (r["expansions"], r["actions"])
             samples += solution_samples(train_levels[i], r["actions"], r["expansions"])
         net.train()
-        # This rank's minibatches: seeded by (seed, rank, sweep), so the sweep index saved in the
-        # checkpoint is all the random state a resumed run needs.
-        rng = np.random.default_rng([args.seed, rank, st.sweep])
+        rng = np.random.default_rng([args.seed, rank, st.sweep])  # the saved sweep is all the RNG state a resume needs
         losses = [(0.0, 0.0)]
         if samples:
             mean_exp = float(np.mean([n for n, _ in st.memory.values()]))
@@ -974,12 +924,13 @@ def main(args: Args) -> dict:
                "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(search_s, 1e-9),
                "charts/expansions_total": st.expansions,
                "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": st.trained_s}
-        check_finite("the policy loss", row["losses/policy_loss"], st.sweep, "lower --learning-rate.")
         if args.search == "phs":
             row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
-            check_finite("the heuristic loss", row["losses/heuristic_loss"], st.sweep, "lower --learning-rate.")
-        # Too little new at this budget: search deeper (the module docstring says why not the paper's rule).
-        if len(new) <= args.double_below * len(chosen):
+        for name in ("policy", "heuristic"):  # a nan or inf loss stops the run (exit 1), not trains garbage
+            value = row.get(f"losses/{name}_loss", 0.0)
+            if not math.isfinite(value):
+                raise SystemExit(f"sweep {st.sweep}: the {name} loss is {value}; lower --learning-rate.")
+        if len(new) <= args.double_below * len(chosen):  # too little new: search deeper (the docstring says why)
             st.budget = min(2 * st.budget, args.max_budget)
         if is_main:
             print(f"sweep {st.sweep:>3}  budget {row['charts/budget']:>6}  solved {len(new):>4}/{len(chosen):<4} "
@@ -1022,7 +973,6 @@ def main(args: Args) -> dict:
         if solved is not None:
             moves = "".join(MOVE_NAMES[a] for a in results[solved]["actions"])
             print(f"{test_levels[solved].name} solved by {moves}:\n{test_levels[solved].render()}")
-        # with --track, a picture of a solved level and the moves found
         picture = {} if solved is None or not logger.wandb else {
             "eval/solved_level": logger.wandb.Html(f"<pre>{test_levels[solved].render()}\n{moves}</pre>")}
         logger.log({**metrics, **picture}, step=st.sweep + 1)
