@@ -5,8 +5,7 @@ theta so that actions followed by a high return become more likely. No value fun
 can be added as a baseline, which lowers the variance of the update without biasing it.
 
     objective           J(theta) = E_pi[ G_0 ],   G_t = r_t+1 + gamma r_t+2 + ... (to the episode end)
-    policy gradient     grad J = E_pi[ sum_t G_t grad log pi(A_t|S_t) ]      (S&B eq. 13.5-13.8;
-                        exact for gamma = 1, see below for gamma < 1)
+    policy gradient     grad J = E_pi[ sum_t G_t grad log pi(A_t|S_t) ]      (S&B eq. 13.5-13.8; exact for gamma = 1)
     reward-to-go        only rewards *after* A_t appear in G_t: earlier rewards do not depend on A_t, so
                         their terms have expectation zero and only add variance.
     with a baseline     grad J = E_pi[ sum_t (G_t - b_t) grad log pi(A_t|S_t) ]      (S&B eq. 13.10)
@@ -21,11 +20,10 @@ can be added as a baseline, which lowers the variance of the update without bias
     the estimate        g = 1/k sum_i sum_t (G_t^i - b_t^i) grad log pi(A_t^i|S_t^i)
     entropy bonus       optionally, + ent_coef * sum_t H(pi(.|S_t)) per episode (biases g on purpose).
 
-The steps are Adam's (one per update, on -g, and on the least-squares loss of v), not the plain SGD of S&B's
-boxes: the scale of g changes a lot as episodes grow, and Adam follows it. With gamma < 1 S&B's box also
-multiplies step t by gamma^t; like nearly every implementation this file leaves that factor out (Thomas 2014
-shows the result is then not the exact gradient of the discounted objective). With gamma = 1, as on the short
-corridor, g is exactly unbiased.
+The steps are Adam's (one per update, on -g, and on the least-squares loss of v), not the plain SGD of S&B's boxes:
+the scale of g changes a lot as episodes grow, and Adam follows it. With gamma < 1 S&B's box also multiplies step t by
+gamma^t; like nearly every implementation this file leaves that factor out (Thomas 2014 shows the result is then not
+the exact gradient of the discounted objective). With gamma = 1, as on the short corridor, g is exactly unbiased.
 
 Each update collects k fresh episodes, one per sub-environment, from a reset to their end: waiting for whole
 episodes keeps every episode on-policy and does not favour short ones. gymnasium 1.x vector envs reset a
@@ -54,8 +52,7 @@ References
         Learning with Function Approximation", NeurIPS (the policy gradient theorem).
     Sutton & Barto 2018, "Reinforcement Learning: An Introduction", 2nd ed., ch. 13.
     Thomas 2014, "Bias in Natural Actor-Critic Algorithms", ICML (the dropped gamma^t).
-    Kool, van Hoof, Welling 2019, "Buy 4 REINFORCE Samples, Get a Baseline for Free!",
-        ICLR workshop (leave-one-out baseline).
+    Kool, van Hoof, Welling 2019, "Buy 4 REINFORCE Samples, Get a Baseline for Free!", ICLR workshop (leave-one-out).
     Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
         Learning from Human Feedback in LLMs", arXiv:2402.14740 (RLOO).
 
@@ -80,9 +77,7 @@ import random
 import signal
 import sys
 import time
-import typing
-from dataclasses import dataclass
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, get_type_hints
 
 import gymnasium as gym
 import numpy as np
@@ -96,17 +91,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ALGO = "reinforce"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces it."""
 
     lo: float = -math.inf
     hi: float = math.inf
     lo_open: bool = False
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """REINFORCE. --env-id picks that environment's tuned numbers (PRESETS) as the defaults shown
     here; any flag still wins. Every count is for the whole run, all ranks together."""
@@ -120,38 +114,31 @@ class Args:
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = False  # save the policy (and value network) to runs/<run_name>/reinforce.pt
-    # evaluate this saved model (in its own env, greedy or not as it was trained) and exit, no training
-    eval_checkpoint: Optional[str] = None
+    eval_checkpoint: Optional[str] = None  # evaluate this saved model (its own env, greedy or not) instead of training
     log_interval: Annotated[int, Range(1)] = 10_000  # print progress every this many environment steps
 
-    # a gymnasium id with a Discrete or Box action space ("module:Env-v0" imports module first)
-    env_id: str = "CartPole-v1"
+    env_id: str = "CartPole-v1"  # a gymnasium id, Discrete or Box actions ("module:Env-v0" imports module first)
     # none: G_t; value: G_t - v(S_t) with a learned v (S&B 13.4); rloo: G_t minus the other episodes' mean
     baseline: Literal["none", "value", "rloo"] = "value"
-    # environment steps (all ranks together); training stops at the first update past it
-    total_timesteps: Annotated[int, Range(1)] = 500_000
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # env steps; training stops at the first update past it
     episodes_per_update: Annotated[int, Range(1)] = 8  # k: whole episodes per update (one per sub-env)
-    # Adam step size of the policy (alpha^theta in S&B)
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
-    # Adam step size of the value baseline (alpha^w in S&B)
-    value_learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3  # Adam step size of the policy (alpha^theta in S&B)
+    value_learning_rate: Annotated[float, Range(0, lo_open=True)] = 1e-3  # Adam step size of the baseline v (alpha^w)
     anneal_lr: bool = True  # let both step sizes fall linearly to 0 over the run (steadier final policy)
     gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
     ent_coef: Annotated[float, Range(0)] = 0.0  # weight of the entropy bonus (0 = plain REINFORCE)
-    # widths of the hidden layers of the policy and value networks (none: linear)
-    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)
+    hidden_sizes: Annotated[tuple[int, ...], Range(1)] = (64, 64)  # hidden layer widths of both networks (none: linear)
     greedy_eval: bool = True  # evaluate the most likely action (True) or the stochastic policy itself (False)
     eval_episodes: Annotated[int, Range(1)] = 100  # evaluation episodes at the end
 
 
 # Tuned environments, whole Args values (how each was found: the README's reinforce.py section).
 PRESETS = {
-    # Half the generic budget: greedy 475+ in 4-5 of 5 seeds by then (see the README's table).
+    # Half the generic budget: most seeds are greedy 475+ by then (the README's table).
     "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=250_000),
     # S&B 13.1: a constant input needs no hidden layer; gamma 1 as in the book; the best policy is stochastic.
-    "ShortCorridor-v0": dataclasses.replace(
-        Args(), env_id="ShortCorridor-v0", total_timesteps=100_000, learning_rate=1e-2,
-        value_learning_rate=3e-2, gamma=1.0, hidden_sizes=(), greedy_eval=False, eval_episodes=2000),
+    "ShortCorridor-v0": dataclasses.replace(Args(), env_id="ShortCorridor-v0", total_timesteps=100_000, gamma=1.0,
+        learning_rate=1e-2, value_learning_rate=3e-2, hidden_sizes=(), greedy_eval=False, eval_episodes=2000),
 }
 
 
@@ -165,8 +152,7 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left, 1 = right (reversed in state 1);
-    left in state 0 bumps into the wall and stays. Every step costs -1; the observation is always 0."""
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -201,19 +187,17 @@ def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
         raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and (
-            isinstance(action_space, gym.spaces.Discrete)
-            or isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+    flat_obs, box_actions = (isinstance(s, gym.spaces.Box) and len(s.shape) == 1 for s in (space, action_space))
+    if not (flat_obs and (box_actions or isinstance(action_space, gym.spaces.Discrete))):
         raise SystemExit(f"this REINFORCE takes a flat Box observation and a Discrete or flat Box action "
                          f"space, but {env_id} has {space} and {action_space}.")
-    if isinstance(action_space, gym.spaces.Box):  # Gaussian samples are clipped to the bounds on their way in
+    if box_actions:  # Gaussian samples are clipped to the bounds on their way in
         envs = gym.wrappers.vector.TransformAction(envs, lambda a: np.clip(a, action_space.low, action_space.high))
     return envs
 
 
 def mlp(in_dim: int, hidden_sizes: tuple[int, ...], out_dim: int, out_std: float) -> nn.Sequential:
-    """tanh MLP (hidden layers keep PyTorch's default init); the last layer is orthogonal with gain
-    out_std, so a small one starts the policy near uniform (and v near 0)."""
+    """tanh MLP with PyTorch's default init, but for the last layer: orthogonal with gain out_std, zero bias."""
     layers, width = [], in_dim
     for h in hidden_sizes:
         layers += [nn.Linear(width, h), nn.Tanh()]
@@ -231,7 +215,7 @@ class Agent(nn.Module):
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         n_out = int(action_space.n) if self.discrete else action_space.shape[0]
-        self.actor = mlp(obs_dim, hidden_sizes, n_out, out_std=0.01)
+        self.actor = mlp(obs_dim, hidden_sizes, n_out, out_std=0.01)  # small: the policy starts near uniform
         if not self.discrete:
             self.log_std = nn.Parameter(torch.zeros(n_out))  # state-independent
         self.critic = mlp(obs_dim, hidden_sizes, 1, out_std=1.0) if value else None
@@ -246,9 +230,7 @@ class Agent(nn.Module):
 
     def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
         d = self.dist(obs)
-        if greedy:
-            return d.probs.argmax(-1) if self.discrete else d.mean
-        return d.sample()
+        return (d.probs.argmax(-1) if self.discrete else d.mean) if greedy else d.sample()
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor):
         """log pi(a|s), the entropy H(pi(.|s)) and v(s) (None without a value baseline)."""
@@ -260,13 +242,10 @@ class Agent(nn.Module):
         return logprob, entropy, value
 
 
-def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device,
-                     seed: Optional[int] = None):
-    """One whole episode in every sub-env, from a reset until the slowest ends: arrays [T, num_envs, ...]
-    of observations, actions, rewards and `alive` (False from a sub-env's autoreset step on)."""
+def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device, seed: Optional[int] = None):
+    """One whole episode in every sub-env, until the slowest ends: [T, num_envs, ...] obs, actions, rewards, alive."""
     obs, _ = envs.reset(seed=seed)
-    alive = np.ones(envs.num_envs, dtype=bool)
-    steps = []
+    alive, steps = np.ones(envs.num_envs, dtype=bool), []
     while alive.any():
         with torch.inference_mode():
             actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
@@ -279,8 +258,7 @@ def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.dev
 
 def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     """G_t = r_t+1 + gamma G_t+1 along dim 0 (time), G = 0 past the end (where rewards must be 0)."""
-    returns = torch.zeros_like(rewards)
-    future = torch.zeros_like(rewards[0])
+    returns, future = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
         future = rewards[t] + gamma * future
         returns[t] = future
@@ -288,15 +266,13 @@ def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def rloo_baseline(returns: torch.Tensor, group_sum: torch.Tensor, group_size: int) -> torch.Tensor:
-    """b_t^i = (sum_j G_t^j - G_t^i) / (k - 1): the mean of the other k - 1 episodes' G_t. returns is
-    [T, n] (this rank's episodes), group_sum is [T], the sum over all k episodes of the group (all ranks)."""
+    """b_t^i = (sum_j G_t^j - G_t^i) / (k - 1); returns [T, n] are this rank's episodes, group_sum [T] sums all k."""
     return (group_sum.unsqueeze(1) - returns) / (group_size - 1)
 
 
-def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, alive: torch.Tensor,
-                   num_episodes: int) -> torch.Tensor:
+def reinforce_loss(logprob: torch.Tensor, advantages: torch.Tensor, alive: torch.Tensor, episodes: int) -> torch.Tensor:
     """-1/k sum_i sum_t (G_t^i - b_t^i) log pi(A_t^i|S_t^i); its gradient is -g."""
-    return -(advantages.detach() * logprob * alive).sum() / num_episodes
+    return -(advantages.detach() * logprob * alive).sum() / episodes
 
 
 def prob_right(agent: Agent, device: torch.device) -> float:
@@ -307,8 +283,7 @@ def prob_right(agent: Agent, device: torch.device) -> float:
 
 def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, device: torch.device,
              where: str) -> dict:
-    """Play `episodes` episodes, one per sub-env (so short ones are not over-counted), print the mean
-    return (on the short corridor also P(right) beside p* and v*) and return the metrics."""
+    """Play `episodes` episodes, one per sub-env (so short ones are not over-counted); print and return the metrics."""
     envs = make_envs(env_id, episodes)
     corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)
     obs, _ = envs.reset(seed=seed)
@@ -320,15 +295,14 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
-    metrics = {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-               "eval/episodes": episodes}
-    print(f"{env_id} {'greedy' if greedy else 'stochastic'} eval: {metrics['eval/mean_return']:.2f} +- "
-          f"{metrics['eval/std_return']:.2f} over {episodes} episodes {where}")
+    mean, std = float(returns.mean()), float(returns.std())
+    metrics = {"eval/mean_return": mean, "eval/std_return": std, "eval/episodes": episodes}
+    print(f"{env_id} {'greedy' if greedy else 'stochastic'} eval: {mean:.2f} +- {std:.2f} "
+          f"over {episodes} episodes {where}")
     if corridor:
         p = metrics["eval/prob_right"] = prob_right(agent, device)
-        print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), "
-              f"mean return {metrics['eval/mean_return']:.2f} (analytic v* = {CORRIDOR_V_STAR:.2f}; "
-              f"v(P(right)) = {corridor_value(p):.2f})")
+        print(f"short corridor: P(right) {p:.4f} (analytic p* = {CORRIDOR_P_STAR:.4f}), mean return {mean:.2f} "
+              f"(analytic v* = {CORRIDOR_V_STAR:.2f}; v(P(right)) = {corridor_value(p):.2f})")
     return metrics
 
 
@@ -349,7 +323,7 @@ def parse_args() -> Args:
 
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -371,13 +345,12 @@ def validate(args: Args, world_size: int) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Create runs/<name>/ before training (an unwritable folder fails at once); a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
             return path
-        except FileExistsError:
+        except FileExistsError:  # mkdir is atomic: a twin started in the same second moves on to <name>-2
             continue
         except OSError as e:
             raise SystemExit(f"cannot create the run folder {path} ({e.strerror}): "
@@ -389,8 +362,7 @@ CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
-    under a temporary name that replaces `path` only when complete."""
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -440,8 +412,7 @@ class StopFlag:
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
-    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU; else no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -470,9 +441,8 @@ def start_wandb(args: Args, run_name: str, run_dir: str):
 
 
 class RunLog:
-    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
-    first line with the config), so any run can be read back or plotted without wandb; with --track the
-    same rows go to wandb too. Pictures and charts go to wandb only."""
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first
+    line with the config), so any run can be read back or plotted without wandb; with --track, to wandb too."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
         self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
@@ -497,15 +467,8 @@ class RunLog:
             self.wandb.finish()
 
 
-def check_finite(name: str, value: float, step: int, hint: str) -> None:
-    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
-    if not math.isfinite(value):
-        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
-
-
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-checkpoint: evaluate a saved agent in the env and the mode (greedy or stochastic) it
-    was trained with, no training; under torchrun rank 0 alone evaluates."""
+    """--eval-checkpoint: evaluate a saved agent in its own env and mode (greedy or not); under torchrun, on rank 0."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
@@ -556,11 +519,9 @@ def main(args: Args) -> dict:
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
                   value=args.baseline == "value").to(device)
     model = DDP(agent) if distributed else agent  # DDP broadcasts rank 0's weights at the start
-    groups = [{"params": [p for n, p in agent.named_parameters() if not n.startswith("critic.")],
-               "lr": args.learning_rate}]
-    if agent.critic is not None:
-        groups.append({"params": agent.critic.parameters(), "lr": args.value_learning_rate})
-    optimizer = torch.optim.Adam(groups)
+    actor = [p for n, p in agent.named_parameters() if not n.startswith("critic.")]
+    critic = [] if agent.critic is None else [{"params": agent.critic.parameters(), "lr": args.value_learning_rate}]
+    optimizer = torch.optim.Adam([{"params": actor, "lr": args.learning_rate}, *critic])
 
     global_step, recent_returns, losses = 0, [], {}
     start_time, next_log = time.time(), args.log_interval
@@ -574,8 +535,7 @@ def main(args: Args) -> dict:
         obs, rewards, alive = obs.float(), rewards.float(), alive.float()
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
-        # Summed over ranks: env steps (those of sub-envs waiting for the slowest too: they are simulated).
-        # Max over ranks: the longest episode (RLOO sums are padded to it), whether any rank heard Ctrl-C.
+        # Sum over ranks: env steps (masked ones too); max: the longest episode (RLOO pads to it), a Ctrl-C on any.
         counts = torch.tensor([returns.numel(), len(returns), stop.requested], device=device)
         if distributed:
             dist.all_reduce(counts[:1])
@@ -613,8 +573,9 @@ def main(args: Args) -> dict:
             logger.log({"charts/episodic_return": float(np.mean(episode_returns)), **losses,
                         "global_step": global_step}, step=global_step)
         if is_main and (global_step >= next_log or global_step >= args.total_timesteps):
-            check_finite("the policy loss", losses["losses/policy_loss"], global_step,
-                         "lower --learning-rate or --value-learning-rate.")
+            if not math.isfinite(losses["losses/policy_loss"]):  # a nan or inf loss stops the run (exit 1)
+                raise SystemExit(f"step {global_step}: the policy loss is {losses['losses/policy_loss']}; "
+                                 "lower --learning-rate or --value-learning-rate.")
             next_log = (global_step // args.log_interval + 1) * args.log_interval
             sps = int(global_step / (time.time() - start_time))
             print(f"step {global_step:>8}  return(last {len(recent_returns)}) {np.mean(recent_returns):8.2f}  "
@@ -633,8 +594,7 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time,
-               "charts/SPS": int(global_step / wall_time), **losses}
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time), **losses}
     if is_main:  # the last update's losses were checked by the last progress line
         metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device,
                                 f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"))
