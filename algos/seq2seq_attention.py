@@ -1,10 +1,10 @@
-"""Sequence to sequence with attention: a GRU encoder-decoder with Bahdanau or Luong attention, masking,
-beam search and BLEU, in one file.
+"""Sequence to sequence with attention: a GRU encoder-decoder with Bahdanau or Luong attention, masking, beam search
+and BLEU, in one file.
 
-An encoder reads the source x_1..x_S into vectors h_1..h_S; a decoder writes the target one token at a
-time. Without attention (Sutskever et al. 2014) the whole source has to squeeze through the decoder's
-first state. With attention (Bahdanau et al. 2015) every decoder step looks back at all h_j, weighs them
-by how well they match its state s, and reads their weighted mean, the context c:
+An encoder reads the source x_1..x_S into vectors h_1..h_S; a decoder writes the target one token at a time. Without
+attention (Sutskever et al. 2014) the whole source has to squeeze through the decoder's first state. With attention
+(Bahdanau et al. 2015) every decoder step looks back at all h_j, weighs them by how well they match its state s, and
+reads their weighted mean, the context c:
 
     scores      e_j = v^T tanh(W s + U h_j)         additive, "bahdanau" (Bahdanau et al. eq. 6)
                 e_j = s^T h_j                       "dot"      (Luong et al. eq. 8)
@@ -12,43 +12,39 @@ by how well they match its state s, and reads their weighted mean, the context c
     weights     a_j = exp(e_j) / sum_k exp(e_k)     padding positions get e_j = -inf, so a_j = 0
     context     c = sum_j a_j h_j
 
-The papers also differ in *when* the decoder attends. Bahdanau ("bahdanau"): the previous state s_{t-1}
-queries, then the GRU reads [embedding of y_{t-1}; c_t]. Luong ("dot", "general"): the GRU steps first
-(fed the previous attentional vector, "input feeding", sec. 3.3), its new state s_t queries, and
-h~_t = tanh(W_c [c_t; s_t]) (eq. 5) predicts y_t. The encoder is a bidirectional GRU, so h_j sees the
-whole source; the decoder's state has the size of h_j, which "dot" requires.
+The papers also differ in *when* the decoder attends. Bahdanau ("bahdanau"): the previous state s_{t-1} queries, then
+the GRU reads [embedding of y_{t-1}; c_t]. Luong ("dot", "general"): the GRU steps first (fed the previous attentional
+vector, "input feeding", sec. 3.3), its new state s_t queries, and h~_t = tanh(W_c [c_t; s_t]) (eq. 5) predicts y_t.
+A bidirectional GRU encoder lets h_j see the whole source; the decoder's state is as wide as h_j, as "dot" requires.
 
-Training minimises the cross-entropy of the next target token. Padding is masked out of the attention and
-the loss, and packed sequences keep it out of the encoder's final states, so a sentence's result does not
-depend on the rest of its batch (a test checks it). With --teacher-forcing p < 1 the decoder reads its own
-previous prediction instead of the true token at a fraction 1 - p of the steps, to practise recovering.
+Training minimises the cross-entropy of the next target token. Padding is masked out of the attention and the loss, and
+packed sequences keep it out of the encoder's final states, so a sentence's result does not depend on the rest of its
+batch (a test checks it). With --teacher-forcing p < 1 the decoder reads its own previous prediction instead of the
+true token at a fraction 1 - p of the steps, to practise recovering.
 
-Decoding: greedy, or beam search keeping the K best partial translations per sentence, all sentences and
-beams in one batch. Hypotheses are ranked by log P(Y|X) / lp(Y) with the length penalty
-lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14), so that short outputs are not preferred.
+Decoding: greedy, or beam search keeping the K best partial translations per sentence, all sentences and beams in one
+batch. Hypotheses are ranked by log P(Y|X) / lp(Y) with the length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al.
+2016, eq. 14), so that short outputs are not preferred.
 
-Evaluation: exact match and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of log p_n, n = 1..4),
-p_n the clipped n-gram precisions over the whole test set, BP = min(1, exp(1 - ref_len / hyp_len)), as
-sacreBLEU scores by default (mteval-v13a tokens, "exp" smoothing of zero counts; a test compares them),
-cased and lowercased (sacreBLEU's -lc). A PNG of the attention weights of a few test sentences goes to
-runs/<run_name>/attention.png; --translate draws one for each sentence it is given.
+Evaluation: exact match and corpus BLEU (Papineni et al. 2002) = BP * exp(mean of log p_n, n = 1..4), p_n the clipped
+n-gram precisions over the whole test set, BP = min(1, exp(1 - ref_len / hyp_len)), as sacreBLEU scores by default
+(mteval-v13a tokens, "exp" smoothing of zero counts; a test compares them), cased and lowercased (sacreBLEU's -lc). A
+PNG of the attention weights of a few test sentences goes to runs/<run_name>/attention.png; --translate draws one for
+each sentence it is given.
 
-Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
-1998", "the 3rd of March 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in
-training; numeric dates are day first, two-digit years 19xx from 50 up. Or --data-path: UTF-8
-"source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv
-(data/parallel/README.md gives the rules and says how to get Tatoeba or Multi30k). Tokens are characters,
-words, tiktoken subwords, or a byte-level BPE (Sennrich et al. 2016) learned here from both sides of the
-training split, so any Unicode text splits into known symbols and joins back exactly; the vocabularies
-hold the tokens seen in training. --bucket-pool puts pairs of similar length in a batch, so less of it
-is padding.
+Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03 1998", "the
+3rd of March 1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in training; numeric dates are
+day first, two-digit years 19xx from 50 up. Or --data-path: UTF-8 "source<TAB>target" lines, one file split here or a
+folder with train.tsv, val.tsv and test.tsv (data/parallel/README.md gives the rules and says how to get Tatoeba or
+Multi30k). Tokens are characters, words, tiktoken subwords, or a byte-level BPE (Sennrich et al. 2016) learned here
+from both sides of the training split, so any Unicode text splits into known symbols and joins back exactly; the
+vocabularies hold the tokens seen in training. --bucket-pool batches pairs of similar length, so less is padding.
 
-Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
-and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
-CUDA the forward pass runs in bfloat16 autocast (--dtype float16 for a GPU without bfloat16: float16
-with a gradient scaler); on the CPU only with --cpu-bf16. Ctrl-C stops training at the end of a step, saves
-runs/<run_name>/seq2seq_attention.pt (optimizer, data order, random states included) and prints the
-command that resumes it exactly.
+Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks) and
+DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On CUDA the forward
+pass runs in bfloat16 autocast (--dtype float16 for a GPU without bfloat16: float16 with a gradient scaler); on the CPU
+only with --cpu-bf16. Ctrl-C stops training at the end of a step, saves runs/<run_name>/seq2seq_attention.pt
+(optimizer, data order, random states included) and prints the command that resumes it exactly.
 
 References
     Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
@@ -99,10 +95,9 @@ import signal
 import sys
 import textwrap
 import time
-import typing
 from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated, Literal, NamedTuple, Optional
+from typing import Annotated, Literal, NamedTuple, Optional, get_type_hints
 
 import numpy as np
 import torch
@@ -116,10 +111,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 ALGO = "seq2seq_attention"
 
 
-# Range marks each numeric field's valid values; check_args (MACHINERY, below) enforces them.
 @dataclass(frozen=True)
 class Range:
-    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite."""
+    """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces them."""
 
     lo: float = -math.inf
     hi: float = math.inf
@@ -135,23 +129,18 @@ class Args:
     seed: Annotated[int, Range(0, 2**31)] = 1
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
-    # precision on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler), or float32 (TF32 off too);
-    # CPU runs are float32 whatever this says, unless --cpu-bf16
+    # on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler) or float32 (TF32 off); CPU: float32 unless --cpu-bf16
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    # bfloat16 autocast on the CPU too: faster only where the CPU has AVX512-BF16 or AMX
-    cpu_bf16: bool = False
+    cpu_bf16: bool = False  # bfloat16 autocast on the CPU too: faster only where the CPU has AVX512-BF16 or AMX
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small recurrent nets run fastest with one
     track: bool = False  # log to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = False  # save the model and all --resume needs to runs/<run_name>/seq2seq_attention.pt
-    # continue training this checkpoint to --num-iterations, writing beside it (with its data and model flags)
-    resume: Optional[str] = None
-    # evaluate this checkpoint on its test set (or on the pairs of a --data-path it was not trained on),
-    # greedy and with --beam-size; no training
+    resume: Optional[str] = None  # continue training to --num-iterations (its data and model flags), writing beside it
+    # evaluate this checkpoint on its test set or another --data-path's pairs, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
-    # with --eval-checkpoint: translate these sentences instead, each with an attention heat map
-    translate: tuple[str, ...] = ()
+    translate: tuple[str, ...] = ()  # --eval-checkpoint: translate these sentences, each with an attention heat map
 
     # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
@@ -178,8 +167,7 @@ class Args:
     batch_size: Annotated[int, Range(1)] = 64  # sentence pairs per step (all ranks together)
     # pairs of similar length share a batch: pools of this many batches sorted by length; 0: random batches
     bucket_pool: Annotated[int, Range(0)] = 0
-    # Adam step size at the start; it decays along a cosine to a tenth
-    learning_rate: Annotated[float, Range(0, lo_open=True)] = 3e-3
+    learning_rate: Annotated[float, Range(0, lo_open=True)] = 3e-3  # Adam step size, decaying along a cosine to a tenth
     # clip the global gradient norm to this (recurrent nets have rare exploding steps)
     grad_clip: Annotated[float, Range(0, lo_open=True)] = 1.0
     # val loss, greedy exact match and BLEU (and, with --save-model, a checkpoint) every this many steps
@@ -283,8 +271,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
 
 
 def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, str]]]:
-    """A folder with train/val/test.tsv, or one file split (after a fixed shuffle) into
-    train, val and test with heldout_fraction each for val and test."""
+    """A folder with train/val/test.tsv, or one file shuffled and split, heldout_fraction each for val and test."""
     if os.path.isdir(path):
         files = {split: os.path.join(path, f"{split}.tsv") for split in ("train", "val", "test")}
         missing = [f for f in files.values() if not os.path.isfile(f)]
@@ -350,12 +337,9 @@ class BytePairEncoding:
         """Every occurrence of the pair, left to right, made one symbol."""
         out, i = [], 0
         while i < len(word):
-            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-                out.append(word[i] + word[i + 1])
-                i += 2
-            else:
-                out.append(word[i])
-                i += 1
+            n = 2 if tuple(word[i:i + 2]) == pair else 1
+            out.append("".join(word[i:i + n]))
+            i += n
         return out
 
     def encode_word(self, w: str) -> list[str]:
@@ -378,10 +362,9 @@ class BytePairEncoding:
 
 
 class Tokenizer:
-    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE
-    learned here from the training split. Words are runs of letters and digits, which may hold inner
-    hyphens, apostrophes, periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are
-    joined back with spaces."""
+    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE learned
+    here from the training split. Words are runs of letters and digits, which may hold inner hyphens, apostrophes,
+    periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are joined back with spaces."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
@@ -429,10 +412,9 @@ class Vocab:
 
 
 def epoch_order(lengths: torch.Tensor, batch_size: int, pool: int, gen: torch.Generator) -> torch.Tensor:
-    """One epoch's order of the training pairs; its consecutive batch_size slices are the batches. pool 0:
-    a random permutation. Else pairs of similar length share a batch, as in the paper (sec. 5.1), so less of
-    each batch is padding: the permutation's full batches are cut into pools of `pool` batches, each pool is
-    sorted by length and cut into batches, and the batches are shuffled."""
+    """One epoch's order of the training pairs; its consecutive batch_size slices are the batches. pool 0: a random
+    permutation. Else, as in the paper (sec. 5.1), the permutation's full batches are cut into pools of `pool`
+    batches, each pool is sorted by length and cut into batches, and the batches are shuffled."""
     order = torch.randperm(len(lengths), generator=gen)
     if pool == 0:
         return order
@@ -554,8 +536,7 @@ class Seq2Seq(nn.Module):
         return state, torch.zeros_like(state), self.decoder.attention.keys(h), h, mask
 
     def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0):
-        """Logits (B, T, V) for every target position. Step t reads the true y_{t-1} (teacher forcing) or,
-        with probability 1 - teacher_forcing per sentence and step, the model's own guess at step t-1."""
+        """Logits (B, T, V); step t reads the true y_{t-1} or, with probability 1 - teacher_forcing, its own guess."""
         state, feed, keys, values, mask = self.encode(src, src_len)
         logits = []
         for t in range(tgt_in.size(1)):
@@ -593,8 +574,7 @@ def greedy_decode(model: Seq2Seq, src, src_len, max_len: int):
 
 
 def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
-    """lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14)."""
-    return ((5.0 + length) / 6.0) ** alpha
+    return ((5.0 + length) / 6.0) ** alpha  # lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al. 2016, eq. 14)
 
 
 @torch.no_grad()
@@ -658,8 +638,7 @@ def ngrams(tokens: list[str], n: int) -> Counter:
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str], lowercase: bool = False, max_n: int = 4) -> float:
-    """Corpus BLEU in [0, 100]: n-gram matches and counts are summed over all sentences first. lowercase:
-    both sides lowercased before tokenising (sacreBLEU's -lc)."""
+    """Corpus BLEU in [0, 100]: n-gram matches and counts summed over all sentences; lowercase: sacreBLEU's -lc."""
     matches, totals, hyp_len, ref_len = [0] * max_n, [0] * max_n, 0, 0
     for hyp, ref in zip(hypotheses, references, strict=True):
         h, r = (tokenize_13a(x.lower() if lowercase else x) for x in (hyp, ref))
@@ -716,8 +695,7 @@ def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_l
 
 
 def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> list[str]:
-    """Heat maps of the greedy decoder's attention weights (rows: output tokens; columns:
-    source tokens), one panel per sentence, saved as a PNG -> the greedy translations."""
+    """The greedy translations; a PNG of their attention weights, a panel a sentence (rows: output, columns: source)."""
     from matplotlib.figure import Figure  # no pyplot: no display or backend needed
 
     model.eval()
@@ -728,11 +706,9 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
         ids, weights = greedy_decode(model, src, torch.tensor([len(src_tokens)]), max_len)
         out_tokens = tgt_vocab.decode(ids[0].tolist())
         ax = fig.add_subplot(1, len(pairs), k + 1)
-        ax.imshow(weights[0, :len(out_tokens) + 1].cpu().numpy(), cmap="viridis", vmin=0, vmax=1,
-                  aspect="auto")
+        ax.imshow(weights[0, :len(out_tokens) + 1].cpu().numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=7, rotation=90)
-        ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"],
-                      fontsize=7)
+        ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"], fontsize=7)
         translations.append(tokenizer.join(out_tokens))
         ax.set_title(textwrap.fill(source, 60) + "\n-> " + textwrap.fill(translations[-1], 60), fontsize=8)
         ax.set_xlabel("source")
@@ -749,7 +725,7 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
 # =============================================================================================
 def check_args(args: Args) -> None:
     """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
-    hints = typing.get_type_hints(Args, include_extras=True)
+    hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
@@ -777,8 +753,7 @@ def validate(args: Args, world_size: int) -> None:
 
 
 def make_run_dir(name: str) -> str:
-    """Create runs/<name>/ before any training (an unwritable folder fails at once); a twin
-    started in the same second gets <name>-2, since mkdir is atomic."""
+    """Make runs/<name>/ before training, so an unwritable folder fails at once; a same-second twin gets <name>-2."""
     for path in [f"runs/{name}"] + [f"runs/{name}-{n}" for n in range(2, 100)]:
         try:
             os.makedirs(path)
@@ -795,8 +770,7 @@ CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, which is written
-    under a temporary name that replaces `path` only when complete."""
+    """Atomic and verifiable: the torch.save bytes, headed by their sha256, go to a temp file that replaces path."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -848,8 +822,7 @@ class StopFlag:
 
 
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
-    """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
-    Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
+    """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", 0)) if distributed else 0
     world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
@@ -905,15 +878,9 @@ class RunLog:
             self.wandb.finish()
 
 
-def check_finite(name: str, value: float, step: int, hint: str) -> None:
-    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
-    if not math.isfinite(value):
-        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
-
-
 # The flags that fix a checkpoint's data, vocabularies and shapes: --resume and --eval-checkpoint take its own.
-RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "bpe_merges", "heldout_fraction", "num_train", "num_heldout",
-              "attention", "embed_dim", "hidden_size")
+RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "bpe_merges", "heldout_fraction", "num_train",
+              "num_heldout", "attention", "embed_dim", "hidden_size")
 
 
 def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
@@ -932,10 +899,9 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
 
 
 def main(args: Args) -> dict:
-    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns
-    eval/exact_match, eval/bleu and eval/bleu_lc (greedy; lc: lowercased), eval/exact_match_beam,
-    eval/bleu_beam and eval/bleu_beam_lc (beam search), val/loss, val/bleu, train/loss, iter, wall_time and
-    ms_per_iter."""
+    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns eval/exact_match,
+    eval/bleu and eval/bleu_lc (greedy; lc: lowercased), eval/exact_match_beam, eval/bleu_beam and eval/bleu_beam_lc
+    (beam search), val/loss, val/bleu, train/loss, iter, wall_time and ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
@@ -996,18 +962,16 @@ def main(args: Args) -> dict:
             print(f"{sentence!r}\n  greedy: {greedy!r}\n  beam {args.beam_size}: "
                   f"{tokenizer.join(tgt_vocab.decode(beam))!r}\n  attention heat map: {figure}")
         if is_main and not args.translate:
-            metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
-                               f"after {ckpt['iteration']} iterations ({path})"
-                               + (f" on {eval_path}" if eval_path else ""))
+            label = f"after {ckpt['iteration']} iterations ({path})" + (f" on {eval_path}" if eval_path else "")
+            metrics = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device, label)
         if distributed:
             dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
             dist.destroy_process_group()
         return metrics
     ddp_model = DDP(model) if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    # --dtype's autocast on CUDA; CPU runs stay in float32. float16's narrow range would round small
-    # gradients to 0: the scaler multiplies the loss before backward and divides the gradients after
-    # (skipping a step whose gradients overflowed). Disabled, it passes everything through unchanged.
+    # --dtype's autocast on CUDA (on the CPU only with --cpu-bf16). float16 would round small gradients to 0: the
+    # scaler multiplies the loss before backward and divides the gradients after; disabled, it changes nothing.
     use_cuda = device.type == "cuda"
     autocast = (torch.autocast("cuda", dtype=torch.float16 if args.dtype == "float16" else torch.bfloat16,
                                enabled=args.dtype != "float32") if use_cuda
@@ -1034,15 +998,12 @@ def main(args: Args) -> dict:
             n_tokens += real
         hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
-        refs = [t for _, t in data["val"]]
-        scores = score(hyps, refs, tgt_vocab, tokenizer)
+        scores = score(hyps, [t for _, t in data["val"]], tgt_vocab, tokenizer)
         return {"val/loss": sum(losses) / n_tokens, "val/exact_match": scores["exact_match"], "val/bleu": scores["bleu"]}
 
     def save(path: str) -> None:
-        """Every rank calls it; rank 0 writes all an exact resume needs, every rank's random state included
-        (dropout and teacher forcing)."""
-        mine = {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        """Every rank calls it; rank 0 saves all an exact resume needs, each rank's random state included."""
+        mine = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if use_cuda else None}
         states = [None] * world_size if distributed else [mine]
         if distributed:
             dist.all_gather_object(states, mine)
@@ -1069,14 +1030,13 @@ def main(args: Args) -> dict:
         order_gen.set_state(ckpt["order_rng"])
         if len(ckpt["rng"]) == world_size:  # the same ranks continue their own random streams
             torch.set_rng_state(ckpt["rng"][rank]["torch"])
-            if device.type == "cuda":
+            if use_cuda:
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
     checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
     stop = StopFlag()
     while it < args.num_iterations:
-        # Under torchrun the ranks agree at every step: save() gathers every rank's random state.
-        if stop.requested if not distributed else stop.agreed(device):
+        if stop.requested if not distributed else stop.agreed(device):  # under torchrun all ranks stop at one step
             break
         if cursor + args.batch_size > len(order):  # a new epoch
             order, cursor = epoch_order(lengths, args.batch_size, args.bucket_pool, order_gen), 0
@@ -1104,7 +1064,8 @@ def main(args: Args) -> dict:
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  val BLEU {metrics['val/bleu']:.2f}  "
                   f"{metrics['ms_per_iter']:.1f} ms/iter")
-            check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
+            if not math.isfinite(train_loss):  # stop (exit 1) instead of training garbage to the end
+                raise SystemExit(f"step {it}: the training loss is {train_loss}; lower --learning-rate or --grad-clip.")
             logger.log(metrics, it)
         if args.save_model and it % args.eval_interval == 0 and it < args.num_iterations:
             save(checkpoint)  # a killed run loses at most one interval
