@@ -99,22 +99,18 @@ class Args:
     """Train a byte-level BPE tokenizer (or evaluate a saved one), time its encoding, and save it."""
 
     exp_name: str = "bpe"  # name of this experiment (part of the run name)
-    # part of the run name only (any integer): training is deterministic, nothing is random
-    seed: Annotated[int, Range()] = 1
+    seed: Annotated[int, Range()] = 1  # part of the run name only (any integer): training is deterministic
     track: bool = False  # log merges/s, the compression ratio and the final metrics to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = True  # write tokenizer.bpe, vocab.txt and tokenizer.tiktoken to runs/<run_name>/
 
-    # UTF-8 text file, or a folder whose files are all read, to train on and to time encoding on
-    input: str = "data/shakespeare_char/input.txt"
+    input: str = "data/shakespeare_char/input.txt"  # UTF-8 text file, or a folder of them: trained and timed on
     vocab_size: Annotated[int, Range(257)] = 1024  # the final vocabulary: 256 bytes + merges + special tokens
     # pre-tokenisation regex: GPT-2's (r50k) or GPT-4's (cl100k, splits numbers into 3 digits)
     pattern: Literal["gpt2", "gpt4"] = "gpt4"
-    # special tokens, given the ids after the merges (never produced by BPE itself)
-    special_tokens: tuple[str, ...] = ("<|endoftext|>",)
-    # incremental, or naive: recount every pair after every merge (20-60x slower; the same merges)
-    trainer: Literal["incremental", "naive"] = "incremental"
+    special_tokens: tuple[str, ...] = ("<|endoftext|>",)  # given the ids after the merges; BPE never makes them
+    trainer: Literal["incremental", "naive"] = "incremental"  # naive: recount all pairs each merge, 20-60x slower
     # no training: evaluate a saved tokenizer.bpe, a .tiktoken file (read with --pattern and
     # --special-tokens), or gpt2, r50k_base, cl100k_base (through tiktoken)
     eval_checkpoint: Optional[str] = None

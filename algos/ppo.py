@@ -127,12 +127,10 @@ class Args:
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = False  # save the agent and its normalisation statistics to runs/<run_name>/ppo.pt
     eval_checkpoint: Optional[str] = None  # evaluate this saved model deterministically and exit, no training
-    # deterministic evaluation episodes at the end (argmax action, or the Gaussian's mean)
-    eval_episodes: Annotated[int, Range(1)] = 100
+    eval_episodes: Annotated[int, Range(1)] = 100  # deterministic episodes at the end (argmax, or the Gaussian's mean)
     # after training, film one deterministic episode to runs/<run_name>/episode.gif (MuJoCo renders with EGL)
     capture_video: bool = False
-    # print progress every this many environment steps (all ranks together)
-    log_interval: Annotated[int, Range(1)] = 10_000
+    log_interval: Annotated[int, Range(1)] = 10_000  # print progress every this many env steps (all ranks together)
 
     # a gymnasium id with a Discrete or flat Box action space ("module:Env-v0" imports module first)
     env_id: str = "CartPole-v1"
@@ -151,16 +149,14 @@ class Args:
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4  # Adam step size
     anneal_lr: bool = True  # let the step size fall linearly to 0 over the run
     gamma: Annotated[float, Range(0, 1)] = 0.99  # discount factor
-    # lambda of GAE (0: one-step TD error, 1: Monte Carlo return minus V)
-    gae_lambda: Annotated[float, Range(0, 1)] = 0.95
+    gae_lambda: Annotated[float, Range(0, 1)] = 0.95  # lambda of GAE (0: one-step TD error, 1: MC return minus V)
     clip_coef: Annotated[float, Range(0, lo_open=True)] = 0.2  # eps of the clipped surrogate objective
     clip_vloss: bool = False  # clip the value loss around the rollout's values too (PPO2's baselines variant)
     ent_coef: Annotated[float, Range(0)] = 0.01  # c_e, weight of the entropy bonus (0 = none)
     vf_coef: Annotated[float, Range(0, lo_open=True)] = 0.5  # c_v, weight of the value loss
     max_grad_norm: Annotated[float, Range(0, lo_open=True)] = 0.5  # clip the global gradient norm to this
     normalize_obs: bool = False  # normalise observations by their running mean and standard deviation
-    # divide rewards by the running standard deviation of the discounted return
-    normalize_reward: bool = False
+    normalize_reward: bool = False  # divide rewards by the running standard deviation of the discounted return
     # initial log standard deviation of the Gaussian policy (Box actions only; its variance stays a float32)
     log_std_init: Annotated[float, Range(-20, 20)] = 0.0
     # widths of the hidden layers of the policy and the value network (separate networks; for images,
