@@ -18,6 +18,17 @@ DATA_ENV = "ALGOS_DATA_DIR"
 SHARED_DATA = Path(os.environ.get(DATA_ENV) or ROOT.parent / "shared" / "data").expanduser().resolve()
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """pytest.ini's `-n auto`: the default run spreads its tests over worker processes, at most 4 (most
+    tests wait on a subprocess or on one core: on 2 cores two workers halve the wall time). A run that
+    selects the benchmark or gpu marker, or asks for -s, runs in this one process instead: one benchmark
+    at a time, so its timing and its printed table are its own (xdist would swallow -s's output)."""
+    selected = (config.getoption("markexpr") or "").replace("not benchmark", "").replace("not gpu", "")
+    if "benchmark" in selected or "gpu" in selected or config.getoption("capture") == "no":
+        return 0
+    return min(os.cpu_count() or 1, 4)
+
+
 def no_data(what: str) -> str:
     """The skip reason of a test that needs SHARED_DATA/<what>: names the variable and the missing path."""
     if os.environ.get(DATA_ENV):
