@@ -147,9 +147,8 @@ PRESETS = {
         anneal_lr=True, gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
         learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64)),
     # RL Zoo's DQN run 3x longer: 3-step returns, an annealed step size, a 100k buffer that remembers early crashes.
-    "LunarLander-v3": dataclasses.replace(
-        Args(), env_id="LunarLander-v3", total_timesteps=300_000, learning_rate=6.3e-4, anneal_lr=True,
-        buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
+    "LunarLander-v3": dataclasses.replace(Args(), env_id="LunarLander-v3", total_timesteps=300_000, anneal_lr=True,
+        learning_rate=6.3e-4, buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
     # MinAtar, one set for the five games as in Young & Tian 2019: their network, replay size and target period; Adam,
     # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame); v1 ids: minimal action sets.
