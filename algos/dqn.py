@@ -189,7 +189,8 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
         raise SystemExit(f"this DQN takes a flat Box observation or a channel-last image (height, width, "
                          f"channels), but {env_id} has {space}.")
-    if image and not (min(space.shape[:2]) >= 3 and np.all(space.low >= 0) and np.all(space.high <= 1)):
+    channel_first = image and space.shape[0] <= 4 and space.shape[0] < min(space.shape[1:])  # e.g. (4, 84, 84)
+    if image and (channel_first or min(space.shape[:2]) < 3 or np.any(space.low < 0) or np.any(space.high > 1)):
         raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels), at least 3x3 (the "
                          f"convolution's window), with values in [0, 1], but its space is {space}: transpose or "
                          "rescale them with an observation wrapper first (Atari: divide by 255).")

@@ -425,14 +425,19 @@ class FlatPixels(BigPixels):
     observation_space = gym.spaces.Box(0, 1, (10, 10), np.uint8)
 
 
+class ChannelFirstPixels(BigPixels):  # 4 stacked 12x12 frames, channel first: read as 4x12 with 12 channels
+    observation_space = gym.spaces.Box(0, 1, (4, 12, 12), np.uint8)
+
+
 gym.register("TinyPixels-v0", entry_point=TinyPixels)
+gym.register("ChannelFirstPixels-v0", entry_point=ChannelFirstPixels)
 gym.register("FlatPixels-v0", entry_point=FlatPixels)
 
 
 @pytest.mark.parametrize("script", ["dqn", "ppo"])
-def test_images_outside_0_1_and_a_missing_minatar_are_one_sentence(script, monkeypatch):
+def test_images_outside_0_1_channel_first_and_a_missing_minatar_are_one_sentence(script, monkeypatch):
     module = load_script(script)
-    for env_id in ("BigPixels-v0", "TinyPixels-v0"):
+    for env_id in ("BigPixels-v0", "TinyPixels-v0", "ChannelFirstPixels-v0"):
         with pytest.raises(SystemExit, match="channel-last .*at least 3x3.*values in \\[0, 1\\].*divide by 255"):
             module.make_envs(env_id, 1)
     with pytest.raises(SystemExit, match="a flat Box observation or a channel-last image"):
