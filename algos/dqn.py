@@ -151,12 +151,12 @@ PRESETS = {
         learning_rate=6.3e-4, buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
     # MinAtar, one set for the five games as in Young & Tian 2019: their network, replay size and target period; Adam,
-    # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame); v1 ids: minimal action sets.
-    **{f"MinAtar/{game}-v1": dataclasses.replace(
-        Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=1_000_000, max_episode_steps=100_000,
+    # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame); v1: minimal actions, v0: 6.
+    **{f"MinAtar/{game}-v{v}": dataclasses.replace(
+        Args(), env_id=f"MinAtar/{game}-v{v}", total_timesteps=1_000_000, max_episode_steps=100_000,
         learning_rate=3e-4, buffer_size=100_000, target_network_frequency=1_000, batch_size=64, end_e=0.01,
         exploration_fraction=0.1, learning_starts=5_000, train_frequency=4, n_step=3, hidden_sizes=(128,))
-       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest")},
+       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest") for v in (0, 1)},
 }
 
 

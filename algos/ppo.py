@@ -196,13 +196,13 @@ PRESETS = {
     # MuJoCo: CleanRL's continuous numbers (BOX_ARGS) at 1M steps; 10 deterministic eval episodes of 1,000 steps.
     **{env_id: dataclasses.replace(BOX_ARGS, env_id=env_id, eval_episodes=10)
        for env_id in ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")},
-    # MinAtar (Young & Tian 2019; v1 ids: the minimal action set): their network (3x3x16 conv, 128 units)
+    # MinAtar (Young & Tian 2019; v1 ids: the minimal action set, v0: all 6): their network (3x3x16 conv, 128 units)
     # shared by both heads; 8 envs x 32-step rollouts (4x more updates per frame than the Atari PPO's 128),
     # a larger step size, 2M frames; 100k steps cuts a never-ending greedy episode (MinAtar has no time limit).
-    **{f"MinAtar/{game}-v1": dataclasses.replace(
-        Args(), env_id=f"MinAtar/{game}-v1", total_timesteps=2_000_000, max_episode_steps=100_000, num_envs=8,
+    **{f"MinAtar/{game}-v{v}": dataclasses.replace(
+        Args(), env_id=f"MinAtar/{game}-v{v}", total_timesteps=2_000_000, max_episode_steps=100_000, num_envs=8,
         num_steps=32, learning_rate=5e-4, hidden_sizes=(128,))
-       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest")},
+       for game in ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest") for v in (0, 1)},
 }
 
 

@@ -371,6 +371,9 @@ def test_minatar_preset_runs_and_its_checkpoint_evaluates_alike(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["dqn.py", "--env-id", "MinAtar/Freeway-v1"])
     assert dqn.parse_args() == dqn.PRESETS["MinAtar/Freeway-v1"]
+    # v0 (all 6 actions, the paper's ids) gets the same numbers, the 100k-step cut of an endless episode included
+    assert dqn.preset("MinAtar/Freeway-v0") == dataclasses.replace(dqn.PRESETS["MinAtar/Freeway-v1"],
+                                                                   env_id="MinAtar/Freeway-v0")
     evaluated_nets, real_evaluate = [], dqn.evaluate
     monkeypatch.setattr(dqn, "evaluate", lambda q, *a: evaluated_nets.append(copy.deepcopy(q)) or real_evaluate(q, *a))
     args = dataclasses.replace(dqn.preset("MinAtar/Breakout-v1"), total_timesteps=1_500, learning_starts=500,

@@ -299,6 +299,9 @@ def test_env_id_picks_the_preset_and_any_flag_wins(monkeypatch):
     assert box.normalize_obs and box.normalize_reward
     # The MuJoCo presets: the continuous numbers at 1M steps, evaluated over 10 episodes.
     assert ppo.preset("Hopper-v5") == dataclasses.replace(ppo.BOX_ARGS, env_id="Hopper-v5", eval_episodes=10)
+    # MinAtar's v0 ids (all 6 actions) get v1's numbers, the 100k-step cut of an endless episode included.
+    assert ppo.preset("MinAtar/Seaquest-v0") == dataclasses.replace(ppo.PRESETS["MinAtar/Seaquest-v1"],
+                                                                    env_id="MinAtar/Seaquest-v0")
     discrete = ppo.preset("MountainCar-v0")
     assert discrete == ppo.Args(env_id="MountainCar-v0")
     assert not discrete.normalize_obs and discrete.ent_coef == 0.01
