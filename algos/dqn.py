@@ -135,23 +135,28 @@ class Args:
 # Tuned environments: whole Args values; flags still win. How each was found: README, dqn.py section.
 PRESETS = {
     # RL Zoo's tuned DQN with a smaller network; 8-step returns carry the rare flag rewards back.
-    "MountainCar-v0": dataclasses.replace(Args(), env_id="MountainCar-v0", total_timesteps=120_000, learning_rate=4e-3,
-        gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, learning_starts=1_000,
+    "MountainCar-v0": dataclasses.replace(
+        Args(), env_id="MountainCar-v0", total_timesteps=120_000, learning_rate=4e-3, gamma=0.98,
+        target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, learning_starts=1_000,
         train_frequency=16, gradient_steps=8, n_step=8, hidden_sizes=(64, 64)),
     # Fewer, larger updates on 4 envs: steadier weights at the end, where the evaluation happens.
-    "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=50_000, num_envs=4,
-        learning_rate=1e-3, buffer_size=50_000, target_network_frequency=500, exploration_fraction=0.2,
+    "CartPole-v1": dataclasses.replace(
+        Args(), env_id="CartPole-v1", total_timesteps=50_000, num_envs=4, learning_rate=1e-3,
+        buffer_size=50_000, target_network_frequency=500, exploration_fraction=0.2,
         learning_starts=1_000, train_frequency=8, n_step=8, hidden_sizes=(64, 64)),
     # Swinging up needs torque held in one direction: held exploratory actions (ez_mu 2), n = 4.
-    "Acrobot-v1": dataclasses.replace(Args(), env_id="Acrobot-v1", total_timesteps=200_000, learning_rate=4e-3,
-        anneal_lr=True, gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
+    "Acrobot-v1": dataclasses.replace(
+        Args(), env_id="Acrobot-v1", total_timesteps=200_000, learning_rate=4e-3, anneal_lr=True,
+        gamma=0.98, target_network_frequency=600, end_e=0.07, exploration_fraction=0.2, ez_mu=2.0,
         learning_starts=1_000, train_frequency=16, gradient_steps=8, n_step=4, hidden_sizes=(64, 64)),
     # RL Zoo's DQN run 3x longer: 3-step returns, an annealed step size, a 100k buffer that remembers early crashes.
-    "LunarLander-v3": dataclasses.replace(Args(), env_id="LunarLander-v3", total_timesteps=300_000, anneal_lr=True,
-        learning_rate=6.3e-4, buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
+    "LunarLander-v3": dataclasses.replace(
+        Args(), env_id="LunarLander-v3", total_timesteps=300_000, learning_rate=6.3e-4, anneal_lr=True,
+        buffer_size=100_000, target_network_frequency=250, end_e=0.05, exploration_fraction=0.12,
         learning_starts=1_000, train_frequency=4, gradient_steps=4, n_step=3, hidden_sizes=(256, 256)),
     # MinAtar, one set for the five games as in Young & Tian 2019: their network, replay size and target period; Adam,
-    # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame); v1: minimal actions, v0: 6.
+    # Double DQN, 3-step returns, 64 transitions every 4 frames (theirs: 32 every frame), a fifth of their 5M frames;
+    # v1: minimal action sets, v0: all 6. MinAtar has no time limit: 100k steps cuts a never-ending greedy episode.
     **{f"MinAtar/{game}-v{v}": dataclasses.replace(
         Args(), env_id=f"MinAtar/{game}-v{v}", total_timesteps=1_000_000, max_episode_steps=100_000,
         learning_rate=3e-4, buffer_size=100_000, target_network_frequency=1_000, batch_size=64, end_e=0.01,
@@ -191,9 +196,10 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
                          f"channels), but {env_id} has {space}.")
     channel_first = image and space.shape[0] <= 4 and space.shape[0] < min(space.shape[1:])  # e.g. (4, 84, 84)
     if image and (channel_first or min(space.shape[:2]) < 3 or np.any(space.low < 0) or np.any(space.high > 1)):
-        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels), at least 3x3 (the "
-                         f"convolution's window), with values in [0, 1], but its space is {space}: transpose or "
-                         "rescale them with an observation wrapper first (Atari: divide by 255).")
+        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels; a first axis of at "
+                         f"most 4 and shorter than the others reads as channels), at least 3x3 (the convolution's "
+                         f"window), with values in [0, 1], but its space is {space}: transpose or rescale them with "
+                         "an observation wrapper first (Atari: divide by 255).")
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
@@ -325,7 +331,8 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
     A sub-env that is not already exploring starts, with probability epsilon, to hold one uniformly random action
     for n ~ zeta(mu) steps, P(n) proportional to n^-mu; plain epsilon-greedy is n = 1 (mu = 0 here). Holding an
     action gives exploration momentum: in MountainCar uniform random actions dither and practically never reach
-    the flag. `hold` (steps left) and `held_action` change in place; q_values_fn(obs) runs only if some act greedily."""
+    the flag. `hold` (steps left) and `held_action` change in place; q_values_fn(obs) runs only when a sub-env
+    acts greedily."""
     start = (hold == 0) & (rng.random(len(hold)) < epsilon)
     if start.any():
         hold[start] = rng.zipf(mu, start.sum()) if mu else 1

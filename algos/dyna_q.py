@@ -95,8 +95,10 @@ class Args:
     eval_episodes: Annotated[int, Range(1)] = 10  # greedy episodes per run at the end, in the run's own env
 
     env_id: str = "DynaMaze-v0"  # DynaMaze-v0 (Fig 8.2), BlockingMaze-v0 (8.4), ShortcutMaze-v0 (8.5), any discrete env
-    agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)  # agents to compare, each once per --planning-steps
-    planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)  # n, planned updates a real step (0: Q-learning)
+    # the agents to compare; each runs once per value of --planning-steps
+    agents: tuple[Literal["dyna-q", "dyna-q+"], ...] = ("dyna-q",)
+    # n, the planning updates per real step (0 is plain one-step Q-learning)
+    planning_steps: Annotated[tuple[int, ...], Range(0)] = (0, 5, 50)
     num_runs: Annotated[int, Range(1)] = 10  # independent runs averaged into each curve (all ranks together)
     num_episodes: Annotated[Optional[int], Range(1)] = 300  # episodes per run, for a steps-per-episode curve
     total_steps: Annotated[Optional[int], Range(1)] = None  # time steps per run, for a cumulative-reward curve
@@ -112,10 +114,12 @@ PRESETS = {
     # Figure 8.2: the book's settings, 30 repetitions.
     "DynaMaze-v0": dataclasses.replace(Args(), env_id="DynaMaze-v0", num_runs=30, num_episodes=50),
     # Figures 8.4 and 8.5: the book gives no n, alpha, kappa or run count; these are Zhang's (References).
-    "BlockingMaze-v0": dataclasses.replace(Args(), env_id="BlockingMaze-v0", agents=("dyna-q", "dyna-q+"),
-        planning_steps=(10,), num_runs=20, num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
-    "ShortcutMaze-v0": dataclasses.replace(Args(), env_id="ShortcutMaze-v0", agents=("dyna-q", "dyna-q+"),
-        planning_steps=(50,), num_runs=20, num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
+    "BlockingMaze-v0": dataclasses.replace(
+        Args(), env_id="BlockingMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(10,), num_runs=20,
+        num_episodes=None, total_steps=3000, alpha=1.0, kappa=1e-4),
+    "ShortcutMaze-v0": dataclasses.replace(
+        Args(), env_id="ShortcutMaze-v0", agents=("dyna-q", "dyna-q+"), planning_steps=(50,), num_runs=20,
+        num_episodes=None, total_steps=6000, alpha=1.0, kappa=1e-3),
     # Rewards -1 a step, +20 at the drop-off, so no return exceeds 19: Q0 = 20 makes every action tried.
     "Taxi-v4": dataclasses.replace(Args(), env_id="Taxi-v4", alpha=0.5, gamma=0.99, q_init=20.0),
 }
@@ -139,8 +143,10 @@ class Maze(gym.Env):
                  walls_after: Optional[list] = None, change_at: float = math.inf):
         self.height, self.width, self.start, self.goal = height, width, tuple(start), tuple(goal)
         self.walls, self.walls_after = {tuple(w) for w in walls}, {tuple(w) for w in walls_after or walls}
-        self.observation_space, self.action_space = gym.spaces.Discrete(height * width), gym.spaces.Discrete(4)
-        self.change_at, self.time_step, self.pos = change_at, 0, self.start
+        self.observation_space = gym.spaces.Discrete(height * width)
+        self.action_space = gym.spaces.Discrete(4)
+        self.change_at = change_at
+        self.time_step, self.pos = 0, self.start
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -159,12 +165,15 @@ class Maze(gym.Env):
 
 
 # The book's mazes as (row, col), row 0 at the top. Episodes end only at the goal.
-gym.register("DynaMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(2, 0), goal=(0, 8),
-             walls=[(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)]))
-gym.register("BlockingMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(5, 3), goal=(0, 8),
-             change_at=1000, walls=[(3, c) for c in range(0, 8)], walls_after=[(3, c) for c in range(1, 9)]))
-gym.register("ShortcutMaze-v0", entry_point=Maze, kwargs=dict(height=6, width=9, start=(5, 3), goal=(0, 8),
-             change_at=3000, walls=[(3, c) for c in range(1, 9)], walls_after=[(3, c) for c in range(1, 8)]))
+gym.register("DynaMaze-v0", entry_point=Maze, kwargs=dict(
+    height=6, width=9, start=(2, 0), goal=(0, 8),
+    walls=[(1, 2), (2, 2), (3, 2), (0, 7), (1, 7), (2, 7), (4, 5)]))
+gym.register("BlockingMaze-v0", entry_point=Maze, kwargs=dict(
+    height=6, width=9, start=(5, 3), goal=(0, 8), change_at=1000,
+    walls=[(3, c) for c in range(0, 8)], walls_after=[(3, c) for c in range(1, 9)]))
+gym.register("ShortcutMaze-v0", entry_point=Maze, kwargs=dict(
+    height=6, width=9, start=(5, 3), goal=(0, 8), change_at=3000,
+    walls=[(3, c) for c in range(1, 9)], walls_after=[(3, c) for c in range(1, 8)]))
 
 
 def make_env(env_id: str) -> gym.Env:
@@ -205,7 +214,9 @@ class DynaQ:
 
     def act(self, s: int) -> int:
         """(b) epsilon-greedy(S, Q)."""
-        return self.rng.randrange(self.n_actions) if self.rng.random() < self.epsilon else greedy(self.q[s], self.rng)
+        if self.rng.random() < self.epsilon:
+            return self.rng.randrange(self.n_actions)
+        return greedy(self.q[s], self.rng)
 
     def update(self, s: int, a: int, r: float, s2: int, terminated: bool) -> None:
         """(d) and (f): one Q-learning update; no bootstrap from a terminal S'."""
@@ -239,7 +250,8 @@ class DynaQPlus(DynaQ):
 
     def __init__(self, *args, kappa: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.kappa, self.last_tried = kappa, {}  # last_tried: (S, A) -> the time step A was last taken in S
+        self.kappa = kappa
+        self.last_tried = {}  # (S, A) -> the time step A was last taken in S
 
     def learn_model(self, s, a, r, s2, terminated) -> None:
         super().learn_model(s, a, r, s2, terminated)
@@ -495,7 +507,7 @@ def main(args: Args) -> dict:
     wall_time = time.time() - start_time
 
     metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
-               "eval/runs": num_runs, "eval/episodes": int(evals[0, 3])}
+               "eval/runs": num_runs, "eval/episodes": int(evals[0, 3])}  # column 3: episodes (equal for every agent)
     for label, curve, (returns, squares, lengths, episodes) in zip(labels, curves, evals):
         metrics[f"{curve_key}/{label}"] = curve.tolist()
         metrics[f"eval/mean_return/{label}"] = returns / episodes

@@ -136,7 +136,7 @@ class Args:
     eval_iters: Annotated[int, Range(1)] = 20  # batches per loss estimate (the last val loss uses the whole val split)
     log_interval: Annotated[int, Range(1)] = 50  # print the training loss every this many steps
     # Reload and sample
-    resume: Optional[str] = None  # resume this ckpt.pt's run with its own flags (Ctrl-C prints them); saves beside it
+    resume: Optional[str] = None  # continue this ckpt.pt (repeat its run's flags: Ctrl-C prints them), saving beside it
     eval_checkpoint: Optional[str] = None  # no training: sample from this ckpt.pt, then val loss on --data-dir if there
     prompt: str = "\n"  # text the samples of --eval-checkpoint start from
     num_samples: Annotated[int, Range(1)] = 1  # samples --eval-checkpoint generates
@@ -285,6 +285,7 @@ class GPT(nn.Module):
         self.norm = nn.RMSNorm(args.n_embd)
         self.lm_head = nn.Linear(args.n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
+        # RoPE's angles for block_size positions: a buffer, not a parameter, so never trained
         self.register_buffer("freqs", rope_frequencies(args.n_embd // args.n_head, args.block_size, args.rope_base)
                              if args.pos_encoding == "rope" else None, persistent=False)
         self.pos_emb = nn.Embedding(args.block_size, args.n_embd) if args.pos_encoding == "learned" else None

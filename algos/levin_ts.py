@@ -144,7 +144,8 @@ class Args:
     # minutes of searching and training (over all resumes); a sweep starts only if one as long as the last fits
     train_minutes: Annotated[float, Range(0, lo_open=True)] = 60.0
     max_sweeps: Annotated[int, Range(1)] = 1000  # stop after this many sweeps (over all resumes)
-    # unsolved levels per sweep at the first budget (all ranks together); fewer as it doubles: the same worst case
+    # unsolved training levels per sweep at the first budget (all ranks together); fewer as the budget doubles,
+    # so that a sweep's worst case stays --sweep-levels x --budget
     sweep_levels: Annotated[int, Range(1)] = 250
     # levels searched at once (all ranks together; the network's batch: one state per level, ~3 for PHS*)
     batch_levels: Annotated[int, Range(1)] = 128
@@ -926,8 +927,8 @@ def main(args: Args) -> dict:
                "losses/policy_loss": float(np.mean([p for p, _ in losses])), "wall_time": st.trained_s}
         if args.search == "phs":
             row["losses/heuristic_loss"] = float(np.mean([h for _, h in losses]))
-        for name in ("policy", "heuristic"):  # a nan or inf loss stops the run (exit 1), not trains garbage
-            value = row.get(f"losses/{name}_loss", 0.0)
+        for name in ("policy", "heuristic"):  # a nan or inf loss stops the run (exit 1) instead of training garbage
+            value = row.get(f"losses/{name}_loss", 0.0)  # LevinTS has no heuristic loss
             if not math.isfinite(value):
                 raise SystemExit(f"sweep {st.sweep}: the {name} loss is {value}; lower --learning-rate.")
         if len(new) <= args.double_below * len(chosen):  # too little new: search deeper (the docstring says why)

@@ -239,9 +239,10 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
                          f"channels), but {env_id} has {space}.")
     channel_first = image and space.shape[0] <= 4 and space.shape[0] < min(space.shape[1:])  # e.g. (4, 84, 84)
     if image and (channel_first or min(space.shape[:2]) < 3 or np.any(space.low < 0) or np.any(space.high > 1)):
-        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels), at least 3x3 (the "
-                         f"convolution's window), with values in [0, 1], but its space is {space}: transpose or "
-                         "rescale them with an observation wrapper first (Atari: divide by 255).")
+        raise SystemExit(f"{env_id}'s images must be channel-last (height, width, channels; a first axis of at "
+                         f"most 4 and shorter than the others reads as channels), at least 3x3 (the convolution's "
+                         f"window), with values in [0, 1], but its space is {space}: transpose or rescale them with "
+                         "an observation wrapper first (Atari: divide by 255).")
     if not (isinstance(action_space, gym.spaces.Discrete)
             or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
         raise SystemExit(f"this PPO takes a Discrete or flat Box action space, but {env_id} has {action_space}.")

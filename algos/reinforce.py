@@ -137,8 +137,9 @@ PRESETS = {
     # Half the generic budget: most seeds are greedy 475+ by then (the README's table).
     "CartPole-v1": dataclasses.replace(Args(), env_id="CartPole-v1", total_timesteps=250_000),
     # S&B 13.1: a constant input needs no hidden layer; gamma 1 as in the book; the best policy is stochastic.
-    "ShortCorridor-v0": dataclasses.replace(Args(), env_id="ShortCorridor-v0", total_timesteps=100_000, gamma=1.0,
-        learning_rate=1e-2, value_learning_rate=3e-2, hidden_sizes=(), greedy_eval=False, eval_episodes=2000),
+    "ShortCorridor-v0": dataclasses.replace(
+        Args(), env_id="ShortCorridor-v0", total_timesteps=100_000, gamma=1.0, learning_rate=1e-2,
+        value_learning_rate=3e-2, hidden_sizes=(), greedy_eval=False, eval_episodes=2000),
 }
 
 
@@ -152,7 +153,8 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right."""
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right,
+    except in state 1, where the two are swapped."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -230,7 +232,9 @@ class Agent(nn.Module):
 
     def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
         d = self.dist(obs)
-        return (d.probs.argmax(-1) if self.discrete else d.mean) if greedy else d.sample()
+        if greedy:
+            return d.probs.argmax(-1) if self.discrete else d.mean
+        return d.sample()
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor):
         """log pi(a|s), the entropy H(pi(.|s)) and v(s) (None without a value baseline)."""
@@ -535,7 +539,8 @@ def main(args: Args) -> dict:
         obs, rewards, alive = obs.float(), rewards.float(), alive.float()
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
-        # Sum over ranks: env steps (masked ones too); max: the longest episode (RLOO pads to it), a Ctrl-C on any.
+        # Summed over ranks: env steps (those of sub-envs waiting for the slowest too: they are simulated).
+        # Max over ranks: the longest episode (RLOO sums are padded to it), whether any rank heard Ctrl-C.
         counts = torch.tensor([returns.numel(), len(returns), stop.requested], device=device)
         if distributed:
             dist.all_reduce(counts[:1])

@@ -337,9 +337,12 @@ class BytePairEncoding:
         """Every occurrence of the pair, left to right, made one symbol."""
         out, i = [], 0
         while i < len(word):
-            n = 2 if tuple(word[i:i + 2]) == pair else 1
-            out.append("".join(word[i:i + n]))
-            i += n
+            if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
         return out
 
     def encode_word(self, w: str) -> list[str]:
@@ -695,7 +698,8 @@ def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_l
 
 
 def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> list[str]:
-    """The greedy translations; a PNG of their attention weights, a panel a sentence (rows: output, columns: source)."""
+    """The greedy translations; a PNG of their attention weights, one panel per sentence (rows: output, columns:
+    source)."""
     from matplotlib.figure import Figure  # no pyplot: no display or backend needed
 
     model.eval()
