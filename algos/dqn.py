@@ -178,7 +178,7 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     """Synchronous vector env that records episode returns. gymnasium 1.x resets a finished sub-env on the
     *next* step() (NEXT_STEP autoreset): that call ignores the action and returns the reset observation with
     reward 0. Such a step is not a transition of the MDP and is never written to the replay buffer."""
-    if env_id.startswith("MinAtar/"):
+    if env_id.lower().startswith("minatar/"):  # so that a wrongly cased id gets gymnasium's "Did you mean"
         register_minatar()
     limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:

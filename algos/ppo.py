@@ -224,7 +224,7 @@ def preset(env_id: str) -> Args:
 def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = None) -> gym.vector.VectorEnv:
     """Synchronous vector env (NEXT_STEP autoreset) that records episode returns. Observations are flat
     vectors, or images (height, width, channels) with values in [0, 1] such as MinAtar's boolean grids."""
-    if env_id.startswith("MinAtar/"):
+    if env_id.lower().startswith("minatar/"):  # so that a wrongly cased id gets gymnasium's "Did you mean"
         register_minatar()
     limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:

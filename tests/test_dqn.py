@@ -438,13 +438,15 @@ gym.register("FlatPixels-v0", entry_point=FlatPixels)
 
 
 @pytest.mark.parametrize("script", ["dqn", "ppo"])
-def test_images_outside_0_1_channel_first_and_a_missing_minatar_are_one_sentence(script, monkeypatch):
+def test_bad_images_a_misspelt_or_missing_minatar_are_one_sentence(script, monkeypatch):
     module = load_script(script)
     for env_id in ("BigPixels-v0", "TinyPixels-v0", "ChannelFirstPixels-v0"):
         with pytest.raises(SystemExit, match="channel-last .*at least 3x3.*values in \\[0, 1\\].*divide by 255"):
             module.make_envs(env_id, 1)
     with pytest.raises(SystemExit, match="a flat Box observation or a channel-last image"):
         module.make_envs("FlatPixels-v0", 1)
+    with pytest.raises(SystemExit, match="Namespace minatar not found. Did you mean: `MinAtar`"):
+        module.make_envs("minatar/Breakout-v1", 1)  # a lowercase id still registers the games, so gymnasium can say
     monkeypatch.setitem(sys.modules, "minatar.gym", None)  # as if the package were not installed
     with pytest.raises(SystemExit, match="need the minatar package: pip install -r requirements.txt"):
         module.make_envs("MinAtar/Breakout-v1", 1)
