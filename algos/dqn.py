@@ -95,7 +95,7 @@ class Args:
     any flag still wins. Every count is for the whole run, all ranks together."""
 
     exp_name: str = "dqn"  # name of this experiment (part of the run name)
-    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (rank r uses seed + r)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the experiment (rank r uses seed + r)
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small networks run fastest with one
@@ -112,7 +112,7 @@ class Args:
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
     double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
-    total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # env steps, all ranks, in whole steps of all --num-envs
     num_envs: Annotated[int, Range(1)] = 1  # parallel environments (each rank steps num_envs / world_size)
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4  # Adam step size
     anneal_lr: bool = False  # let the step size fall linearly to 0 over the run (steadier final weights)
@@ -544,6 +544,9 @@ class RunLog:
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the greedy returns of a saved network on its own env; no training, rank 0 only."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
+                         f"trained on: drop --env-id {args.env_id}.")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -566,7 +569,8 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 def main(args: Args) -> dict:
     """Train (or, with --eval-checkpoint, only evaluate); return eval/mean_return, eval/std_return,
-    eval/episodes and, for training, charts/SPS, global_step, wall_time, losses/td_loss (last logged)."""
+    eval/episodes and, for training, charts/SPS, global_step, wall_time, losses/td_loss (last logged) and
+    charts/last100_return (the mean of rank 0's last 100 training episodes, if any ended)."""
     check_args(args)
     if args.eval_checkpoint is not None:
         return evaluate_checkpoint(args)
@@ -583,6 +587,7 @@ def main(args: Args) -> dict:
     rng = np.random.default_rng(seed)
 
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    envs = make_envs(args.env_id, num_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     logger = None  # rank 0's RunLog
     if is_main:
         run_dir = make_run_dir(run_name)
@@ -590,7 +595,6 @@ def main(args: Args) -> dict:
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
         logger = RunLog(args, run_name, run_dir)
 
-    envs = make_envs(args.env_id, num_envs, args.max_episode_steps)
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
     # DDP broadcasts rank 0's initial weights, so the target copy below is the same everywhere.
@@ -673,16 +677,18 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
-    last100 = float(np.mean(recent_returns)) if recent_returns else float("nan")
     metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
-               "charts/last100_return": last100, "losses/td_loss": td_loss.item()}
+               "losses/td_loss": td_loss.item()}
+    if recent_returns:  # left out when no training episode ended
+        metrics["charts/last100_return"] = float(np.mean(recent_returns))
     if is_main:  # the TD loss was checked at the last step, which always logs
         metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
                                 args.max_episode_steps))
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print(f"mean return of the last {len(recent_returns)} training episodes: {last100:.2f}")
+        print(f"mean return of the last {len(recent_returns)} training episodes: "
+              f"{metrics['charts/last100_return']:.2f}" if recent_returns else "no training episode ended")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:

@@ -87,7 +87,7 @@ class Args:
     lasts --num-episodes or --total-steps: giving one of them on the command line unsets the other."""
 
     exp_name: str = "dyna_q"  # name of this experiment (part of the run name)
-    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (run i uses seed + i on any rank)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the experiment (run i uses seed + i on any rank)
     track: bool = False  # log to Weights & Biases
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
@@ -455,7 +455,7 @@ def main(args: Args) -> dict:
     n_states, n_actions = int(probe.observation_space.n), int(probe.action_space.n)
     change_at = getattr(probe.unwrapped, "change_at", math.inf)
     probe.close()
-    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else ""
     logger = RunLog(args, run_name, run_dir) if is_main else None  # metrics.jsonl, and wandb with --track
     by_episode = args.num_episodes is not None

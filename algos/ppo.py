@@ -28,9 +28,10 @@ Actions: a Categorical over logits for a Discrete space; for a Box, a diagonal G
 a learned, state-independent vector. The sample is clipped to the bounds on its way to the env, but
 its log-probability is that of the unclipped sample (what the policy really drew). Continuous
 control also normalises observations (running mean and variance, clipped to +-10) and scales
-rewards by the running standard deviation of the discounted return, so that the value loss does
-not swamp the global gradient norm. Both statistics are updated once per rollout (summed over
-ranks), saved with the model and frozen in the evaluation, so a saved policy sees its own scale.
+rewards by the running standard deviation of the discounted return (also clipped to +-10), so that
+the value loss does not swamp the global gradient norm. Both statistics are updated once per rollout
+(summed over ranks; the first rollout sees mean 0 and variance 1), saved with the model and frozen
+in the evaluation, so a saved policy sees its own scale.
 
 Observations: a flat vector goes to separate policy and value MLPs; an image (MinAtar's 10x10 grids of
 boolean channels, Young & Tian 2019) goes through one convolutional torso shared by a policy head and a
@@ -139,10 +140,10 @@ class Args:
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     # stop the update epochs early once the approximate KL passes this (0 = never)
     target_kl: Annotated[float, Range(0)] = 0.0
-    total_timesteps: Annotated[int, Range(1)] = 500_000  # environment steps (all ranks together)
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # env steps, all ranks; rounded down to whole rollouts
     # parallel environments (all ranks together; each rank steps num_envs / world_size)
     num_envs: Annotated[int, Range(1)] = 4
-    num_steps: Annotated[int, Range(1)] = 128  # steps per environment in each rollout
+    num_steps: Annotated[int, Range(2)] = 128  # steps per environment in each rollout (2+: one may be a reset step)
     # minibatches each rollout is cut into, per epoch (all ranks together: DDP averages the ranks' shares)
     num_minibatches: Annotated[int, Range(1)] = 4
     update_epochs: Annotated[int, Range(1)] = 4  # passes over each rollout
@@ -273,7 +274,7 @@ class RunningMeanStd:
         moments = np.concatenate([[len(x)], x.sum(0).ravel(), (x ** 2).sum(0).ravel()])
         if distributed:
             dist.all_reduce(torch.from_numpy(moments))  # in place: the tensor shares moments' memory
-        n, k = moments[0], self.mean.size  # n >= 1: a rollout's first step is always valid
+        n, k = moments[0], self.mean.size  # n >= 1: a reset step is followed by a real one
         b_mean = moments[1:1 + k].reshape(self.mean.shape) / n
         b_var = np.maximum(moments[1 + k:].reshape(self.mean.shape) / n - b_mean ** 2, 0.0)
         delta, total = b_mean - self.mean, self.count + n
@@ -630,6 +631,9 @@ def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the deterministic returns of a saved agent, no training. The env is
     the checkpoint's own; under torchrun rank 0 alone evaluates."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
+                         f"trained on: drop --env-id {args.env_id}.")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -655,8 +659,8 @@ def evaluate_checkpoint(args: Args) -> dict:
 
 def main(args: Args) -> dict:
     """Train (or, with --eval-checkpoint, only evaluate) and return the final metrics: eval/mean_return,
-    eval/std_return, eval/episodes (rank 0), charts/SPS, charts/last100_return (the mean of the last 100 training
-    episodes), global_step, wall_time and the last update's
+    eval/std_return, eval/episodes (rank 0), charts/SPS, charts/last100_return (the mean of rank 0's last 100
+    training episodes, if any ended), global_step, wall_time and the last update's
     losses/* (policy_loss, value_loss, entropy, approx_kl, clipfrac, explained_variance)."""
     check_args(args)
     if args.capture_video:  # mujoco picks its OpenGL backend when first imported: headless EGL, unless set
@@ -676,6 +680,7 @@ def main(args: Args) -> dict:
 
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     n_envs, T = args.num_envs // world_size, args.num_steps
+    envs = make_envs(args.env_id, n_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     logger = None  # rank 0's RunLog
     if is_main:
         run_dir = make_run_dir(run_name)
@@ -684,7 +689,6 @@ def main(args: Args) -> dict:
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
         logger = RunLog(args, run_name, run_dir)
 
-    envs = make_envs(args.env_id, n_envs, args.max_episode_steps)
     action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
     agent = Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init,
                   args.normalize_obs).to(device)
@@ -809,15 +813,17 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
     wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
-               "charts/last100_return": float(np.mean(recent_returns)) if recent_returns else float("nan"), **stats}
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time), **stats}
+    if recent_returns:  # left out when no training episode ended
+        metrics["charts/last100_return"] = float(np.mean(recent_returns))
     if is_main:  # the last iteration printed a progress line, so its loss is finite
         metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, device,
                                 args.max_episode_steps))
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print(f"mean return of the last {len(recent_returns)} training episodes: {metrics['charts/last100_return']:.2f}")
+        print(f"mean return of the last {len(recent_returns)} training episodes: "
+              f"{metrics['charts/last100_return']:.2f}" if recent_returns else "no training episode ended")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:

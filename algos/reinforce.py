@@ -29,7 +29,9 @@ Each update collects k fresh episodes, one per sub-environment, from a reset to 
 episodes keeps every episode on-policy and does not favour short ones. gymnasium 1.x vector envs reset a
 finished sub-env on the *next* step() (NEXT_STEP autoreset); the file masks out every step of a sub-env after
 its episode ended (the autoreset step and the new episode it starts included) until the slowest episode of
-the batch ends. `global_step` counts every env step simulated, those masked out included.
+the batch ends. `global_step` counts every env step simulated, those masked out included. An episode cut by a time
+limit (truncated: CartPole's 500 steps, Pendulum's 200) counts as ended, so its last G_t miss the rewards the cut
+removed; Monte Carlo returns have nothing to bootstrap from (S&B's episodic tasks have no cuts).
 
 Actions: Categorical over a Discrete space; over a Box, a diagonal Gaussian with a learned state-independent
 log std (the env gets the sample clipped to the bounds; its log-probability is the unclipped sample's).
@@ -474,6 +476,9 @@ class RunLog:
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: evaluate a saved agent in its own env and mode (greedy or not); under torchrun, on rank 0."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
+        raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
+                         f"trained on: drop --env-id {args.env_id}.")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -509,8 +514,9 @@ def main(args: Args) -> dict:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
 
-    run_name = f"{args.env_id.replace(':', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     local_k = args.episodes_per_update // world_size
+    envs = make_envs(args.env_id, local_k)  # a refused --env-id leaves no run folder
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "
@@ -518,7 +524,6 @@ def main(args: Args) -> dict:
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
     logger = RunLog(args, run_name, run_dir) if is_main else None
 
-    envs = make_envs(args.env_id, local_k)
     corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)  # progress rows carry P(right)
     agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
                   value=args.baseline == "value").to(device)

@@ -238,6 +238,8 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     evaluated = dqn.main(dqn.Args(seed=5, eval_checkpoint=str(ckpt), eval_episodes=5))
     for key in ("eval/mean_return", "eval/std_return", "eval/episodes"):
         assert evaluated[key] == trained[key]
+    with pytest.raises(SystemExit, match="plays CartPole-v1, the env it was trained on: drop --env-id Acrobot-v1"):
+        dqn.main(dqn.Args(env_id="Acrobot-v1", eval_checkpoint=str(ckpt)))  # refused, not silently ignored
 
 
 @pytest.mark.parametrize("args, message", [

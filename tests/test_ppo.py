@@ -385,6 +385,8 @@ def test_saved_model_keeps_its_statistics_and_evaluates_alike(tmp_path, monkeypa
     evaluated = ppo.main(ppo.Args(seed=5, eval_checkpoint=str(path), eval_episodes=4))
     for key in ("eval/mean_return", "eval/std_return", "eval/episodes"):
         assert evaluated[key] == trained[key]
+    with pytest.raises(SystemExit, match="plays Pendulum-v1, the env it was trained on: drop --env-id Acrobot-v1"):
+        ppo.main(ppo.Args(env_id="Acrobot-v1", eval_checkpoint=str(path)))  # refused, not silently ignored
 
 
 TWO_RANK_DRIVER = """
@@ -523,6 +525,14 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_one_step_rollouts_are_refused():
+    """With --num-steps 1 a rollout can hold only reset steps (every env cut at the same step, e.g. Pendulum's 200):
+    the statistics then divided by zero and the run ended in a traceback. Two steps always hold a real one."""
+    with pytest.raises(SystemExit, match="--num-steps 1 is not allowed: it must be at least 2"):
+        ppo.check_args(cartpole(num_steps=1))
+    ppo.check_args(cartpole(num_steps=2))
 
 
 def test_envs_must_divide_among_ranks_and_a_checkpoint_must_be_ppos(tmp_path):
