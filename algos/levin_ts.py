@@ -116,7 +116,7 @@ class Range:
 class Args:
     """Levin tree search / PHS* with a learned policy on Sokoban (Boxoban)."""
     exp_name: str = "levin_ts"  # name of this experiment (part of the run name)
-    seed: Annotated[int, Range(0)] = 1  # seed of levels and initial weights (each rank draws its own minibatches)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the levels, the weights and (with the rank) minibatches
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; the small CNN runs fastest with one
@@ -322,23 +322,24 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
 def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
     """(training, held-out levels), from files or the generator; a bad file ends the run with one sentence naming it."""
     try:
+        test = load_levels(args.test_levels_path)[:args.test_levels] if args.test_levels_path else None
         if args.levels_path is None:
             rng = np.random.default_rng(args.seed)
             gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
                                   for k in range(n)]
-            return gen(args.train_levels, "train"), gen(args.test_levels, "test")
-        train = load_levels(args.levels_path)
-        if args.test_levels_path is not None:
-            test = load_levels(args.test_levels_path)[:args.test_levels]
-        elif len(train) <= args.test_levels:
-            raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
-                             f"--test-levels {args.test_levels}; give --test-levels-path or lower --test-levels.")
+            train = gen(args.train_levels, "train")
+            test = gen(args.test_levels, "test") if test is None else test
         else:
-            train, test = train[:-args.test_levels], train[-args.test_levels:]
-        train = train[:args.train_levels]
-        rng, n = np.random.default_rng(args.seed), args.add_generated
-        train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
-                 for k in range(n)] + train
+            train = load_levels(args.levels_path)
+            if test is None:  # the held-out levels are the last ones of the training file
+                if len(train) <= args.test_levels:
+                    raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
+                                     f"--test-levels {args.test_levels}; give --test-levels-path or lower it.")
+                train, test = train[:-args.test_levels], train[-args.test_levels:]
+            train = train[:args.train_levels]
+            rng, n = np.random.default_rng(args.seed), args.add_generated
+            train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
+                     for k in range(n)] + train
     except ValueError as e:
         raise SystemExit(str(e)) from None
     shapes = {(lv.height, lv.width) for lv in train + test}
@@ -814,7 +815,10 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
     if clash:
         raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
                          "drop them, and its own are used.")
-    own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k)}
+    own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k) != saved[k]}
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
+        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
+              + " (the flags left at their defaults)")
     return dataclasses.replace(args, **own), ckpt
 
 
@@ -877,7 +881,9 @@ def main(args: Args) -> dict:
                 save()
                 argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
                 argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
-                print(f"to resume it: {shlex.join(['python', sys.argv[0], *argv, '--resume', ckpt_path])}")
+                # under torchrun, as many ranks again: they continue their own random streams exactly
+                launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
+                print(f"to resume it: {shlex.join([*launcher, sys.argv[0], *argv, '--resume', ckpt_path])}")
             sys.exit(130)
         results = [None] * len(levels)
         for r, (part, _) in enumerate(parts):

@@ -138,6 +138,17 @@ def test_bad_levels_path_is_one_sentence(tmp_path):
         lts.main(tiny_args(levels_path=str(tmp_path / "latin1.txt"), test_levels=1))
 
 
+def test_held_out_levels_come_from_the_file_also_beside_generated_training_levels(tmp_path):
+    """--test-levels-path without --levels-path: the file's levels are searched (they were replaced by generated
+    ones, silently), and the generated training levels are the same as without it."""
+    rng = np.random.default_rng(7)
+    rooms = [lts.generate_level(rng, 10, 2, 3, f"room{k}") for k in range(5)]
+    (tmp_path / "rooms.txt").write_text("".join(f"; {k}\n{lv.render()}\n\n" for k, lv in enumerate(rooms)))
+    train, test = lts.get_levels(tiny_args(test_levels_path=str(tmp_path / "rooms.txt"), test_levels=3))
+    assert [(lv.walls, lv.goals, lv.start) for lv in test] == [(lv.walls, lv.goals, lv.start) for lv in rooms[:3]]
+    assert [lv.start for lv in train] == [lv.start for lv in lts.get_levels(tiny_args())[0]]
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason=no_data("boxoban"))
 def test_loader_reads_the_boxoban_files():
     levels = lts.load_levels(str(SHARED_DATA / "boxoban" / "unfiltered" / "train" / "000.txt"))
