@@ -66,7 +66,7 @@ Usage
     python algos/seq2seq_attention.py --track                      # log to Weights & Biases
     python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt
-    python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000
+    python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000  # + its flags
     python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
         --num-iterations 20000 --embed-dim 256 --hidden-size 256
     python data/parallel/prepare.py multi30k ../shared/data/multi30k --out data/parallel/multi30k-de-en \\
@@ -137,7 +137,9 @@ class Args:
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = False  # save the model and all --resume needs to runs/<run_name>/seq2seq_attention.pt
-    resume: Optional[str] = None  # continue training to --num-iterations (its data and model flags), writing beside it
+    # continue training to --num-iterations and save to it (its data and model flags; give the training flags again:
+    # the command Ctrl-C prints does); the cosine schedule spans the new --num-iterations
+    resume: Optional[str] = None
     # evaluate this checkpoint on its test set or another --data-path's pairs, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
     translate: tuple[str, ...] = ()  # --eval-checkpoint: translate these sentences, each with an attention heat map
@@ -248,7 +250,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        lines = io.StringIO(raw.decode("utf-8"), newline=None)  # newlines as open() reads them
+        lines = io.StringIO(raw.decode("utf-8-sig"), newline=None)  # newlines as open() reads them; no BOM
     except OSError as e:
         raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
     except UnicodeDecodeError as e:
@@ -385,7 +387,7 @@ class Tokenizer:
 
     def split(self, text: str) -> list[str]:
         if self.kind == "tiktoken":
-            return [str(i) for i in self.enc.encode(text)]
+            return [str(i) for i in self.enc.encode_ordinary(text)]  # "<|endoftext|>" in a text is plain text
         if self.kind == "bpe":
             return self.bpe.split(text)
         return list(text) if self.kind == "char" else [m.group() for m in self.WORD.finditer(text)]
@@ -899,7 +901,13 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
                          "above it to train further.")
     if flag == "--resume" and not os.access(os.path.dirname(path) or ".", os.W_OK):
         raise SystemExit(f"--resume {path}: cannot write beside it; copy it to a folder you can write to.")
-    return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS})
+    own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
+        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
+              + " (the flags left at their defaults)")
+    # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
+    return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
+                               save_model=args.save_model or flag == "--resume")
 
 
 def main(args: Args) -> dict:
@@ -912,6 +920,10 @@ def main(args: Args) -> dict:
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
+    # Data paths are saved and compared absolute: a checkpoint finds its data from any folder.
+    args = dataclasses.replace(args, data_path=args.data_path and os.path.abspath(args.data_path))
+    if ckpt and ckpt["args"]["data_path"]:
+        ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
     eval_path = None  # --eval-checkpoint with another --data-path: the model's own data, scored on that one
     if ckpt and args.eval_checkpoint and args.data_path not in (None, ckpt["args"]["data_path"]):
         eval_path, args = args.data_path, dataclasses.replace(args, data_path=None)
@@ -1059,6 +1071,8 @@ def main(args: Args) -> dict:
         scaler.step(optimizer)  # optimizer.step(), unless float16 gradients overflowed
         scaler.update()
         train_loss, it = loss.item(), it + 1
+        if not math.isfinite(train_loss):  # stop (exit 1) instead of training garbage to the end
+            raise SystemExit(f"step {it}: the training loss is {train_loss}; lower --learning-rate or --grad-clip.")
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
             metrics = {"train/loss": train_loss, "train/lr": lr_at(it - 1), **validation(), "iter": it}
@@ -1068,8 +1082,6 @@ def main(args: Args) -> dict:
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  val BLEU {metrics['val/bleu']:.2f}  "
                   f"{metrics['ms_per_iter']:.1f} ms/iter")
-            if not math.isfinite(train_loss):  # stop (exit 1) instead of training garbage to the end
-                raise SystemExit(f"step {it}: the training loss is {train_loss}; lower --learning-rate or --grad-clip.")
             logger.log(metrics, it)
         if args.save_model and it % args.eval_interval == 0 and it < args.num_iterations:
             save(checkpoint)  # a killed run loses at most one interval
@@ -1082,8 +1094,12 @@ def main(args: Args) -> dict:
         if is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
-            print("to resume it: " + shlex.join(["python", sys.argv[0], *argv, "--resume", checkpoint]))
+            # under torchrun, as many ranks again: they continue their own random streams exactly
+            launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
+            print("to resume it: " + shlex.join([*launcher, sys.argv[0], *argv, "--resume", checkpoint]))
         sys.exit(130)
+    if args.save_model:  # before the final evaluation and figure: a failure there cannot cost the trained model
+        save(checkpoint)
     if is_main:
         metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
                             f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
@@ -1093,10 +1109,8 @@ def main(args: Args) -> dict:
         picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
         logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time} | picture, it)
         logger.close()
-    if args.save_model:
-        save(checkpoint)
-    elif is_main:
-        print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
+        if not args.save_model:
+            print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

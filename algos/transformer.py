@@ -78,7 +78,7 @@ Usage
     python algos/transformer.py --track                            # log to Weights & Biases
     python algos/transformer.py --save-model                       # keep the model in runs/<run_name>/
     python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt
-    python algos/transformer.py --resume runs/<run_name>/transformer.pt --num-iterations 3000
+    python algos/transformer.py --resume runs/<run_name>/transformer.pt --num-iterations 3000    # + its flags
     python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt --translate "3 Mar 1998"
     python algos/transformer.py --data-path data/parallel/multi30k-de-en --tokenizer bpe ...  # README: Multi30k
 """
@@ -140,7 +140,8 @@ class Args:
     wandb_project_name: str = "algos"  # the wandb project
     wandb_entity: Optional[str] = None  # the wandb entity (team)
     save_model: bool = False  # save the model and all --resume needs to runs/<run_name>/transformer.pt
-    # continue training this checkpoint to --num-iterations, writing beside it (with its data and model flags)
+    # continue training this checkpoint to --num-iterations and save to it (its data and model flags; give the training
+    # flags again: the command Ctrl-C prints does); --schedule cosine then spans the new --num-iterations
     resume: Optional[str] = None
     # evaluate this checkpoint on its test set, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
@@ -259,7 +260,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        lines = io.StringIO(raw.decode("utf-8"), newline=None)  # newlines as open() reads them
+        lines = io.StringIO(raw.decode("utf-8-sig"), newline=None)  # newlines as open() reads them; no BOM
     except OSError as e:
         raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
     except UnicodeDecodeError as e:
@@ -398,7 +399,7 @@ class Tokenizer:
 
     def split(self, text: str) -> list[str]:
         if self.kind == "tiktoken":
-            return [str(i) for i in self.enc.encode(text)]
+            return [str(i) for i in self.enc.encode_ordinary(text)]  # "<|endoftext|>" in a text is plain text
         if self.kind == "bpe":
             return self.bpe.split(text)
         return list(text) if self.kind == "char" else [m.group() for m in self.WORD.finditer(text)]
@@ -1035,7 +1036,13 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
                          "above it to train further.")
     if flag == "--resume" and not os.access(os.path.dirname(path) or ".", os.W_OK):
         raise SystemExit(f"--resume {path}: cannot write beside it; copy it to a folder you can write to.")
-    return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS})
+    own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
+        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
+              + " (the flags left at their defaults)")
+    # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
+    return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
+                               save_model=args.save_model or flag == "--resume")
 
 
 def main(args: Args) -> dict:
@@ -1048,6 +1055,10 @@ def main(args: Args) -> dict:
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
+    # Data paths are saved and compared absolute: a checkpoint finds its data from any folder.
+    args = dataclasses.replace(args, data_path=args.data_path and os.path.abspath(args.data_path))
+    if ckpt and ckpt["args"]["data_path"]:
+        ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
     if ckpt:
         args = checkpoint_args(args, ckpt, flag, path)
     run_dir = (os.path.dirname(args.resume) or ".") if args.resume else ""  # a resumed run writes beside it
@@ -1077,8 +1088,9 @@ def main(args: Args) -> dict:
     if longest > args.max_positions:
         raise SystemExit(f"a sentence of {longest} tokens is longer than --max-positions "
                          f"{args.max_positions}: raise it to at least {longest}, or drop the long pairs.")
-    # decoding stops at twice the longest training target, or where the positions end
-    max_len = min(2 * tensors["train"].tgt.size(1), args.max_positions)
+    # decoding stops at twice the longest training target, or where the positions end (the heat map re-reads
+    # <s> and the output: one position more)
+    max_len = min(2 * tensors["train"].tgt.size(1), args.max_positions - 1)
     if is_main:
         print(f"{args.data_path or 'date task'}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items())
               + f" pairs; vocab {len(src_vocab.itos)} -> {len(tgt_vocab.itos)} ({args.tokenizer}); "
@@ -1096,6 +1108,10 @@ def main(args: Args) -> dict:
         if is_main and args.translate and not os.access(folder, os.W_OK):
             raise SystemExit(f"--translate writes its heat maps beside {path}, and {folder} is not writable; "
                              "copy the checkpoint to a folder you can write to.")
+        for i, sentence in enumerate(args.translate):
+            if len(tokenizer.split(sentence)) > args.max_positions:
+                raise SystemExit(f"--translate sentence {i + 1} has {len(tokenizer.split(sentence))} tokens, more "
+                                 f"than the {args.max_positions} positions of this model: shorten it.")
         for i, sentence in enumerate(args.translate if is_main else ()):
             figure = os.path.join(folder, f"translation_{i + 1}.png")
             greedy = attention_figure(model, sentence, src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
@@ -1188,6 +1204,7 @@ def main(args: Args) -> dict:
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         train_loss, it = loss.item(), it + 1
+        check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
             metrics = {"train/loss": train_loss, "train/lr": learning_rate_at(it, args), **validation(),
@@ -1198,7 +1215,6 @@ def main(args: Args) -> dict:
             print(f"iter {it:>6}  train loss {train_loss:.4f}  val loss {metrics['val/loss']:.4f}  "
                   f"val exact match {metrics['val/exact_match']:.4f}  val BLEU {metrics['val/bleu']:.2f}  "
                   f"{metrics['ms_per_iter']:.1f} ms/iter")
-            check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
             logger.log(metrics, it)
         if args.save_model and it % args.eval_interval == 0 and it < args.num_iterations:
             save(checkpoint)  # a killed run loses at most one interval
@@ -1211,8 +1227,12 @@ def main(args: Args) -> dict:
         if is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
-            print("to resume it: " + shlex.join(["python", sys.argv[0], *argv, "--resume", checkpoint]))
+            # under torchrun, as many ranks again: they continue their own random streams exactly
+            launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
+            print("to resume it: " + shlex.join([*launcher, sys.argv[0], *argv, "--resume", checkpoint]))
         sys.exit(130)
+    if args.save_model:  # before the final evaluation and figure: a failure there cannot cost the trained model
+        save(checkpoint)
     if is_main:
         metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
                             f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
@@ -1222,10 +1242,8 @@ def main(args: Args) -> dict:
         picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
         logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time} | picture, it)
         logger.close()
-    if args.save_model:
-        save(checkpoint)
-    elif is_main:
-        print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
+        if not args.save_model:
+            print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

@@ -509,6 +509,7 @@ def test_tiktoken_tokenizer(monkeypatch):
     tok = s2s.Tokenizer("tiktoken", "gpt2")
     assert tok.split("hello world") == ["31373", "995"]
     assert tok.join(tok.split("Où est la gare ?")) == "Où est la gare ?"
+    assert tok.join(tok.split("a <|endoftext|> b")) == "a <|endoftext|> b"  # plain text (was a ValueError)
 
 
 def write_corpus(path, n: int, seed: int = 0):
@@ -552,6 +553,8 @@ def test_tsv_headers_extra_columns_and_encodings(tmp_path):
         (tmp_path / "h.tsv").write_text(f"{header}\n{body}", encoding="utf-8")
         with pytest.raises(SystemExit, match="h.tsv line 1 .* may be a header of language codes or a pair"):
             s2s.read_tsv(str(tmp_path / "h.tsv"))
+    (tmp_path / "h.tsv").write_text(f"source\ttarget\n{body}", encoding="utf-8-sig")  # a BOM first (Notepad, Excel)
+    assert s2s.read_tsv(str(tmp_path / "h.tsv")) == pairs
     (tmp_path / "h.tsv").write_text("three\ttrois\nen\tfr\nsource\ttarget\n", encoding="utf-8")  # later: pairs
     assert s2s.read_tsv(str(tmp_path / "h.tsv")) == [("three", "trois"), ("en", "fr"), ("source", "target")]
     for first in ("Go\tVa", "one\tun", "source\tsource code"):  # not column names, not two 2-letter codes
@@ -646,6 +649,8 @@ def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch, capsys):
     assert evaluated == {k: v for k, v in metrics.items() if k.startswith("eval/")}
     with pytest.raises(SystemExit, match="--hidden-size 32 [(]it has 64[)]"):
         s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), hidden_size=32))
+    # Its own file, spelled another way, is its own data: the test split, not all 3,000 pairs (seen in training).
+    assert s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), data_path="./pairs.tsv", beam_size=3)) == evaluated
 
     # --eval-checkpoint with another --data-path: the model's vocabularies, that file's pairs (all 40).
     write_corpus(tmp_path / "other.tsv", 40, seed=5)

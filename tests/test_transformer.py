@@ -191,7 +191,8 @@ def test_noam_schedule_is_the_papers_formula_and_cosine_warms_up_the_same():
     assert math.isclose(tf.learning_rate_at(50, cos), tf.learning_rate_at(50, noam))  # the same warmup
 
 
-def test_bad_flags_fail_with_one_sentence(tmp_path):
+def test_bad_flags_fail_with_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a refused run may have made its run folder
     proc = run([sys.executable, str(ALGOS / "transformer.py"), "--d-model", "30", "--n-heads", "4"],
                cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -372,6 +373,32 @@ def test_learns_a_tsv_corpus_with_bpe(tmp_path, monkeypatch):
     metrics = tf.main(tf.Args(data_path=str(tmp_path / "pairs.tsv"), tokenizer="bpe", bpe_merges=40,
                               num_iterations=200, eval_interval=200, heldout_fraction=0.05, beam_size=3))
     assert metrics["eval/bleu"] > 85, metrics
+
+
+def test_short_position_table_checkpoint_used_elsewhere_and_resume_without_save_model(tmp_path, monkeypatch):
+    """Four faults an audit found (each test line failed before its fix): with twice the longest target past
+    --max-positions, the final heat map re-read one position more than the table holds (IndexError, and no
+    checkpoint); a checkpoint trained on a relative --data-path could not be used from another folder; a
+    --translate sentence longer than the table was a traceback; a resumed run without --save-model threw its
+    steps away. Also: a BOM before a header line of column names."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    rng = random.Random(0)
+    pairs = "".join(f"{rng.choice('abc')}\t{''.join(rng.choice('xyz') for _ in range(9))}\n" for _ in range(300))
+    (tmp_path / "here" / "pairs.tsv").write_bytes("\ufeffsource\ttarget\n".encode() + pairs.encode())
+    assert tf.read_tsv("pairs.tsv")[0] == tuple(pairs.split("\n")[0].split("\t"))  # the header is skipped
+    args = dict(num_iterations=10, eval_interval=10, d_model=16, d_ff=32, n_heads=2, num_layers=1, batch_size=16,
+                beam_size=2, heldout_fraction=0.05)
+    trained = tf.main(tf.Args(data_path="pairs.tsv", max_positions=10, save_model=True, **args))  # 9 + </s>
+    [checkpoint] = (tmp_path / "here").glob("runs/*/transformer.pt")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    evaluated = tf.main(tf.Args(eval_checkpoint=str(checkpoint), beam_size=2))
+    assert evaluated == {k: v for k, v in trained.items() if k.startswith("eval/")}
+    with pytest.raises(SystemExit, match="--translate sentence 2 has 11 tokens, more than the 10 positions"):
+        tf.main(tf.Args(eval_checkpoint=str(checkpoint), translate=("ab", "a" * 11)))
+    tf.main(tf.Args(resume=str(checkpoint), **{**args, "num_iterations": 12}))
+    assert tf.load_checkpoint(str(checkpoint), "--resume")["iteration"] == 12
 
 
 # ----------------------------------------------------------------------------- benchmark
