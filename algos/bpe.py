@@ -629,9 +629,9 @@ def main(args: Args) -> dict:
 
     if args.eval_checkpoint:
         tok = load_any(args.eval_checkpoint, args)
-        texts = read_texts(args.input) if os.path.exists(args.input) else []
+        texts = [t for t in read_texts(args.input) if t] if os.path.exists(args.input) else []  # empty files: no rate
         print(f"loaded {args.eval_checkpoint}: {tok.n_vocab} tokens ({len(tok.merges)} merges, "
-              f"{len(tok.special)} special)" + ("" if texts else f"; no --input {args.input} to encode"))
+              f"{len(tok.special)} special)" + ("" if texts else f"; no text in --input {args.input} to encode"))
     else:
         if not any(len(chunk.encode("utf-8")) > 1 for chunk in counts):
             raise SystemExit(f"--input {args.input} has nothing to merge (it is empty, or no chunk is longer "

@@ -95,7 +95,7 @@ class Args:
     """GPT: train on token files from data/*/prepare.py, or sample from a checkpoint (--eval-checkpoint)."""
 
     exp_name: str = "gpt"  # name of this experiment (part of the run name)
-    seed: Annotated[int, Range(0)] = 1  # seed of the experiment (rank r uses seed + r)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the experiment (rank r uses seed + r)
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; a model this small runs fastest with one
@@ -414,7 +414,11 @@ def make_codec(meta: dict):
             return [stoi[ch] for ch in text]
         return encode, lambda ids: "".join(itos[i] for i in ids)
     import tiktoken  # only the BPE datasets need it
-    enc = tiktoken.get_encoding(meta["tokenizer"])
+    try:
+        enc = tiktoken.get_encoding(meta["tokenizer"])
+    except Exception as e:  # no network and no cache: one sentence, not requests' traceback
+        raise SystemExit(f"tiktoken could not load {meta['tokenizer']!r} ({type(e).__name__}): it downloads its "
+                         "vocabulary once; offline, set TIKTOKEN_CACHE_DIR to a cache that holds it.") from None
     return enc.encode_ordinary, enc.decode
 
 
@@ -451,6 +455,8 @@ def validate(args: Args) -> None:
                          f"make it a multiple of {world_size}.")
     if args.resume and args.eval_checkpoint:
         raise SystemExit("--resume trains and --eval-checkpoint does not: give one of them.")
+    if args.eval_checkpoint and args.track:
+        raise SystemExit("--eval-checkpoint only samples and evaluates, it logs nothing: drop --track.")
     if args.eval_checkpoint and not args.prompt:
         raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
     if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
@@ -610,7 +616,7 @@ def resume_checkpoint(args: Args) -> dict:
                          "repeat the run's flags to resume it, or start a new run.")
     if ckpt["iter"] >= args.max_iters:
         raise SystemExit(f"--resume {args.resume} is already at iteration {ckpt['iter']}: "
-                         "raise --max-iters above it to train further.")
+                         "raise --max-iters above it to train further (the cosine decay then spans the new count).")
     if not os.access(os.path.dirname(args.resume) or ".", os.W_OK):
         raise SystemExit(f"--resume {args.resume}: the run saves beside it, but its folder is not writable; "
                          "copy it to a folder you can write to.")
@@ -626,9 +632,10 @@ def evaluate_checkpoint(args: Args) -> dict:
     data = None
     if os.path.exists(os.path.join(args.data_dir, "val.bin")):
         data, meta = load_dataset(args.data_dir, ckpt["args"]["block_size"])
-        if meta["vocab_size"] != ckpt["meta"]["vocab_size"]:
-            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has vocab {ckpt['meta']['vocab_size']}, but "
-                             f"--data-dir {args.data_dir} has {meta['vocab_size']}: give the run's own --data-dir.")
+        if meta != ckpt["meta"]:  # the same tokenizer, size and ids (a char set of the same size is not enough)
+            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has another vocabulary ("
+                             f"{ckpt['meta'].get('tokenizer')}, {ckpt['meta']['vocab_size']}) than --data-dir "
+                             f"{args.data_dir} ({meta.get('tokenizer')}, {meta['vocab_size']}): give its own.")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
@@ -672,9 +679,10 @@ def main(args: Args) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
 
     data, meta = load_dataset(args.data_dir, args.block_size)
-    if ckpt is not None and ckpt["meta"]["vocab_size"] != meta["vocab_size"]:
-        raise SystemExit(f"--resume {args.resume} has vocab {ckpt['meta']['vocab_size']}, but "
-                         f"--data-dir {args.data_dir} has {meta['vocab_size']}: resume on the run's own data.")
+    if ckpt is not None and ckpt["meta"] != meta:  # the same tokenizer, size and ids
+        raise SystemExit(f"--resume {args.resume} has another vocabulary ({ckpt['meta'].get('tokenizer')}, "
+                         f"{ckpt['meta']['vocab_size']}) than --data-dir {args.data_dir} ({meta.get('tokenizer')}, "
+                         f"{meta['vocab_size']}): resume on the run's own data.")
     # Refuse what memory cannot hold: a micro-step's float32 activations (as measured on a CPU) are per token
     # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T matrices per head and layer.
     batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank
@@ -788,8 +796,10 @@ def main(args: Args) -> dict:
         if is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
+            # under torchrun, as many ranks again: they continue their own random streams exactly
+            launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
             print(f"interrupted at iteration {it}\nto resume it: "
-                  + shlex.join(["python", sys.argv[0], *argv, "--resume", ckpt_path]))
+                  + shlex.join([*launcher, sys.argv[0], *argv, "--resume", ckpt_path]))
         sys.exit(130)
     wall_time, done = time.time() - start_time, it - start_iter
     train_seconds = wall_time - eval_seconds

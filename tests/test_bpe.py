@@ -279,7 +279,8 @@ def test_import_of_a_tiktoken_file(offline_tiktoken):
     assert tok.encode(VARIED, allowed_special="all") == enc.encode(VARIED, allowed_special="all")
 
 
-def test_save_load_round_trip(trained, tmp_path):
+def test_save_load_round_trip(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run folder of the evaluation below
     path = str(tmp_path / "tokenizer.bpe")
     bpe.save(trained, path)
     back = bpe.load(path)
@@ -290,6 +291,9 @@ def test_save_load_round_trip(trained, tmp_path):
     lines = (tmp_path / "vocab.txt").read_text().splitlines()
     assert len(lines) == trained.n_vocab and lines[-1].endswith("(special)")
     assert re.fullmatch(r"\s*256 \[.+\] = \[.+\] \+ \[.+\]", lines[256])
+    (tmp_path / "empty.txt").write_text("")  # nothing to encode: no rate or ratio (was 0.000 bytes/token)
+    evaluated = bpe.main(bpe.Args(eval_checkpoint=path, input=str(tmp_path / "empty.txt"), save_model=False))
+    assert "compression_ratio" not in evaluated and "encode/mb_per_s" not in evaluated
 
 
 def flip_a_digit(data: bytes) -> bytes:

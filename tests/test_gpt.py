@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import shlex
 import signal
 import subprocess
@@ -403,6 +404,15 @@ def test_eval_checkpoint_continues_the_prompt_and_repeats_the_final_val_loss(tmp
     assert "First" in capsys.readouterr().out
     out = gpt.main(gpt.Args(eval_checkpoint=only_ckpt(tmp_path, "gpt"), data_dir=TINY["data_dir"], max_new_tokens=5))
     assert out["val/loss"] == trained["val/loss"] and out["train/loss"] == trained["train/loss"]
+    # The same number of characters, two of them swapped: other ids, refused (the sizes alone agreed).
+    shuffled = tmp_path / "swapped"
+    shutil.copytree(TINY["data_dir"], shuffled)
+    meta = json.loads((shuffled / "meta.json").read_text())
+    meta["itos"][1], meta["itos"][2] = meta["itos"][2], meta["itos"][1]
+    (shuffled / "meta.json").write_text(json.dumps(meta))
+    for flag in ("eval_checkpoint", "resume"):
+        with pytest.raises(SystemExit, match=r"has another vocabulary \(char, 58\) than --data-dir .*d \(char, 58\)"):
+            gpt.main(gpt.Args(**{**TINY, flag: only_ckpt(tmp_path, "gpt"), "data_dir": str(shuffled), "max_iters": 30}))
 
 
 def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
@@ -417,6 +427,7 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         (dict(block_size=1000, batch_size=10**6), "GiB of activations, more than the"),
         (dict(resume="nowhere.pt"), "--resume nowhere.pt: cannot read it"),
         (dict(eval_checkpoint=str(FIXTURE / "train.bin")), "is damaged or is not a checkpoint"),
+        (dict(eval_checkpoint="any.pt", track=True), "only samples and evaluates, it logs nothing: drop --track"),
     ]
     for kw, message in cases:
         with pytest.raises(SystemExit, match=re.escape(message)):
@@ -431,6 +442,14 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         main_tiny(tmp_path, monkeypatch, n_layer=3, max_iters=4, resume=only_ckpt(tmp_path, "gpt"))
     with pytest.raises(SystemExit, match="is already at iteration 2: raise --max-iters"):
         main_tiny(tmp_path, monkeypatch, max_iters=2, resume=only_ckpt(tmp_path, "gpt"))
+    import tiktoken
+
+    def offline(name):  # what tiktoken raises without network or cache (was requests' traceback)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(SystemExit, match="tiktoken could not load 'gpt2' .ConnectionError.*TIKTOKEN_CACHE_DIR"):
+        gpt.make_codec({"tokenizer": "gpt2"})
     monkeypatch.setenv("WORLD_SIZE", "2")  # validate() reads it before any distributed call
     with pytest.raises(SystemExit, match=re.escape("--batch-size 3 does not divide among the 2 ranks")):
         main_tiny(tmp_path, monkeypatch, batch_size=3)
