@@ -4,7 +4,7 @@ Every script writes runs/<run_name>/metrics.jsonl: a first line {"algo", "run_na
 JSON object per logged row with "step", "time" (seconds since the start) and the metrics. This script
 reads them all, groups the runs by script and environment, and draws one PNG per figure below; runs that
 differ only in their seed become one line with a band: the mean over seeds and its 95% percentile-
-bootstrap interval. Pictures a script draws itself (dyna_q.py's Sutton & Barto figures, seq2seq's
+bootstrap interval, drawn as far as every seed goes. Pictures a script draws itself (dyna_q.py's Sutton & Barto figures, seq2seq's
 attention map) are copied as they are. Nothing here imports wandb.
 
     python docs/make_figures.py                      # runs/ -> docs/figures/
@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import sys
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -56,16 +55,33 @@ REFERENCE_CURVES = {"gpt": (NANOGPT, "nanoGPT, same sizes (measured here, 1 seed
 BINS = 60  # points per curve: each run's rows are averaged within each of BINS equal stretches of x
 
 
+def start_time(run_name: str) -> int:
+    """The start time that ends a run name (<...>__<seconds>, a twin's with -2): the order of the runs."""
+    last = run_name.rsplit("__", 1)[-1].split("-")[0]
+    return int(last) if last.isdigit() else 0
+
+
 def read_runs(folder: Path) -> list[dict]:
-    """Every run folder with a metrics.jsonl: its header (algo, run_name, config), its rows, its path.
-    A resumed run appended a second header and restarted its clock: its later rows' time goes on from
-    the last time logged before it."""
+    """Every run folder with a metrics.jsonl, oldest first: its header (algo, run_name, config), its rows,
+    its path. A resumed run appended a second header and restarted its clock: its later rows' time goes on
+    from the last time logged before it. A cut-off last line (a run still writing, or killed) is skipped."""
     runs = []
     for path in sorted(folder.glob("*/metrics.jsonl")):
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        try:
+            texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"{path}: cannot read it as UTF-8 text ({type(e).__name__}); delete that run folder.")
+        lines = []
+        for number, text in enumerate(texts, 1):
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError:
+                if number < len(texts):
+                    sys.exit(f"{path} line {number} is not JSON: delete that line or the run folder.")
+                print(f"{path}: its last line is cut off (a run still writing, or killed); drawn without it")
         if not lines:
             continue
-        if "algo" not in lines[0]:
+        if not {"algo", "config"} <= lines[0].keys():
             sys.exit(f"{path}: the first line is not a metrics header; was it written by an algos/ script?")
         rows, offset, last = [], 0.0, 0.0
         for row in lines[1:]:
@@ -76,7 +92,7 @@ def read_runs(folder: Path) -> list[dict]:
                 row["time"] = last = row["time"] + offset
             rows.append(row)
         runs.append({**lines[0], "rows": rows, "dir": path.parent})
-    return runs
+    return sorted(runs, key=lambda run: (start_time(run["dir"].name), run["dir"].name))
 
 
 def setting(run: dict) -> str:
@@ -104,13 +120,15 @@ def binned(rows: list[dict], x_key: str, y_key: str, edges: np.ndarray) -> np.nd
 
 
 def mean_band(curves: np.ndarray, reps: int = 1_000, seed: int = 0) -> tuple:
-    """Mean over seeds (rows of curves) and its 95% percentile-bootstrap band, bin by bin."""
+    """Mean over seeds (rows of curves) and its 95% percentile-bootstrap band, bin by bin, drawn only in
+    the bins where every seed has data: past a seed's end a mean of the others would jump, not learn."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(curves), (reps, len(curves)))
-    with warnings.catch_warnings():  # bins before a run's first row are nan in every seed: left blank
-        warnings.simplefilter("ignore", RuntimeWarning)
-        boot = np.nanmean(curves[picks], axis=1)  # reps x bins
-        return np.nanmean(curves, axis=0), np.nanpercentile(boot, 2.5, axis=0), np.nanpercentile(boot, 97.5, axis=0)
+    every = ~np.isnan(curves).any(axis=0)
+    mean, lo, hi = (np.full(curves.shape[1], np.nan) for _ in range(3))
+    boot = curves[:, every][picks].mean(axis=1)  # reps x complete bins
+    mean[every], lo[every], hi[every] = curves[:, every].mean(axis=0), *np.percentile(boot, [2.5, 97.5], axis=0)
+    return mean, lo, hi
 
 
 def lines(runs: list[dict], line_field) -> dict:
@@ -123,8 +141,9 @@ def lines(runs: list[dict], line_field) -> dict:
     differ = sorted({k for c in configs for k in c if len({o.get(k) for o in configs}) > 1} - {line_field})
     labelled = {}
     for config, group in zip(configs, groups.values()):
-        words = [config.get(line_field, "")] if line_field else []
-        labelled[", ".join(words + [f"{k}={config.get(k)}" for k in differ])] = group
+        # a field an older run lacks is "unset", not "None" like a null value: two lines never share a label
+        words = [config.get(line_field, f"{line_field} unset")] if line_field else []
+        labelled[", ".join(words + [f"{k}={config[k]}" if k in config else f"{k} unset" for k in differ])] = group
     return labelled
 
 
@@ -207,7 +226,7 @@ def copy_pictures(name: str, runs: list[dict], out: Path) -> list[Path]:
     newest = {}
     for run in runs:
         if run["algo"] == script and (run["dir"] / file).exists():
-            newest[setting(run)] = run  # runs are read in name order, which ends in the start time
+            newest[setting(run)] = run  # runs are read oldest first
     written = []
     for env, run in sorted(newest.items()):
         path = out / f"{name}-{env}.png"
@@ -226,7 +245,10 @@ def main(argv=None) -> list[Path]:
     runs = read_runs(args.runs)
     if not runs:
         sys.exit(f"--runs {args.runs}: no run folder with a metrics.jsonl in it.")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"--out {args.out}: cannot make that folder ({e.strerror}); give a folder you can write to.")
     written = [p for name in CURVES for p in draw_curves(name, runs, args.out)]
     written += [p for name in PICTURES for p in copy_pictures(name, runs, args.out)] + draw_dyna_maze(runs, args.out)
     for path in written:

@@ -67,6 +67,37 @@ def test_mean_band_is_the_mean_with_a_bootstrap_interval_around_it():
     assert lo[1] == hi[1] == 10.0  # all seeds agree: no band
 
 
+def test_a_line_is_drawn_only_where_every_seed_has_data():
+    """Found by an audit: seeds of different lengths (gpt's wall clock, levin_ts's expansions) made the mean
+    past the shortest seed a mean of the others, which jumped while the legend still said 3 seeds."""
+    mf = load()
+    nan = np.nan
+    mean, lo, hi = mf.mean_band(np.array([[0.0, 0.0, 0.0], [100.0, 100.0, nan], [100.0, nan, nan]]))
+    assert mean[0] == 200 / 3 and lo[0] <= mean[0] <= hi[0]
+    assert np.isnan(mean[1:]).all() and np.isnan(lo[1:]).all() and np.isnan(hi[1:]).all()
+
+
+def test_a_field_an_older_run_lacks_is_its_own_line(tmp_path):
+    """A null value and a field the run does not have at all are two configurations: they were both
+    labelled buffer=None, and one line overwrote the other."""
+    mf = load()
+    for name, config in (("a__dqn__1__100", {"env_id": "E", "buffer": None}), ("b__dqn__1__100", {"env_id": "E"})):
+        fake_run(tmp_path / "runs", name, "dqn", config, [{"step": 1, "charts/episodic_return": 1.0}])
+    groups = mf.lines(mf.read_runs(tmp_path / "runs"), None)
+    assert sorted(groups) == ["buffer unset", "buffer=None"]
+
+
+def test_runs_are_read_oldest_first_and_a_cut_off_last_line_is_skipped(tmp_path):
+    mf = load()
+    fake_run(tmp_path / "runs", "E__dqn__2__100", "dqn", {"env_id": "E"}, [{"step": 1, "charts/episodic_return": 1}])
+    fake_run(tmp_path / "runs", "E__dqn__10__200", "dqn", {"env_id": "E"}, [{"step": 1, "charts/episodic_return": 2}])
+    with open(tmp_path / "runs" / "E__dqn__10__200" / "metrics.jsonl", "a") as f:
+        f.write('\n{"step": 2, "ti')  # a blank line, then a run killed while it wrote
+    runs = mf.read_runs(tmp_path / "runs")
+    assert [run["dir"].name for run in runs] == ["E__dqn__2__100", "E__dqn__10__200"]  # by start time, not name
+    assert runs[1]["rows"] == [{"step": 1, "charts/episodic_return": 2}]
+
+
 def test_the_figures_never_import_wandb():
     tree = ast.parse(SCRIPT.read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
@@ -103,11 +134,19 @@ def test_the_command_draws_every_figure_from_tiny_fake_runs(tmp_path):
     assert all(f"wrote {out / name}" in proc.stdout for name in made)
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: None, "no such folder"),
-    (lambda p: p.mkdir(), "no run folder with a metrics.jsonl"),
+def broken_line(runs):
+    fake_run(runs, "E__dqn__1__100", "dqn", {"env_id": "E"}, [{"step": 1}, {"step": 2}])
+    path = runs / "E__dqn__1__100" / "metrics.jsonl"
+    path.write_text(path.read_text().replace('{"step": 1}', '{"step": 1'))
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    (lambda p: None, [], "no such folder"),
+    (lambda p: p.mkdir(), [], "no run folder with a metrics.jsonl"),
+    (broken_line, [], "metrics.jsonl line 2 is not JSON: delete that line or the run folder."),
+    (lambda p: fake_run(p, "x", "dqn", {}, []), ["--out", "runs/x/metrics.jsonl"], "cannot make that folder"),
 ])
-def test_refusals_are_one_sentence(tmp_path, setup, message):
+def test_refusals_are_one_sentence(tmp_path, setup, extra, message):
     setup(tmp_path / "runs")
-    proc = run([sys.executable, str(SCRIPT), "--runs", str(tmp_path / "runs")], cwd=tmp_path, timeout=60)
+    proc = run([sys.executable, str(SCRIPT), "--runs", str(tmp_path / "runs"), *extra], cwd=tmp_path, timeout=60)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
