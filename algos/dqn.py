@@ -112,7 +112,7 @@ class Args:
     max_episode_steps: Annotated[Optional[int], Range(1)] = None
     loss: Literal["huber", "mse"] = "huber"  # regression loss on the TD error
     double_dqn: bool = True  # choose a* with the online network (Double DQN) instead of the target network
-    total_timesteps: Annotated[int, Range(1)] = 500_000  # env steps, all ranks, in whole steps of all --num-envs
+    total_timesteps: Annotated[int, Range(1)] = 500_000  # env steps (all ranks), rounded down to a multiple of num_envs
     num_envs: Annotated[int, Range(1)] = 1  # parallel environments (each rank steps num_envs / world_size)
     learning_rate: Annotated[float, Range(0, lo_open=True)] = 2.5e-4  # Adam step size
     anneal_lr: bool = False  # let the step size fall linearly to 0 over the run (steadier final weights)
@@ -544,6 +544,8 @@ class RunLog:
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the greedy returns of a saved network on its own env; no training, rank 0 only."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.track or args.save_model:  # nothing is trained, logged or saved
+        raise SystemExit("--eval-checkpoint only evaluates: drop --track and --save-model.")
     if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
                          f"trained on: drop --env-id {args.env_id}.")
@@ -687,8 +689,8 @@ def main(args: Args) -> dict:
         print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print(f"mean return of the last {len(recent_returns)} training episodes: "
-              f"{metrics['charts/last100_return']:.2f}" if recent_returns else "no training episode ended")
+        print((f"mean return of the last {len(recent_returns)} training episodes: "
+               f"{metrics['charts/last100_return']:.2f}") if recent_returns else "no training episode ended")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:

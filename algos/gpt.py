@@ -416,7 +416,7 @@ def make_codec(meta: dict):
     import tiktoken  # only the BPE datasets need it
     try:
         enc = tiktoken.get_encoding(meta["tokenizer"])
-    except Exception as e:  # no network and no cache: one sentence, not requests' traceback
+    except Exception as e:  # e.g. no network and no cache: one sentence
         raise SystemExit(f"tiktoken could not load {meta['tokenizer']!r} ({type(e).__name__}): it downloads its "
                          "vocabulary once; offline, set TIKTOKEN_CACHE_DIR to a cache that holds it.") from None
     return enc.encode_ordinary, enc.decode
@@ -604,6 +604,15 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
         raise SystemExit(f"step {step}: {name} is {value}; {hint}")
 
 
+def check_vocabulary(flag: str, path: str, saved: dict, data_dir: str, meta: dict) -> None:
+    """A checkpoint reads only data of its own tokenizer, size and ids (a char set of the same size is not enough)."""
+    if saved == meta:
+        return
+    mine, theirs = (f"{m.get('tokenizer')} with {m['vocab_size']} tokens" for m in (saved, meta))
+    differ = f"{mine}, --data-dir {theirs}" if mine != theirs else f"{mine} in both, but other ids"
+    raise SystemExit(f"{flag} {path} does not fit --data-dir {data_dir} ({differ}): give the run's own.")
+
+
 def resume_checkpoint(args: Args) -> dict:
     """--resume: the checkpoint, if the given flags build the same network and leave steps to do."""
     ckpt = load_checkpoint(args.resume, "--resume")
@@ -616,7 +625,7 @@ def resume_checkpoint(args: Args) -> dict:
                          "repeat the run's flags to resume it, or start a new run.")
     if ckpt["iter"] >= args.max_iters:
         raise SystemExit(f"--resume {args.resume} is already at iteration {ckpt['iter']}: "
-                         "raise --max-iters above it to train further (the cosine decay then spans the new count).")
+                         "raise --max-iters above it (the cosine decay follows, unless --lr-decay-iters is given).")
     if not os.access(os.path.dirname(args.resume) or ".", os.W_OK):
         raise SystemExit(f"--resume {args.resume}: the run saves beside it, but its folder is not writable; "
                          "copy it to a folder you can write to.")
@@ -632,10 +641,7 @@ def evaluate_checkpoint(args: Args) -> dict:
     data = None
     if os.path.exists(os.path.join(args.data_dir, "val.bin")):
         data, meta = load_dataset(args.data_dir, ckpt["args"]["block_size"])
-        if meta != ckpt["meta"]:  # the same tokenizer, size and ids (a char set of the same size is not enough)
-            raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} has another vocabulary ("
-                             f"{ckpt['meta'].get('tokenizer')}, {ckpt['meta']['vocab_size']}) than --data-dir "
-                             f"{args.data_dir} ({meta.get('tokenizer')}, {meta['vocab_size']}): give its own.")
+        check_vocabulary("--eval-checkpoint", args.eval_checkpoint, ckpt["meta"], args.data_dir, meta)
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
@@ -672,17 +678,15 @@ def main(args: Args) -> dict:
     task = os.path.basename(os.path.abspath(args.data_dir))
     run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
                else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
-    ckpt_path = os.path.join(run_dir, "ckpt.pt")
+    ckpt_path = args.resume or os.path.join(run_dir, "ckpt.pt")  # a resumed run saves to the file it resumed
     # float16's narrow range would round small gradients to 0: the scaler multiplies the loss before backward and
     # divides the gradients after (skipping a step whose gradients overflowed); disabled, it changes nothing.
     ctx = autocast_context(args.dtype, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
 
     data, meta = load_dataset(args.data_dir, args.block_size)
-    if ckpt is not None and ckpt["meta"] != meta:  # the same tokenizer, size and ids
-        raise SystemExit(f"--resume {args.resume} has another vocabulary ({ckpt['meta'].get('tokenizer')}, "
-                         f"{ckpt['meta']['vocab_size']}) than --data-dir {args.data_dir} ({meta.get('tokenizer')}, "
-                         f"{meta['vocab_size']}): resume on the run's own data.")
+    if ckpt is not None:
+        check_vocabulary("--resume", args.resume, ckpt["meta"], args.data_dir, meta)
     # Refuse what memory cannot hold: a micro-step's float32 activations (as measured on a CPU) are per token
     # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T matrices per head and layer.
     batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank

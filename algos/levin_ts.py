@@ -322,7 +322,7 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
 def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
     """(training, held-out levels), from files or the generator; a bad file ends the run with one sentence naming it."""
     try:
-        test = load_levels(args.test_levels_path)[:args.test_levels] if args.test_levels_path else None
+        test = load_levels(args.test_levels_path)[:args.test_levels] if args.test_levels_path is not None else None
         if args.levels_path is None:
             rng = np.random.default_rng(args.seed)
             gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
@@ -816,9 +816,8 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
         raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
                          "drop them, and its own are used.")
     own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k) != saved[k]}
-    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
-        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
-              + " (the flags left at their defaults)")
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
+        print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
     return dataclasses.replace(args, **own), ckpt
 
 

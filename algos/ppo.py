@@ -119,7 +119,7 @@ class Args:
     actions or BOX_ARGS for Box actions; any flag still wins. Every count is for the whole run, all ranks together."""
 
     exp_name: str = "ppo"  # name of this experiment (part of the run name)
-    seed: Annotated[int, Range(0, 10**9)] = 1  # seed of the experiment (rank r uses seed + r)
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1  # seed of the experiment (rank r uses seed + r)
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; small networks run fastest with one
@@ -631,6 +631,8 @@ def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: the deterministic returns of a saved agent, no training. The env is
     the checkpoint's own; under torchrun rank 0 alone evaluates."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.track or args.save_model:  # nothing is trained, logged or saved
+        raise SystemExit("--eval-checkpoint only evaluates: drop --track and --save-model.")
     if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
                          f"trained on: drop --env-id {args.env_id}.")
@@ -822,8 +824,8 @@ def main(args: Args) -> dict:
         print(f"{args.env_id} deterministic eval: {metrics['eval/mean_return']:.2f} +- "
               f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
               f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print(f"mean return of the last {len(recent_returns)} training episodes: "
-              f"{metrics['charts/last100_return']:.2f}" if recent_returns else "no training episode ended")
+        print((f"mean return of the last {len(recent_returns)} training episodes: "
+               f"{metrics['charts/last100_return']:.2f}") if recent_returns else "no training episode ended")
         logger.log({**metrics, "global_step": global_step}, step=global_step)
         logger.close()
         if args.save_model:

@@ -476,6 +476,8 @@ class RunLog:
 def evaluate_checkpoint(args: Args) -> dict:
     """--eval-checkpoint: evaluate a saved agent in its own env and mode (greedy or not); under torchrun, on rank 0."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
+    if args.track or args.save_model:  # nothing is trained, logged or saved
+        raise SystemExit("--eval-checkpoint only evaluates: drop --track and --save-model.")
     if args.env_id not in (ckpt["env_id"], Args.env_id):  # another env is refused, not ignored
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} plays {ckpt['env_id']}, the env it was "
                          f"trained on: drop --env-id {args.env_id}.")

@@ -126,7 +126,7 @@ class Args:
 
     exp_name: str = "seq2seq_attention"  # name of this experiment (part of the run name)
     # seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed
-    seed: Annotated[int, Range(0, 2**31)] = 1
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     # on CUDA: bf16 or fp16 autocast (fp16 with a gradient scaler) or float32 (TF32 off); CPU: float32 unless --cpu-bf16
@@ -902,9 +902,8 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
     if flag == "--resume" and not os.access(os.path.dirname(path) or ".", os.W_OK):
         raise SystemExit(f"--resume {path}: cannot write beside it; copy it to a folder you can write to.")
     own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
-    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
-        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
-              + " (the flags left at their defaults)")
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
+        print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
     # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
     return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
                                save_model=args.save_model or flag == "--resume")
@@ -920,10 +919,17 @@ def main(args: Args) -> dict:
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
-    # Data paths are saved and compared absolute: a checkpoint finds its data from any folder.
+    # Data paths are saved absolute, so a checkpoint finds its data from any folder; --data-path naming the same
+    # file by another path, or the data where it has moved, stands in for it (the vocabularies must then match).
     args = dataclasses.replace(args, data_path=args.data_path and os.path.abspath(args.data_path))
     if ckpt and ckpt["args"]["data_path"]:
-        ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
+        saved = ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
+        if args.data_path and (not os.path.exists(saved) or os.path.exists(args.data_path)
+                               and os.path.samefile(args.data_path, saved)):
+            ckpt["args"]["data_path"] = args.data_path
+        elif not os.path.exists(saved):
+            raise SystemExit(f"{flag} {path} was trained on {saved}, which is not there now: give its data with "
+                             "--data-path.")
     eval_path = None  # --eval-checkpoint with another --data-path: the model's own data, scored on that one
     if ckpt and args.eval_checkpoint and args.data_path not in (None, ckpt["args"]["data_path"]):
         eval_path, args = args.data_path, dataclasses.replace(args, data_path=None)
@@ -1049,7 +1055,7 @@ def main(args: Args) -> dict:
             if use_cuda:
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
-    checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
+    checkpoint = (args.resume or os.path.join(run_dir, f"{ALGO}.pt")) if is_main else ""  # a resume saves to its file
     stop = StopFlag()
     while it < args.num_iterations:
         if stop.requested if not distributed else stop.agreed(device):  # under torchrun all ranks stop at one step

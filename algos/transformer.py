@@ -130,7 +130,7 @@ class Args:
 
     exp_name: str = "transformer"  # name of this experiment (part of the run name)
     # seed of the model and the batch order (rank r uses seed + r); the date task's data is fixed
-    seed: Annotated[int, Range(0, 2**31)] = 1
+    seed: Annotated[int, Range(0, 2**31 - 1)] = 1
     torch_deterministic: bool = True  # set torch.backends.cudnn.deterministic
     cuda: bool = True  # use CUDA when it is available
     num_threads: Annotated[int, Range(1)] = 1  # torch CPU threads; this small model runs fastest with one
@@ -1037,9 +1037,8 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
     if flag == "--resume" and not os.access(os.path.dirname(path) or ".", os.W_OK):
         raise SystemExit(f"--resume {path}: cannot write beside it; copy it to a folder you can write to.")
     own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
-    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks left out
-        print(f"{flag} {path}: its own " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
-              + " (the flags left at their defaults)")
+    if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
+        print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
     # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
     return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
                                save_model=args.save_model or flag == "--resume")
@@ -1055,10 +1054,17 @@ def main(args: Args) -> dict:
     is_main = rank == 0
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
-    # Data paths are saved and compared absolute: a checkpoint finds its data from any folder.
+    # Data paths are saved absolute, so a checkpoint finds its data from any folder; --data-path naming the same
+    # file by another path, or the data where it has moved, stands in for it (the vocabularies must then match).
     args = dataclasses.replace(args, data_path=args.data_path and os.path.abspath(args.data_path))
     if ckpt and ckpt["args"]["data_path"]:
-        ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
+        saved = ckpt["args"]["data_path"] = os.path.abspath(ckpt["args"]["data_path"])
+        if args.data_path and (not os.path.exists(saved) or os.path.exists(args.data_path)
+                               and os.path.samefile(args.data_path, saved)):
+            ckpt["args"]["data_path"] = args.data_path
+        elif not os.path.exists(saved):
+            raise SystemExit(f"{flag} {path} was trained on {saved}, which is not there now: give its data with "
+                             "--data-path.")
     if ckpt:
         args = checkpoint_args(args, ckpt, flag, path)
     run_dir = (os.path.dirname(args.resume) or ".") if args.resume else ""  # a resumed run writes beside it
@@ -1108,10 +1114,10 @@ def main(args: Args) -> dict:
         if is_main and args.translate and not os.access(folder, os.W_OK):
             raise SystemExit(f"--translate writes its heat maps beside {path}, and {folder} is not writable; "
                              "copy the checkpoint to a folder you can write to.")
-        for i, sentence in enumerate(args.translate):
-            if len(tokenizer.split(sentence)) > args.max_positions:
-                raise SystemExit(f"--translate sentence {i + 1} has {len(tokenizer.split(sentence))} tokens, more "
-                                 f"than the {args.max_positions} positions of this model: shorten it.")
+        for i, n in enumerate(len(tokenizer.split(sentence)) for sentence in args.translate):
+            if n > args.max_positions:
+                raise SystemExit(f"--translate sentence {i + 1} has {n} tokens, more than the {args.max_positions} "
+                                 "positions of this model: shorten it.")
         for i, sentence in enumerate(args.translate if is_main else ()):
             figure = os.path.join(folder, f"translation_{i + 1}.png")
             greedy = attention_figure(model, sentence, src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
@@ -1183,7 +1189,7 @@ def main(args: Args) -> dict:
             if device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
     start_it, metrics, train_loss, eval_seconds, start = it, {}, float("nan"), 0.0, time.time()
-    checkpoint = os.path.join(run_dir, f"{ALGO}.pt") if is_main else ""
+    checkpoint = (args.resume or os.path.join(run_dir, f"{ALGO}.pt")) if is_main else ""  # a resume saves to its file
     stop = StopFlag()
     while it < args.num_iterations:
         # Under torchrun the ranks agree at every step: save() gathers every rank's random state.

@@ -101,15 +101,16 @@ def test_out_of_range_values_are_refused_with_one_sentence(script):
 
 @pytest.mark.parametrize("script", [s for s in ALL if s != "bpe"])  # bpe.py's seed only names the run
 def test_the_largest_seed_allowed_is_one_numpy_and_torch_accept(script):
-    """--seed 2**32 ended in numpy's traceback (dqn.py), 2**64 in torch's (gpt.py, levin_ts.py): every seed's
-    Range stops where numpy's legacy seeding and torch.manual_seed accept it, plus a rank."""
+    """Every seed's Range stops where numpy's legacy seeding and torch.manual_seed accept it, plus the largest
+    offset a script adds (a rank, or 200,000 for a filmed episode): a larger seed is one sentence, not their
+    traceback."""
     import numpy as np
     import torch
 
     _, rule = numeric_fields(script_module(script))["seed"]
     assert math.isfinite(rule.hi), f"{script}.py: --seed has no upper bound"
-    np.random.seed(int(rule.hi) + 64)
-    torch.manual_seed(int(rule.hi) + 64)
+    np.random.seed(int(rule.hi) + 200_064)
+    torch.manual_seed(int(rule.hi) + 200_064)
 
 
 def one_sentence(proc: subprocess.CompletedProcess, expect: str = "") -> None:

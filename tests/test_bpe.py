@@ -291,7 +291,7 @@ def test_save_load_round_trip(trained, tmp_path, monkeypatch):
     lines = (tmp_path / "vocab.txt").read_text().splitlines()
     assert len(lines) == trained.n_vocab and lines[-1].endswith("(special)")
     assert re.fullmatch(r"\s*256 \[.+\] = \[.+\] \+ \[.+\]", lines[256])
-    (tmp_path / "empty.txt").write_text("")  # nothing to encode: no rate or ratio (was 0.000 bytes/token)
+    (tmp_path / "empty.txt").write_text("")  # nothing to encode: no rate and no ratio
     evaluated = bpe.main(bpe.Args(eval_checkpoint=path, input=str(tmp_path / "empty.txt"), save_model=False))
     assert "compression_ratio" not in evaluated and "encode/mb_per_s" not in evaluated
 

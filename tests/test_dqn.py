@@ -240,6 +240,8 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
         assert evaluated[key] == trained[key]
     with pytest.raises(SystemExit, match="plays CartPole-v1, the env it was trained on: drop --env-id Acrobot-v1"):
         dqn.main(dqn.Args(env_id="Acrobot-v1", eval_checkpoint=str(ckpt)))  # refused, not silently ignored
+    with pytest.raises(SystemExit, match="--eval-checkpoint only evaluates: drop --track and --save-model."):
+        dqn.main(dqn.Args(eval_checkpoint=str(ckpt), track=True))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -139,8 +139,8 @@ def test_bad_levels_path_is_one_sentence(tmp_path):
 
 
 def test_held_out_levels_come_from_the_file_also_beside_generated_training_levels(tmp_path):
-    """--test-levels-path without --levels-path: the file's levels are searched (they were replaced by generated
-    ones, silently), and the generated training levels are the same as without it."""
+    """--test-levels-path without --levels-path: the file's levels are the held-out ones, and the generated
+    training levels are the same as without it."""
     rng = np.random.default_rng(7)
     rooms = [lts.generate_level(rng, 10, 2, 3, f"room{k}") for k in range(5)]
     (tmp_path / "rooms.txt").write_text("".join(f"; {k}\n{lv.render()}\n\n" for k, lv in enumerate(rooms)))

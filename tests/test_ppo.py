@@ -387,6 +387,8 @@ def test_saved_model_keeps_its_statistics_and_evaluates_alike(tmp_path, monkeypa
         assert evaluated[key] == trained[key]
     with pytest.raises(SystemExit, match="plays Pendulum-v1, the env it was trained on: drop --env-id Acrobot-v1"):
         ppo.main(ppo.Args(env_id="Acrobot-v1", eval_checkpoint=str(path)))  # refused, not silently ignored
+    with pytest.raises(SystemExit, match="--eval-checkpoint only evaluates: drop --track and --save-model."):
+        ppo.main(ppo.Args(eval_checkpoint=str(path), save_model=True))
 
 
 TWO_RANK_DRIVER = """

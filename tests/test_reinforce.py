@@ -289,6 +289,8 @@ def test_corridor_checkpoint_evaluates_stochastically_in_its_own_env(tmp_path, m
     assert rf.main(rf.Args(seed=2, eval_checkpoint=str(path), eval_episodes=50)) == reloaded
     with pytest.raises(SystemExit, match="plays ShortCorridor-v0, the env it was trained on: drop --env-id Acrobot"):
         rf.main(rf.Args(env_id="Acrobot-v1", eval_checkpoint=str(path)))  # refused, not silently ignored
+    with pytest.raises(SystemExit, match="--eval-checkpoint only evaluates: drop --track and --save-model."):
+        rf.main(rf.Args(eval_checkpoint=str(path), track=True))
 
 
 def test_bad_checkpoints_get_one_sentence(tmp_path, monkeypatch):

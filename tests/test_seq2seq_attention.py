@@ -509,7 +509,7 @@ def test_tiktoken_tokenizer(monkeypatch):
     tok = s2s.Tokenizer("tiktoken", "gpt2")
     assert tok.split("hello world") == ["31373", "995"]
     assert tok.join(tok.split("Où est la gare ?")) == "Où est la gare ?"
-    assert tok.join(tok.split("a <|endoftext|> b")) == "a <|endoftext|> b"  # plain text (was a ValueError)
+    assert tok.join(tok.split("a <|endoftext|> b")) == "a <|endoftext|> b"  # a special token's text in a sentence is plain text
 
 
 def write_corpus(path, n: int, seed: int = 0):
@@ -651,6 +651,11 @@ def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch, capsys):
         s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), hidden_size=32))
     # Its own file, spelled another way, is its own data: the test split, not all 3,000 pairs (seen in training).
     assert s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), data_path="./pairs.tsv", beam_size=3)) == evaluated
+    snapshot = checkpoint.with_name("snapshot.pt")  # a resume without --save-model saves to the file it resumed
+    snapshot.write_bytes(checkpoint.read_bytes())
+    s2s.main(s2s.Args(resume=str(snapshot), num_iterations=201, eval_interval=200, attention="dot", beam_size=1))
+    assert s2s.load_checkpoint(str(snapshot), "--resume")["iteration"] == 201
+    assert s2s.load_checkpoint(str(checkpoint), "--resume")["iteration"] == 200
 
     # --eval-checkpoint with another --data-path: the model's vocabularies, that file's pairs (all 40).
     write_corpus(tmp_path / "other.tsv", 40, seed=5)

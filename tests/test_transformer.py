@@ -376,11 +376,10 @@ def test_learns_a_tsv_corpus_with_bpe(tmp_path, monkeypatch):
 
 
 def test_short_position_table_checkpoint_used_elsewhere_and_resume_without_save_model(tmp_path, monkeypatch):
-    """Four faults an audit found (each test line failed before its fix): with twice the longest target past
-    --max-positions, the final heat map re-read one position more than the table holds (IndexError, and no
-    checkpoint); a checkpoint trained on a relative --data-path could not be used from another folder; a
-    --translate sentence longer than the table was a traceback; a resumed run without --save-model threw its
-    steps away. Also: a BOM before a header line of column names."""
+    """With twice the longest target past --max-positions, decoding and the final heat map (which re-reads
+    <s> and the output) stay inside the position table; a checkpoint trained on a relative --data-path is used
+    from another folder; a --translate sentence longer than the table is one sentence; a resumed run without
+    --save-model keeps its steps in the file it resumed. Also: a BOM before a header line of column names."""
     (tmp_path / "here").mkdir()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "here")
@@ -397,8 +396,25 @@ def test_short_position_table_checkpoint_used_elsewhere_and_resume_without_save_
     assert evaluated == {k: v for k, v in trained.items() if k.startswith("eval/")}
     with pytest.raises(SystemExit, match="--translate sentence 2 has 11 tokens, more than the 10 positions"):
         tf.main(tf.Args(eval_checkpoint=str(checkpoint), translate=("ab", "a" * 11)))
-    tf.main(tf.Args(resume=str(checkpoint), **{**args, "num_iterations": 12}))
-    assert tf.load_checkpoint(str(checkpoint), "--resume")["iteration"] == 12
+    (tmp_path / "here").rename(tmp_path / "moved")  # the data moved: given again, it stands in
+    with pytest.raises(SystemExit, match="pairs.tsv, which is not there now: give its data with --data-path"):
+        tf.main(tf.Args(eval_checkpoint=str(tmp_path / "moved" / checkpoint.relative_to(tmp_path / "here"))))
+    checkpoint = tmp_path / "moved" / checkpoint.relative_to(tmp_path / "here")
+    moved = tf.main(tf.Args(eval_checkpoint=str(checkpoint), data_path="../moved/pairs.tsv", beam_size=2))
+    assert moved == evaluated
+    snapshot = checkpoint.with_name("snapshot.pt")
+    snapshot.write_bytes(checkpoint.read_bytes())
+    tf.main(tf.Args(resume=str(snapshot), data_path="../moved/pairs.tsv", **{**args, "num_iterations": 12}))
+    assert tf.load_checkpoint(str(snapshot), "--resume")["iteration"] == 12  # the file it resumed, no other
+    assert tf.load_checkpoint(str(checkpoint), "--resume")["iteration"] == 10
+
+
+def test_a_diverging_run_stops_at_the_step_its_loss_is_not_finite(tmp_path, monkeypatch):
+    """Checked at every step, not only at the evaluations (every 1,000 steps here)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"^step [1-3]: the training loss is (nan|inf)"):
+        tf.main(tf.Args(num_iterations=50, eval_interval=1000, num_train=300, num_heldout=20, d_model=16, d_ff=32,
+                        learning_rate=1e30, warmup_steps=1, grad_clip=1e30))
 
 
 # ----------------------------------------------------------------------------- benchmark
