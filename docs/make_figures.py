@@ -45,7 +45,10 @@ DEFAULT_SETTING = {"levin_ts": "generated", "seq2seq_attention": "date-task"}  #
 REFERENCE_LINES = {"reinforce-prob-right": (2 - 2 ** 0.5, "p* = 2 - sqrt(2)")}  # Sutton & Barto Example 13.1
 # Fields that do not change what a run learns: runs that differ only in these (and the seed) share a line.
 BOOKKEEPING = {"seed", "exp_name", "track", "wandb_project_name", "wandb_entity", "save_model", "eval_checkpoint",
-               "resume", "log_interval", "num_threads", "cuda", "torch_deterministic", "compare_uniform"}
+               "resume", "log_interval", "num_threads", "cuda", "torch_deterministic", "compare_uniform",
+               # what only the final evaluation or sampling reads
+               "eval_episodes", "greedy_eval", "capture_video", "eval_budget", "prompt", "num_samples",
+               "max_new_tokens", "temperature", "top_k", "top_p", "peak_tflops", "show", "translate"}
 # nanoGPT's CPU "baby" shakespeare_char run (4 layers x 4 heads x 128, block 64, batch 12, 2,000 iterations):
 # its val loss at iterations 0/250/500/1000/1500/2000 as measured on this project's machine kind, placed in
 # time at 59.6 ms an iteration (its whole run, 119.2 s, back to back with gpt.py in the README's gpt table).

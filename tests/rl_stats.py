@@ -1,8 +1,9 @@
 """Statistics for the RL benchmark tables (issue 22), after Agarwal et al. 2021, "Deep Reinforcement
 Learning at the Edge of the Statistical Precipice" (NeurIPS, arXiv:2108.13264):
 
-- the interquartile mean (IQM): the mean of the middle 50% of the runs, which a lucky or a crashed
-  seed moves far less than the mean, and which needs fewer runs than the median for the same precision;
+- the interquartile mean (IQM): the mean of the middle half of the runs (floor(n/4) cut from each end), which
+  a lucky or a crashed seed moves far less than the mean, and which needs fewer runs than the median for the
+  same precision;
 - 95% confidence intervals by the stratified percentile bootstrap: resample the runs of each task
   (environment) with replacement, keeping every task's count, recompute the statistic over all of them,
   and take the 2.5th and 97.5th percentiles of the results;
@@ -38,6 +39,8 @@ def bootstrap_ci(scores_by_task, statistic, reps: int = 2_000, level: float = 0.
 def summarize(scores, bar: float) -> dict:
     """One benchmark's row: n, mean and IQM each with a 95% CI, the share of runs >= bar, the worst run."""
     x = np.asarray(scores, dtype=float).ravel()
+    if not len(x) or not np.isfinite(x).all():  # a nan would sort above every score and be trimmed from the IQM
+        raise ValueError(f"summarize needs finite scores, got {x.tolist()}")
     return dict(n=len(x), mean=float(x.mean()), mean_ci=bootstrap_ci([x], np.mean), iqm=iqm(x),
                 iqm_ci=bootstrap_ci([x], iqm), pass_share=float((x >= bar).mean()), worst=float(x.min()))
 

@@ -151,6 +151,11 @@ def test_char_from_file_writes_what_bpe_and_gpt_read_by_default(tmp_path):
     assert "".join(meta["itos"][i] for i in np.concatenate(ids)) == text
     assert len(ids[0]) == int(len(text) * 0.9) and meta["vocab_size"] == len(set(text))
 
+    (tmp_path / "one.txt").write_text("a")  # refused (an empty split): input.txt stays the text of the .bin files
+    proc = run([sys.executable, str(prep), "--from-file", str(tmp_path / "one.txt")], cwd=tmp_path, timeout=60)
+    assert proc.returncode != 0 and "leave an empty train or val split" in proc.stderr
+    assert (data / "input.txt").read_bytes() == corpus.read_bytes()
+
     bpe_tiny = SCRIPTS["bpe.py"]["tiny"]
     bpe_tiny = [a for i, a in enumerate(bpe_tiny) if a != "--input" and (i == 0 or bpe_tiny[i - 1] != "--input")]
     proc = run([sys.executable, str(ALGOS / "bpe.py"), *bpe_tiny], cwd=tmp_path, timeout=240)
@@ -204,11 +209,23 @@ def anki_zip(path: Path, body: bytes) -> Path:
     return path
 
 
+def flip(path: Path, at: int) -> bytes:
+    """The file's bytes with 20 of them inverted from offset `at`."""
+    data = bytearray(path.read_bytes())
+    data[at:at + 20] = bytes(b ^ 0xFF for b in data[at:at + 20])
+    return bytes(data)
+
+
 @pytest.fixture
 def corpora(inputs):
     anki_zip(inputs / "fra-eng.zip", "Go.\tVa !\tCC-BY\nHi.\tSalut !\tCC-BY\nHi.\tSalut !\tCC-BY\n".encode())
     anki_zip(inputs / "latin1.zip", "Go.\tVa à pied\tCC\n".encode("latin-1"))
     anki_zip(inputs / "nopairs.zip", b"just one column\n")
+    anki_zip(inputs / "newline.zip", "Hello\u2028world.\tBonjour le monde.\tCC-BY\n".encode())  # U+2028 inside
+    body = "".join(f"word{i} w{i * 7}\tmot{i}\tCC\n" for i in range(300)).encode()
+    with zipfile.ZipFile(inputs / "damaged.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("fra.txt", body)
+    (inputs / "damaged.zip").write_bytes(flip(inputs / "damaged.zip", 60))  # inside the deflate stream: zlib.error
     m = inputs / "m30k"
     m.mkdir()
     import gzip
@@ -216,8 +233,11 @@ def corpora(inputs):
         (m / f"{stem}.en").write_text("A dog runs.\nTwo men talk.\n")
         with gzip.open(m / f"{stem}.de.gz", "wt", encoding="utf-8") as f:
             f.write("Ein Hund rennt.\nZwei Männer reden.\n")
-    for name in ("latin1", "cutgz", "short"):
+    for name in ("latin1", "cutgz", "short", "badgz"):
         shutil.copytree(m, inputs / f"m30k_{name}")
+    with gzip.open(inputs / "m30k_badgz" / "val.de.gz", "wb") as f:
+        f.write(body)
+    (inputs / "m30k_badgz" / "val.de.gz").write_bytes(flip(inputs / "m30k_badgz" / "val.de.gz", 40))
     (inputs / "m30k_latin1" / "val.en").write_bytes("Un café.\n".encode("latin-1"))
     (inputs / "m30k_cutgz" / "val.de.gz").write_bytes((m / "val.de.gz").read_bytes()[:12])
     (inputs / "m30k_short" / "test_2016_flickr.en").write_text("A dog runs.\n")
@@ -230,6 +250,7 @@ BAD_PARALLEL = [
     (["anki", "{d}/text.txt", "--out", "{d}/o.tsv"], "not a zip file"),
     (["anki", "{d}/latin1.zip", "--out", "{d}/o.tsv"], "not UTF-8"),
     (["anki", "{d}/nopairs.zip", "--out", "{d}/o.tsv"], "no 'English<TAB>other' lines"),
+    (["anki", "{d}/damaged.zip", "--out", "{d}/o.tsv"], "is not a zip file (or is damaged)"),
     (["anki", "{d}/fra-eng.zip", "--out", "{d}/folder"], "is a folder"),
     (["anki", "{d}/fra-eng.zip", "--out", "{d}/o.tsv", "--max-pairs", "-1"], "--max-pairs -1"),
     (["multi30k", "{d}/nowhere", "--out", "{d}/o"], "no such folder"),
@@ -237,6 +258,7 @@ BAD_PARALLEL = [
     (["multi30k", "{d}/folder", "--out", "{d}/o"], "has no train.en"),
     (["multi30k", "{d}/m30k_latin1", "--out", "{d}/o"], "not UTF-8"),
     (["multi30k", "{d}/m30k_cutgz", "--out", "{d}/o"], "cannot be read"),
+    (["multi30k", "{d}/m30k_badgz", "--out", "{d}/o"], "cannot be read"),  # a damaged deflate stream
     (["multi30k", "{d}/m30k_short", "--out", "{d}/o"], "has 1 lines"),
     (["multi30k", "{d}/m30k", "--out", "{d}/text.txt"], "is a file"),
 ]
@@ -256,6 +278,9 @@ def test_parallel_writes_pairs_and_says_so(corpora):
     assert proc.returncode == 0, proc.stderr
     assert (corpora / "e.tsv").read_text() == "Go.\tVa !\nHi.\tSalut !\n"
     assert f"wrote {corpora / 'e.tsv'}: 2 pairs, 21 bytes" in proc.stdout
+    proc = run([sys.executable, str(PARALLEL), "anki", str(corpora / "newline.zip"), "--out", str(corpora / "n.tsv")],
+               cwd=corpora, timeout=60)  # U+2028 is a space in a sentence, not a line break that shifts the pairs
+    assert (corpora / "n.tsv").read_text() == "Hello world.\tBonjour le monde.\n", proc.stderr
     proc = run([sys.executable, str(PARALLEL), "multi30k", str(corpora / "m30k"), "--out", str(corpora / "de")],
                cwd=corpora, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -307,3 +332,21 @@ def test_boxoban_from_dir_copies_the_levels(boxoban_script, tmp_path):
     out = boxoban_script.parent / "boxoban" / "unfiltered"
     assert (out / "train" / "009.txt").read_bytes() == (src / "train" / "009.txt").read_bytes()
     assert "(20 levels," in proc.stdout and "test/000.txt (2 levels," in proc.stdout
+    # A second source that fails half-way (no train/005.txt) or holds no levels changes nothing; one without a
+    # test set says that the old test file is kept, not that it wrote it.
+    other = tmp_path / "other"
+    for i in range(10):
+        (other / "train").mkdir(parents=True, exist_ok=True)
+        (other / "train" / f"00{i}.txt").write_text("; 7\n#####\n#@$.#\n#####\n")
+    (other / "train" / "005.txt").unlink()
+    assert "has no train/005.txt" in one_line_refusal(run(["sh", str(boxoban_script), "--from-dir", str(other)],
+                                                          cwd=tmp_path, timeout=60))
+    assert (out / "train" / "000.txt").read_bytes() == (src / "train" / "000.txt").read_bytes()
+    (other / "train" / "005.txt").write_text("hello\n")
+    assert "train/005.txt holds no level" in one_line_refusal(run(["sh", str(boxoban_script), "--from-dir",
+                                                                   str(other)], cwd=tmp_path, timeout=60))
+    assert not list(out.glob("*/*.tmp"))
+    assert (out / "train" / "000.txt").read_bytes() == (src / "train" / "000.txt").read_bytes()
+    (other / "train" / "005.txt").write_text("; 7\n#####\n#@$.#\n#####\n")
+    proc = run(["sh", str(boxoban_script), "--from-dir", str(other)], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "(10 levels," in proc.stdout and "(kept " in proc.stdout, proc.stderr

@@ -56,6 +56,10 @@ def test_runs_that_differ_in_more_than_the_seed_are_separate_lines(tmp_path):
     assert sorted((label, len(runs)) for label, runs in groups.items()) == [("learning_rate=0.0001", 2),
                                                                             ("learning_rate=0.001", 2)]
     assert sorted(mf.lines(mf.read_runs(tmp_path / "runs"), "learning_rate")) == ["0.0001", "0.001"]
+    fake_run(tmp_path / "runs", "d3", "dqn", {"env_id": "E", "seed": 3, "learning_rate": 1e-3, "eval_episodes": 5},
+             [{"step": 1, "charts/episodic_return": 0.0}])  # what only the final evaluation reads: the same line
+    groups = mf.lines(mf.read_runs(tmp_path / "runs"), "learning_rate")
+    assert sorted((label, len(runs)) for label, runs in groups.items()) == [("0.0001", 2), ("0.001", 3)]
 
 
 def test_mean_band_is_the_mean_with_a_bootstrap_interval_around_it():
@@ -68,8 +72,8 @@ def test_mean_band_is_the_mean_with_a_bootstrap_interval_around_it():
 
 
 def test_a_line_is_drawn_only_where_every_seed_has_data():
-    """Found by an audit: seeds of different lengths (gpt's wall clock, levin_ts's expansions) made the mean
-    past the shortest seed a mean of the others, which jumped while the legend still said 3 seeds."""
+    """Seeds end at different x (gpt's wall clock, levin_ts's expansions): past the shortest seed a mean of the
+    others would jump while the legend counts every seed, so the line ends there."""
     mf = load()
     nan = np.nan
     mean, lo, hi = mf.mean_band(np.array([[0.0, 0.0, 0.0], [100.0, 100.0, nan], [100.0, nan, nan]]))
@@ -78,8 +82,8 @@ def test_a_line_is_drawn_only_where_every_seed_has_data():
 
 
 def test_a_field_an_older_run_lacks_is_its_own_line(tmp_path):
-    """A null value and a field the run does not have at all are two configurations: they were both
-    labelled buffer=None, and one line overwrote the other."""
+    """A null value and a field the run does not have at all are two configurations with two labels (one
+    label would let one line overwrite the other)."""
     mf = load()
     for name, config in (("a__dqn__1__100", {"env_id": "E", "buffer": None}), ("b__dqn__1__100", {"env_id": "E"})):
         fake_run(tmp_path / "runs", name, "dqn", config, [{"step": 1, "charts/episodic_return": 1.0}])

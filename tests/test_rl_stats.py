@@ -38,3 +38,6 @@ def test_summary_row():
     assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
     row = table_row("MountainCar-v0", s, -110)
     assert row.startswith("| MountainCar-v0 | 10 | -107.5 [") and "80% (≥ -110)" in row and row.endswith("| -150.0 |")
+    for bad in ([], [500.0] * 9 + [float("nan")]):  # a nan seed would sort above 500 and leave the IQM at 500
+        with pytest.raises(ValueError, match="summarize needs finite scores"):
+            summarize(bad, bar=475)

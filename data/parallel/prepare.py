@@ -20,6 +20,7 @@ import gzip
 import io
 import os
 import zipfile
+import zlib
 
 
 def clean(text: str) -> str:
@@ -41,14 +42,14 @@ def anki_pairs(zip_path: str, reverse: bool, max_pairs: int) -> list[tuple[str, 
                 raise SystemExit(f"{zip_path} holds no .txt file: is it a manythings.org/anki zip?")
             name = max(names, key=lambda n: z.getinfo(n).file_size)
             text = z.read(name).decode("utf-8")
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError):  # damaged, encrypted...
         raise SystemExit(f"{zip_path} is not a zip file (or is damaged): download the manythings.org/anki zip again.") from None
     except UnicodeDecodeError as e:
         raise SystemExit(f"{name} in {zip_path} is not UTF-8 text (byte {e.start}).") from None
     except OSError as e:
         raise SystemExit(f"{zip_path} cannot be read ({e.strerror or type(e).__name__}).") from None
     pairs, seen = [], set()
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): it also breaks at U+2028 and other separators in a sentence
         columns = line.split("\t")
         if len(columns) < 2:
             continue
@@ -71,7 +72,7 @@ def read_lines(folder: str, stem: str) -> list[str]:
                     return [clean(line) for line in io.TextIOWrapper(f, encoding="utf-8")]
             except UnicodeDecodeError as e:
                 raise SystemExit(f"{path} is not UTF-8 text (byte {e.start} of a line).") from None
-            except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut-off .gz an EOFError
+            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; cut off: EOFError; damaged: zlib
                 raise SystemExit(f"{path} cannot be read ({e}): download it again.") from None
     raise SystemExit(f"{folder} has no {stem} or {stem}.gz: download Multi30k's raw task-1 files first.")
 

@@ -65,16 +65,15 @@ def write_bytes(path: str, data: bytes) -> None:
         raise SystemExit(f"cannot write {path} ({e.strerror or type(e).__name__}).") from None
 
 
-def read_text(from_file: str | None, cache: str, url: str) -> tuple[str, str]:
-    """The corpus and where it came from: a local file if given (copied to `cache`), else the
-    cached download, else a fresh download into `cache`."""
+def read_text(from_file: str | None, cache: str, url: str) -> tuple[str, str, bytes | None]:
+    """The corpus, where it came from, and the bytes main() keeps in `cache` once every check has passed
+    (None: `cache` is the corpus already): a local file if given, else the cached download, else a download."""
     if from_file:
         text = read_local(from_file, "--from-file ")
-        if not (os.path.exists(cache) and os.path.samefile(from_file, cache)):
-            write_bytes(cache, text.encode("utf-8"))
-        return text, f"copied from {from_file}"
+        same = os.path.exists(cache) and os.path.samefile(from_file, cache)
+        return text, f"copied from {from_file}", None if same else text.encode("utf-8")
     if os.path.exists(cache):
-        return read_local(cache, ""), "already downloaded"
+        return read_local(cache, ""), "already downloaded", None
     print(f"downloading {url}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -82,9 +81,7 @@ def read_text(from_file: str | None, cache: str, url: str) -> tuple[str, str]:
     except (OSError, ValueError) as e:  # URLError, HTTPError and timeouts are OSErrors
         reason = getattr(e, "reason", None) or e
         raise SystemExit(f"could not download {url} ({reason}): {OFFLINE}.") from None
-    text = decode(data, url)
-    write_bytes(cache, data)
-    return text, f"downloaded from {url}"
+    return decode(data, url), f"downloaded from {url}", data
 
 
 def fraction(value: str) -> float:
@@ -130,7 +127,7 @@ def main() -> None:
     except OSError as e:
         raise SystemExit(f"cannot create --out-dir {args.out_dir} ({e.strerror or type(e).__name__}).") from None
     cache = os.path.join(args.out_dir, "input.txt")
-    text, source = read_text(args.from_file, cache, args.url)
+    text, source, new_cache = read_text(args.from_file, cache, args.url)
     enc = gpt2_encoding()
     # Split the text first, then encode each part, so no token straddles the boundary.
     cut = int(len(text) * (1 - args.val_fraction))
@@ -139,6 +136,8 @@ def main() -> None:
         raise SystemExit(f"{len(text)} characters split at --val-fraction {args.val_fraction} leave an empty "
                          "train or val split: give more text or another fraction.")
     paths = {name: os.path.join(args.out_dir, name) for name in ("input.txt", "train.bin", "val.bin", "meta.json")}
+    if new_cache is not None:  # only now: a refused text never replaces the input.txt that the .bin files came from
+        write_bytes(cache, new_cache)
     write_split(paths["train.bin"], train_ids)
     write_split(paths["val.bin"], val_ids)
     write_bytes(paths["meta.json"], json.dumps({"tokenizer": "gpt2", "vocab_size": enc.n_vocab}).encode("utf-8"))
