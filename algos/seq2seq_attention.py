@@ -912,7 +912,7 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
 def main(args: Args) -> dict:
     """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns eval/exact_match,
     eval/bleu and eval/bleu_lc (greedy; lc: lowercased), eval/exact_match_beam, eval/bleu_beam and eval/bleu_beam_lc
-    (beam search), val/loss, val/bleu, train/loss, iter, wall_time and ms_per_iter."""
+    (beam search), val/loss, val/bleu, train/loss (of rank 0's rows of the last batch), iter, wall_time, ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)

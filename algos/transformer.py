@@ -1047,7 +1047,7 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
 def main(args: Args) -> dict:
     """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns
     eval/exact_match and eval/bleu (greedy), eval/exact_match_beam and eval/bleu_beam (beam search),
-    val/loss, train/loss, iter, wall_time and ms_per_iter."""
+    val/loss, train/loss (of rank 0's rows of the last batch), iter, wall_time and ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
