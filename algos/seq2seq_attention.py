@@ -74,6 +74,7 @@ Usage
     python algos/seq2seq_attention.py --data-path data/parallel/multi30k-de-en --tokenizer bpe \\
         --embed-dim 256 --hidden-size 256 --dropout 0.3 --batch-size 128 --bucket-pool 100 --cpu-bf16 \\
         --learning-rate 2e-3 --num-iterations 3000 --eval-interval 500 --save-model --exp-name multi30k
+        # (--cpu-bf16 only on a CPU with AVX512-BF16 or AMX: elsewhere it is slower than float32; drop it)
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
         --data-path other.tsv                                      # score it on any source<TAB>target file
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
