@@ -387,7 +387,7 @@ def test_encoding_speed_side_by_side_with_tiktoken_and_without_the_cache(trained
     split done beforehand, so an encoder without its cache scores below 1). README: ours 7.1
     MB/s, tiktoken 17.4 (0.41); measured here 0.37-0.41 of tiktoken and 1.5-2.1x the uncached
     loop, the low ends with load 10 on the 2 cores. A CI rehearsal on a slower machine (2026-12-01,
-    AVX2-only EPYC) measured 0.247 and, alone, 0.24-0.49 of tiktoken and 1.07-1.9x uncached: a garbage
+    AVX2-only EPYC) measured 0.247 and, alone, 0.25-0.49 of tiktoken and 1.07-1.9x uncached: a garbage
     collection falling inside one timing. With the collector off while timing and best of 5 rounds
     (was best of 2, collector on), 0.34-0.42 and 1.5-1.9x there, also beside a busy process."""
     text = SHAKESPEARE.read_text()
