@@ -55,6 +55,7 @@ Usage
     python algos/dqn.py --eval-checkpoint runs/<run_name>/dqn.pt    # evaluate, no training
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -463,15 +464,19 @@ def save_model(path: str, q_network: nn.Module, args: Args) -> None:
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
     whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
+    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
+    at once, and main keeps the trained model all the same."""
 
     def __init__(self):
-        self.requested, self.at = False, 0.0
+        self.requested, self.at, self.evaluating = False, 0.0, False
         signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
             self.requested, self.at = True, time.time()
+            if self.evaluating:
+                raise KeyboardInterrupt
             print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
@@ -671,32 +676,35 @@ def main(args: Args) -> dict:
             break
 
     envs.close()
-    if stop.requested:
+    wall_time = time.time() - start_time
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
+               "losses/td_loss": td_loss.item()}
+    if recent_returns:  # left out when no training episode ended
+        metrics["charts/last100_return"] = float(np.mean(recent_returns))
+    stop.evaluating = is_main  # from here rank 0's Ctrl-C stops the final evaluation at once; the model is kept below
+    with contextlib.suppress(KeyboardInterrupt):
+        if is_main and not stop.requested:  # the TD loss was checked at the last step, which always logs
+            print(f"final evaluation: {args.eval_episodes} episodes (a Ctrl-C stops it and keeps the model)")
+            metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
+                                    args.max_episode_steps))
+            print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
+                  f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
+                  f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
+            print((f"mean return of the last {len(recent_returns)} training episodes: "
+                   f"{metrics['charts/last100_return']:.2f}") if recent_returns else "no training episode ended")
+            logger.log({**metrics, "global_step": global_step}, step=global_step)
+            logger.close()
+            if args.save_model:
+                save_model(os.path.join(run_dir, "dqn.pt"), q_network, args)
+            else:
+                print(f"(the Q-network was not saved: add --save-model to keep it in {run_dir}/)")
+    if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C in training or the final evaluation
         if is_main:
             path = os.path.join(run_dir, "dqn.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, q_network, args)
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
-    wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time),
-               "losses/td_loss": td_loss.item()}
-    if recent_returns:  # left out when no training episode ended
-        metrics["charts/last100_return"] = float(np.mean(recent_returns))
-    if is_main:  # the TD loss was checked at the last step, which always logs
-        metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
-                                args.max_episode_steps))
-        print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
-              f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
-              f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
-        print((f"mean return of the last {len(recent_returns)} training episodes: "
-               f"{metrics['charts/last100_return']:.2f}") if recent_returns else "no training episode ended")
-        logger.log({**metrics, "global_step": global_step}, step=global_step)
-        logger.close()
-        if args.save_model:
-            save_model(os.path.join(run_dir, "dqn.pt"), q_network, args)
-        else:
-            print(f"(the Q-network was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

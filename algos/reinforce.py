@@ -69,6 +69,7 @@ Usage
     python algos/reinforce.py --eval-checkpoint runs/<run_name>/reinforce.pt   # evaluate, no training
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -402,15 +403,19 @@ def save_model(path: str, agent: Agent, args: Args) -> None:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it."""
+    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it.
+    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
+    at once, and main keeps the trained model all the same."""
 
     def __init__(self):
-        self.requested, self.at = False, 0.0
+        self.requested, self.at, self.evaluating = False, 0.0, False
         signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
             self.requested, self.at = True, time.time()
+            if self.evaluating:
+                raise KeyboardInterrupt
             print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
@@ -595,27 +600,36 @@ def main(args: Args) -> dict:
             p_right = {"charts/prob_right": prob_right(agent, device)} if corridor else {}
             logger.log({"charts/SPS": sps, "global_step": global_step, **p_right}, step=global_step)
         if counts[2]:  # the same on every rank: all stop after this update
+            stop.requested = True
             break
 
     envs.close()
-    if counts[2]:
+    wall_time = time.time() - start_time
+    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time), **losses}
+    stop.evaluating = is_main  # from here rank 0's Ctrl-C stops the final evaluation at once; the model is kept below
+    with contextlib.suppress(KeyboardInterrupt):
+        if is_main and not stop.requested:  # the last update's losses were checked by the last progress line
+            print(f"final evaluation: {args.eval_episodes} episodes (a Ctrl-C stops it and keeps the model)")
+            label = f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"
+            metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval,
+                                    device, label))
+            logger.log({**metrics, "global_step": global_step}, step=global_step)
+            logger.close()
+            if args.save_model:
+                save_model(os.path.join(run_dir, "reinforce.pt"), agent, args)
+            else:
+                print(f"(the policy was not saved: add --save-model to keep it in {run_dir}/)")
+    if distributed:  # rank 0 evaluated while the others waited here: does any rank stop?
+        flag = torch.tensor([float(stop.requested)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop.requested = bool(flag.item())
+    if stop.requested:  # Ctrl-C in training or in the final evaluation
         if is_main:
             path = os.path.join(run_dir, "reinforce.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, args)
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
         sys.exit(130)
-    wall_time = time.time() - start_time
-    metrics = {"global_step": global_step, "wall_time": wall_time, "charts/SPS": int(global_step / wall_time), **losses}
-    if is_main:  # the last update's losses were checked by the last progress line
-        metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device,
-                                f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"))
-        logger.log({**metrics, "global_step": global_step}, step=global_step)
-        logger.close()
-        if args.save_model:
-            save_model(os.path.join(run_dir, "reinforce.pt"), agent, args)
-        else:
-            print(f"(the policy was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

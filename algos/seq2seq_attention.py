@@ -44,7 +44,8 @@ Distributed: under torchrun each rank takes its own rows of every batch (--batch
 DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On CUDA the forward
 pass runs in bfloat16 autocast (--dtype float16 for a GPU without bfloat16: float16 with a gradient scaler); on the CPU
 only with --cpu-bf16. Ctrl-C stops training at the end of a step, saves runs/<run_name>/seq2seq_attention.pt
-(optimizer, data order, random states included) and prints the command that resumes it exactly.
+(optimizer, data order, random states included) and prints the command that resumes it exactly; in the final
+evaluation it stops that at once, saves the model and prints the command that evaluates it.
 
 References
     Sutskever, Vinyals, Le 2014, "Sequence to Sequence Learning with Neural Networks", arXiv:1409.3215.
@@ -81,6 +82,7 @@ Usage
         --translate "Ein Mann fährt Fahrrad." "Zwei Hunde spielen im Schnee."
 """
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -806,15 +808,19 @@ def load_checkpoint(path: str, flag: str) -> dict:
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
     whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
+    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
+    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
+    at once, and main keeps the trained model all the same."""
 
     def __init__(self):
-        self.requested, self.at = False, 0.0
+        self.requested, self.at, self.evaluating = False, 0.0, False
         signal.signal(signal.SIGINT, self.handler)
 
     def handler(self, signum, frame):
         if not self.requested:
             self.requested, self.at = True, time.time()
+            if self.evaluating:
+                raise KeyboardInterrupt
             print("Ctrl-C: stopping after this step to save the work (again to quit without saving).",
                   file=sys.stderr, flush=True)
         elif time.time() - self.at > 2:  # torchrun repeats the first Ctrl-C at once: not a second one
@@ -1094,30 +1100,37 @@ def main(args: Args) -> dict:
             save(checkpoint)  # a killed run loses at most one interval
     wall_time = time.time() - start
 
-    if it < args.num_iterations:  # stopped by Ctrl-C: keep the work and say how to go on
+    if args.save_model and it == args.num_iterations:  # before the final evaluation: no failure there can cost it
+        save(checkpoint)
+    stop.evaluating = is_main  # from here rank 0's Ctrl-C stops the final evaluation at once; the work is kept below
+    with contextlib.suppress(KeyboardInterrupt):
+        if is_main and it == args.num_iterations and not stop.requested:
+            print(f"final evaluation: greedy and beam {args.beam_size} on {len(data['test'])} test pairs "
+                  "(a Ctrl-C stops it and keeps the model)")
+            metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
+                                f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
+            figure = os.path.join(run_dir, "attention.png")
+            attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
+            print(f"wrote {figure} (attention heat maps of test sentences)")
+            picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
+            final = {k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time}
+            logger.log(final | picture, it)
+            logger.close()
+            if not args.save_model:
+                print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
+    if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C: keep the work, say how to go on
         if is_main:
             print(f"interrupted at iteration {it}")
         save(checkpoint)
-        if is_main:
+        if is_main and it == args.num_iterations:  # trained: what is left is the evaluation
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {checkpoint}")
+        elif is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
             # under torchrun, as many ranks again: they continue their own random streams exactly
             launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
             print("to resume it: " + shlex.join([*launcher, sys.argv[0], *argv, "--resume", checkpoint]))
         sys.exit(130)
-    if args.save_model:  # before the final evaluation and figure: a failure there cannot cost the trained model
-        save(checkpoint)
-    if is_main:
-        metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
-                            f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
-        figure = os.path.join(run_dir, "attention.png")
-        attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
-        print(f"wrote {figure} (attention heat maps of test sentences)")
-        picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
-        logger.log({k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time} | picture, it)
-        logger.close()
-        if not args.save_model:
-            print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()

@@ -17,6 +17,7 @@ SCRIPTS = {
         save=["--save-model"], checkpoint="dqn.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
         long=["--env-id", "CartPole-v1", "--total-timesteps", "10000000", "--log-interval", "500"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--learning-rate", "nan"],
+        final=["--eval-episodes", "100000"],  # a final evaluation of minutes, to interrupt
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/td_loss",
                  "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
                  "eval/episodes", "global_step", "wall_time"],
@@ -27,6 +28,7 @@ SCRIPTS = {
         save=["--save-model"], checkpoint="reinforce.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
         long=["--total-timesteps", "100000000", "--log-interval", "5000"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
+        final=["--eval-episodes", "20000"],
         metrics=["charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/entropy",
                  "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes", "eval/prob_right",
                  "global_step", "wall_time"],
@@ -37,6 +39,7 @@ SCRIPTS = {
         save=["--save-model"], checkpoint="q_tables.npz", reload=None,  # tables and figures: nothing reloads them
         long=["--num-runs", "100000"], ready="run(s) on this rank", after_ctrl_c="nothing to keep",
         nonsense=["--kappa", "nan"],
+        final=None,  # each run is evaluated inside the loop that Ctrl-C stops
         metrics=["eval/steps_per_episode/Dyna-Q n=0", "eval/steps_per_episode/Dyna-Q n=5", "episode",
                  "eval/mean_return/Dyna-Q n=5", "eval/std_return/Dyna-Q n=5",
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
@@ -49,6 +52,7 @@ SCRIPTS = {
         long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
               "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--length-penalty", "nan"],
+        final=["--num-heldout", "2000", "--beam-size", "50", "--eval-interval", "40"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -61,6 +65,7 @@ SCRIPTS = {
         long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
               "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--label-smoothing", "nan"],
+        final=["--num-heldout", "2000", "--beam-size", "50", "--eval-interval", "40"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -79,6 +84,7 @@ SCRIPTS = {
               "--eval-iters", "2", "--log-interval", "10", "--n-layer", "2", "--n-embd", "64", "--block-size", "32",
               "--batch-size", "4"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--n-head", "0"],
+        final=None,  # the last evaluation is the training loop's last step, under its Ctrl-C rule
         metrics=["val/loss", "train/loss", "train/batch_loss", "train/lr", "iter", "wall_time",
                  "ms_per_iter", "tokens_per_s"],
     ),
@@ -91,6 +97,7 @@ SCRIPTS = {
         long=["--input", str(TESTS.parent / "algos"), "--trainer", "naive", "--vocab-size", "100000",
               "--log-interval", "20"],
         ready="merges/s", after_ctrl_c="nothing to keep", nonsense=["--vocab-size", "100"],
+        final=None,  # seconds of encoding after training, no Ctrl-C handling (see bpe.py's guard)
         metrics=["train/seconds", "train/vocab_size", "train/merges", "train/merges_per_s",
                  "encode/mb_per_s", "compression_ratio"],
     ),
@@ -100,6 +107,7 @@ SCRIPTS = {
         save=["--save-model"], checkpoint="ppo.pt", reload=["--eval-checkpoint", "{ckpt}", "--eval-episodes", "3"],
         long=["--env-id", "CartPole-v1", "--total-timesteps", "5000000", "--log-interval", "4096"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
+        final=["--eval-episodes", "20000"],
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/policy_loss", "losses/value_loss",
                  "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
                  "charts/learning_rate", "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes",
@@ -115,6 +123,7 @@ SCRIPTS = {
               "--sweep-levels", "64", "--train-steps", "20", "--batch-size", "32", "--batch-levels", "32",
               "--eval-budget", "50"],
         ready="sweep ", after_ctrl_c="resume", nonsense=["--train-minutes", "nan"],
+        final=None,  # the final test search stops on Ctrl-C as training's searches do, and saves
         metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
                  "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
                  "charts/solved_total", "sweep", "wall_time"],

@@ -7,7 +7,8 @@ and no traceback, and no run's work is lost. Two layers:
   one sentence that starts with the flag;
 - end to end, a few subprocess runs per script with the tiny arguments of tests/scripts.py: one
   nonsense value, a run folder that cannot be created, two twins started together, a truncated
-  and a byte-flipped checkpoint, and Ctrl-C (SIGINT) mid-run followed by the command it prints.
+  and a byte-flipped checkpoint, Ctrl-C (SIGINT) mid-run followed by the command it prints, and
+  Ctrl-C in the final evaluation after training.
 """
 
 import dataclasses
@@ -230,3 +231,19 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_go_on(script, tmp_path):
         assert "to resume it: " in out2
     else:
         assert kind == "nothing to keep", kind
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_ctrl_c_in_the_final_evaluation_keeps_the_model(script, tmp_path):
+    """A script that evaluates after training (its `final` arguments make that evaluation long) prints a line
+    as the evaluation starts; a Ctrl-C then stops it at once (exit 130), the trained model is saved, and the
+    printed command evaluates it (with the reload arguments' short settings)."""
+    final = entry(script, "final")
+    if final is None:
+        pytest.skip(f"{script}.py needs no test of a final evaluation of its own (tests/scripts.py says why)")
+    code, out, err = interrupt(script_cmd(script, *entry(script, "tiny"), *final), tmp_path, "final evaluation")
+    assert code == 130, f"Ctrl-C in the final evaluation should exit with 130, got {code}"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    short = [a for a in entry(script, "reload") if a not in ("--eval-checkpoint", "{ckpt}")]
+    proc = run(printed_command(out, "to evaluate it: ") + short, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and ("eval" in proc.stdout or "BLEU" in proc.stdout), proc.stderr[-2000:]
