@@ -532,19 +532,21 @@ WITHIN = (1000, 2000, 5000, 10000)  # budgets reported besides the evaluation's 
 
 
 def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> dict:
-    """eval/* metrics. Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
+    """eval/* metrics; the expansions and lengths of solved levels are left out when none was solved.
+    Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
     solved = [r for r in results if r["solved"]]
-    exp = np.array([r["expansions"] for r in solved] or [0])
+    exp = np.array([r["expansions"] for r in solved])
     out = {"eval/solved": len(solved), "eval/levels": len(results),
-           "eval/mean_expansions": float(exp.mean()), "eval/median_expansions": float(np.median(exp)),
-           "eval/max_expansions": int(exp.max()),
-           "eval/mean_length": float(np.mean([r["length"] for r in solved])) if solved else 0.0,
            "eval/total_expansions": int(sum(r["expansions"] for r in results)),
            "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
+    if solved:
+        out |= {"eval/mean_expansions": float(exp.mean()), "eval/median_expansions": float(np.median(exp)),
+                "eval/max_expansions": int(exp.max()),
+                "eval/mean_length": float(np.mean([r["length"] for r in solved]))}
     # A level's search does not depend on the budget until the budget stops it (nor on the other levels in its batch,
     # up to the float rounding of batched network calls), so one run also tells what each smaller budget solves.
     for b in (b for b in WITHIN if b < budget):
-        out[f"eval/solved_within_{b}"] = int((exp <= b).sum()) if solved else 0
+        out[f"eval/solved_within_{b}"] = int((exp <= b).sum())
     if algo == "lts":
         out["eval/bound_violations"] = sum(math.log(r["expansions"]) > r["levin_cost"] + 1e-9 for r in solved)
     return out
@@ -961,10 +963,10 @@ def main(args: Args) -> dict:
     if is_main:
         lengths = [r["length"] for r in results if r["solved"]]
         print(f"{args.search} eval: solved {metrics['eval/solved']}/{metrics['eval/levels']} held-out levels "
-              f"(budget {args.eval_budget}), expansions mean {metrics['eval/mean_expansions']:.0f} "
+              f"(budget {args.eval_budget}), " + (f"expansions mean {metrics['eval/mean_expansions']:.0f} "
               f"median {metrics['eval/median_expansions']:.0f} max {metrics['eval/max_expansions']}, "
-              f"solution length mean {metrics['eval/mean_length']:.1f} max {max(lengths, default=0)}, "
-              f"{metrics['eval/total_expansions']:,} expansions in all (failures included), "
+              f"solution length mean {metrics['eval/mean_length']:.1f} max {max(lengths)}, " if lengths else "")
+              + f"{metrics['eval/total_expansions']:,} expansions in all (failures included), "
               f"{metrics['charts/expansions_per_s']:,.0f} expansions/s, "
               f"Theorem 3 violations {metrics.get('eval/bound_violations', 'n/a')}, "
               f"after {st.sweep} sweeps, {st.trained_s:.0f} s of training")
@@ -973,8 +975,9 @@ def main(args: Args) -> dict:
             print(f"solved within {' / '.join(f'{b:,}' for b in within)} expansions: "
                   + " / ".join(str(metrics[f"eval/solved_within_{b}"]) for b in within))
         if args.compare_uniform:
-            print(f"uniform policy: solved {metrics['uniform/solved']}/{metrics['uniform/levels']}, "
-                  f"expansions mean {metrics['uniform/mean_expansions']:.0f} (solved levels)")
+            print(f"uniform policy: solved {metrics['uniform/solved']}/{metrics['uniform/levels']}"
+                  + (f", expansions mean {metrics['uniform/mean_expansions']:.0f} (solved levels)"
+                     if metrics["uniform/solved"] else ""))
         solved = next((k for k, r in enumerate(results) if r["solved"]), None)
         if solved is not None:
             moves = "".join(MOVE_NAMES[a] for a in results[solved]["actions"])

@@ -273,6 +273,19 @@ def test_theorem_3_bound_holds_on_every_solved_level():
     assert lts.summarize(fake, "lts", 1.0, 10**9)["eval/bound_violations"] == 1
 
 
+def test_summary_of_solved_levels_is_left_out_when_none_was_solved():
+    """Mean, median and max expansions and the mean length are over solved levels: with none solved
+    they are absent (they were reported as 0, which read like instant solutions), not 0 or nan."""
+    failed = [dict(solved=False, expansions=500, levin_cost=0.0, length=0)] * 3
+    m = lts.summarize(failed, "lts", 2.0, 10**9)
+    assert m["eval/solved"] == 0 and m["eval/levels"] == 3 and m["eval/total_expansions"] == 1500
+    assert not {"eval/mean_expansions", "eval/median_expansions", "eval/max_expansions", "eval/mean_length"} & set(m)
+    assert m["eval/solved_within_1000"] == 0 and m["eval/bound_violations"] == 0
+    m = lts.summarize(failed + [dict(solved=True, expansions=40, levin_cost=5.0, length=3)], "lts", 2.0, 10**9)
+    assert (m["eval/mean_expansions"], m["eval/max_expansions"], m["eval/mean_length"]) == (40.0, 40, 3.0)
+    assert m["eval/solved_within_1000"] == 1
+
+
 def test_batching_does_not_change_the_search():
     rng = np.random.default_rng(2)
     levels = [lts.generate_level(rng, 10, 2, 4) for _ in range(12)]
