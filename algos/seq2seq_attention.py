@@ -980,8 +980,11 @@ def main(args: Args) -> dict:
         if is_main and args.translate and not os.access(folder, os.W_OK):
             raise SystemExit(f"--translate writes its heat maps beside {path}, and {folder} is not writable; "
                              "copy the checkpoint to a folder you can write to.")
-        for i, sentence in enumerate(args.translate if is_main else ()):
-            figure = os.path.join(folder, f"translation_{i + 1}.png")
+        n = 0  # translation_<n>.png counts on past the heat maps already there: none is overwritten
+        for sentence in args.translate if is_main else ():
+            n += 1
+            while os.path.exists(figure := os.path.join(folder, f"translation_{n}.png")):
+                n += 1
             greedy = attention_figure(model, [(sentence, "")], src_vocab, tgt_vocab, tokenizer, max_len, device,
                                       figure)[0]
             src_tokens = tokenizer.split(sentence)

@@ -1124,8 +1124,11 @@ def main(args: Args) -> dict:
             if n > args.max_positions:
                 raise SystemExit(f"--translate sentence {i + 1} has {n} tokens, more than the {args.max_positions} "
                                  "positions of this model: shorten it.")
-        for i, sentence in enumerate(args.translate if is_main else ()):
-            figure = os.path.join(folder, f"translation_{i + 1}.png")
+        n = 0  # translation_<n>.png counts on past the heat maps already there: none is overwritten
+        for sentence in args.translate if is_main else ():
+            n += 1
+            while os.path.exists(figure := os.path.join(folder, f"translation_{n}.png")):
+                n += 1
             greedy = attention_figure(model, sentence, src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
             src = torch.tensor([src_vocab.encode(tokenizer.split(sentence))], device=device)
             beam = beam_search(model, src, args.beam_size, max_len, args.length_penalty)[0].tolist()

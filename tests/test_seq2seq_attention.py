@@ -678,6 +678,14 @@ def test_learns_a_tsv_corpus_with_words(tmp_path, monkeypatch, capsys):
     for i in (1, 2):
         figure = checkpoint.parent / f"translation_{i}.png"
         assert f"attention heat map: {figure}" in printed and figure.read_bytes()[:4] == b"\x89PNG"
+    # Translating again numbers on past the heat maps already there (1 gone: its number is free again).
+    kept = (checkpoint.parent / "translation_2.png").read_bytes()
+    (checkpoint.parent / "translation_1.png").unlink()
+    s2s.main(s2s.Args(eval_checkpoint=str(checkpoint), translate=("one", "two"), beam_size=3))
+    printed = capsys.readouterr().out
+    for i in (1, 3):
+        assert f"attention heat map: {checkpoint.parent / f'translation_{i}.png'}" in printed
+    assert (checkpoint.parent / "translation_2.png").read_bytes() == kept
 
 
 @pytest.mark.parametrize("bucket_pool", [0, 3])

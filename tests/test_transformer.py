@@ -295,6 +295,8 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
     assert printed.count("greedy: '") == 2 and printed.count("beam 2: '") == 2
     assert (checkpoint.parent / "translation_1.png").stat().st_size > 0
     assert (checkpoint.parent / "translation_2.png").stat().st_size > 0
+    tf.main(tf.Args(eval_checkpoint=str(checkpoint), beam_size=2, translate=("12 May 1970",)))  # 1, 2 are kept
+    assert f"cross-attention heat map: {checkpoint.parent / 'translation_3.png'}" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--d-model 32 [(]it has 16[)]"):
         tf.main(tf.Args(eval_checkpoint=str(checkpoint), d_model=32))
 
