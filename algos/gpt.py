@@ -173,7 +173,7 @@ def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor
     for split, tokens in data.items():
         if len(tokens) <= block_size + 1:
             raise SystemExit(f"{paths[split]} has {len(tokens)} tokens, too few for --block-size {block_size}: "
-                             "lower it or prepare more text.")
+                             "prepare more text (or, to train, lower --block-size).")
         if int(tokens.max()) >= vocab:
             raise SystemExit(f"{paths[split]} holds token id {int(tokens.max())}, but meta.json's vocab_size is "
                              f"{vocab}: prepare the data again.")
