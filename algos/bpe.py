@@ -560,6 +560,9 @@ def write_tiktoken(tok: Tokenizer, path: str) -> None:
 
 def load_any(source: str, args: Args) -> Tokenizer:
     """--eval-checkpoint: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
+    if not source.endswith(".tiktoken") and (args.pattern, args.special_tokens) != (Args.pattern, Args.special_tokens):
+        raise SystemExit(f"--eval-checkpoint {source} has its own pattern and special tokens: drop --pattern and "
+                         "--special-tokens (they are read only with a .tiktoken file).")
     try:
         if source in TIKTOKEN_NAMES or source.endswith(".tiktoken"):
             return from_tiktoken(source, PATTERNS[args.pattern], args.special_tokens)
