@@ -13,6 +13,7 @@ attention map) are copied as they are. Nothing here imports wandb.
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections import defaultdict
@@ -138,8 +139,10 @@ def lines(runs: list[dict], line_field) -> dict:
     """The runs grouped by configuration less its bookkeeping fields and seed: one line each, labelled by
     the line field and by every other field in which the groups differ."""
     groups = defaultdict(list)
-    for run in runs:
-        groups[tuple(sorted((k, str(v)) for k, v in run["config"].items() if k not in BOOKKEEPING))].append(run)
+    for run in runs:  # a path typed two ways (data/x/, ./data/x) is one value
+        config = {k: os.path.normpath(v) if isinstance(v, str) and "/" in v else str(v)
+                  for k, v in run["config"].items() if k not in BOOKKEEPING}
+        groups[tuple(sorted(config.items()))].append(run)
     configs = [dict(key) for key in groups]
     differ = sorted({k for c in configs for k in c if len({o.get(k) for o in configs}) > 1} - {line_field})
     labelled = {}

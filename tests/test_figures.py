@@ -91,6 +91,17 @@ def test_a_field_an_older_run_lacks_is_its_own_line(tmp_path):
     assert sorted(groups) == ["buffer unset", "buffer=None"]
 
 
+def test_a_path_typed_two_ways_is_one_line(tmp_path):
+    mf = load()
+    for seed, data_dir in ((1, "data/shakespeare_char"), (2, "data/shakespeare_char/"), (3, "./data/shakespeare_char")):
+        fake_run(tmp_path / "runs", f"shakespeare_char__gpt__{seed}__100", "gpt", {"data_dir": data_dir, "seed": seed},
+                 [{"iter": 1, "val/loss": 2.0}])
+    fake_run(tmp_path / "runs", "other__gpt__1__100", "gpt", {"data_dir": "data/other", "seed": 1},
+             [{"iter": 1, "val/loss": 2.0}])
+    groups = mf.lines(mf.read_runs(tmp_path / "runs"), None)
+    assert sorted(len(runs) for runs in groups.values()) == [1, 3]
+
+
 def test_runs_are_read_oldest_first_and_a_cut_off_last_line_is_skipped(tmp_path):
     mf = load()
     fake_run(tmp_path / "runs", "E__dqn__2__100", "dqn", {"env_id": "E"}, [{"step": 1, "charts/episodic_return": 1}])
