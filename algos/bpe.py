@@ -406,6 +406,9 @@ def validate(args: Args) -> None:
     if any(not s for s in specials) or len(set(specials)) < len(specials):
         raise SystemExit(f"--special-tokens {specials} must be distinct non-empty strings.")
     source = args.eval_checkpoint
+    if source and not source.endswith(".tiktoken") and (args.pattern, specials) != (Args.pattern, Args.special_tokens):
+        raise SystemExit(f"--eval-checkpoint {source} has its own pattern and special tokens: drop --pattern and "
+                         "--special-tokens (they are read only with a .tiktoken file).")
     if source is not None and source not in TIKTOKEN_NAMES and not os.path.isfile(source):
         raise SystemExit(f"--eval-checkpoint {source}: no such file; give a tokenizer.bpe, a .tiktoken file, "
                          f"or one of {', '.join(TIKTOKEN_NAMES)}.")
@@ -560,9 +563,6 @@ def write_tiktoken(tok: Tokenizer, path: str) -> None:
 
 def load_any(source: str, args: Args) -> Tokenizer:
     """--eval-checkpoint: a tiktoken name, a .tiktoken file or a tokenizer.bpe; errors become one sentence."""
-    if not source.endswith(".tiktoken") and (args.pattern, args.special_tokens) != (Args.pattern, Args.special_tokens):
-        raise SystemExit(f"--eval-checkpoint {source} has its own pattern and special tokens: drop --pattern and "
-                         "--special-tokens (they are read only with a .tiktoken file).")
     try:
         if source in TIKTOKEN_NAMES or source.endswith(".tiktoken"):
             return from_tiktoken(source, PATTERNS[args.pattern], args.special_tokens)

@@ -698,12 +698,13 @@ def main(args: Args) -> dict:
                 save_model(os.path.join(run_dir, "dqn.pt"), q_network, args)
             else:
                 print(f"(the Q-network was not saved: add --save-model to keep it in {run_dir}/)")
+    stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
     if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C in training or the final evaluation
         if is_main:
             path = os.path.join(run_dir, "dqn.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, q_network, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
         sys.exit(130)
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes

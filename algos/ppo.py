@@ -836,12 +836,13 @@ def main(args: Args) -> dict:
             if args.capture_video:
                 capture_video(agent, args.env_id, args.seed + 200_000, device, os.path.join(run_dir, "episode.gif"),
                               args.max_episode_steps)
+    stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
     if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C in training or the final evaluation
         if is_main:
             path = os.path.join(run_dir, "ppo.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, reward_rms, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
         sys.exit(130)
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes

@@ -619,6 +619,7 @@ def main(args: Args) -> dict:
                 save_model(os.path.join(run_dir, "reinforce.pt"), agent, args)
             else:
                 print(f"(the policy was not saved: add --save-model to keep it in {run_dir}/)")
+    stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
     if distributed:  # rank 0 evaluated while the others waited here: does any rank stop?
         flag = torch.tensor([float(stop.requested)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -628,7 +629,7 @@ def main(args: Args) -> dict:
             path = os.path.join(run_dir, "reinforce.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path}")
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
         sys.exit(130)
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes

@@ -1253,12 +1253,14 @@ def main(args: Args) -> dict:
             logger.close()
             if not args.save_model:
                 print(f"(the model was not saved: add --save-model to keep it in {run_dir}/)")
+    stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
     if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C: keep the work, say how to go on
         if is_main:
             print(f"interrupted at iteration {it}")
         save(checkpoint)
         if is_main and it == args.num_iterations:  # trained: what is left is the evaluation
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {checkpoint}")
+            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {checkpoint} --beam-size {args.beam_size} "
+                  f"--length-penalty {args.length_penalty}")
         elif is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]

@@ -247,3 +247,21 @@ def test_ctrl_c_in_the_final_evaluation_keeps_the_model(script, tmp_path):
     short = [a for a in entry(script, "reload") if a not in ("--eval-checkpoint", "{ckpt}")]
     proc = run(printed_command(out, "to evaluate it: ") + short, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and ("eval" in proc.stdout or "BLEU" in proc.stdout), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_once_the_final_evaluation_is_over_ctrl_c_is_a_request_again(script, tmp_path, monkeypatch):
+    """After a whole run (in-process, tiny arguments), a Ctrl-C, as during teardown, only asks to stop:
+    it raises nothing, so it cannot surface as 'stopped by Ctrl-C before training'."""
+    if entry(script, "final") is None:
+        pytest.skip(f"{script}.py needs no test of a final evaluation of its own (tests/scripts.py says why)")
+    module = script_module(script)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, *entry(script, "tiny")])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        module.main(module.parse_args() if hasattr(module, "parse_args") else module.tyro.cli(module.Args))
+        signal.raise_signal(signal.SIGINT)  # the script's StopFlag hears it
+        assert signal.getsignal(signal.SIGINT).__self__.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)

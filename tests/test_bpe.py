@@ -353,10 +353,12 @@ def test_bad_arguments_fail_with_one_sentence(tmp_path, monkeypatch):
         bpe.main(bpe.Args(eval_checkpoint="nope.bpe"))
     bad = tmp_path / "bad.bpe"
     bad.write_text("hello\n")
+    folders = sorted((tmp_path / "runs").glob("*"))
     for flags in (dict(pattern="gpt2"), dict(special_tokens=())):  # a tokenizer.bpe or a name brings its own
         for source in ("bad.bpe", "gpt2"):
             with pytest.raises(SystemExit, match=f"--eval-checkpoint {source} has its own pattern and special tokens"):
                 bpe.main(bpe.Args(eval_checkpoint=source, **flags))
+    assert sorted((tmp_path / "runs").glob("*")) == folders, "refused before a run folder is made"
     proc = run([sys.executable, str(ALGOS / "bpe.py"), "--eval-checkpoint", str(bad)], cwd=tmp_path, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is damaged or was not written by bpe.py" in proc.stderr.strip().splitlines()[-1]
