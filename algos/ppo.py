@@ -845,8 +845,7 @@ def main(args: Args) -> dict:
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
         sys.exit(130)
     if distributed:
-        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # every rank has passed the agreement above, after rank 0's evaluation
     return metrics
 
 

@@ -1137,8 +1137,7 @@ def main(args: Args) -> dict:
             print("to resume it: " + shlex.join([*launcher, sys.argv[0], *argv, "--resume", checkpoint]))
         sys.exit(130)
     if distributed:
-        dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # every rank has passed the agreement above, after rank 0's evaluation
     return metrics
 
 
