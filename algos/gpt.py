@@ -152,8 +152,9 @@ class Args:
 # optimizer and its schedule, the loss estimate, sampling. Read this first.
 # =============================================================================================
 # ----------------------------------------------------------------------------- data
-def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """train.bin / val.bin as int64 tensors (1 M characters = 8 MB), each over a block long, and meta.json."""
+def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, np.ndarray], dict]:
+    """train.bin / val.bin (each over a block long) memory-mapped as in nanoGPT: the OS reads the pages a batch
+    touches, so a corpus larger than memory trains too and torchrun's ranks share one copy; and meta.json."""
     paths = {split: os.path.join(data_dir, f"{split}.bin") for split in ("train", "val")}
     meta_path = os.path.join(data_dir, "meta.json")
     if not all(os.path.exists(p) for p in (*paths.values(), meta_path)):
@@ -169,21 +170,25 @@ def load_dataset(data_dir: str, block_size: int) -> tuple[dict[str, torch.Tensor
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"{meta_path} is not a meta.json written by a data prepare script ({type(e).__name__}): "
                          "prepare the data again.") from None
-    data = {split: torch.from_numpy(np.fromfile(p, dtype=np.uint16).astype(np.int64)) for split, p in paths.items()}
-    for split, tokens in data.items():
-        if len(tokens) <= block_size + 1:
-            raise SystemExit(f"{paths[split]} has {len(tokens)} tokens, too few for --block-size {block_size}: "
+    data = {}
+    for split, path in paths.items():
+        n, odd = divmod(os.path.getsize(path), 2)
+        if odd:
+            raise SystemExit(f"{path} has an odd number of bytes, so it is not uint16 ids: prepare the data again.")
+        if n <= block_size + 1:
+            raise SystemExit(f"{path} has {n} tokens, too few for --block-size {block_size}: "
                              "prepare more text (or, to train, lower --block-size).")
-        if int(tokens.max()) >= vocab:
-            raise SystemExit(f"{paths[split]} holds token id {int(tokens.max())}, but meta.json's vocab_size is "
+        data[split] = np.memmap(path, dtype=np.uint16, mode="r")
+        if int(data[split].max()) >= vocab:
+            raise SystemExit(f"{path} holds token id {int(data[split].max())}, but meta.json's vocab_size is "
                              f"{vocab}: prepare the data again.")
     return data, meta
 
 
-def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
-    """batch_size random windows x = data[i : i+T] and their next tokens y = data[i+1 : i+T+1]."""
+def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator):
+    """batch_size random windows x = data[i : i+T] and their next tokens y = data[i+1 : i+T+1], as int64 tensors."""
     starts = torch.randint(len(data) - block_size, (batch_size, 1), generator=generator)
-    window = data[starts + torch.arange(block_size + 1)]  # one gather instead of a Python loop
+    window = torch.from_numpy(data[(starts + torch.arange(block_size + 1)).numpy()].astype(np.int64))  # one gather
     return window[:, :-1], window[:, 1:]
 
 
@@ -348,9 +353,10 @@ def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_v
     out = {}
     for split in ("train", "val"):
         if split == "val" and exact_val:
-            tokens, T = data["val"], args.block_size
-            n = (len(tokens) - 1) // T
-            x, y = tokens[:n * T].view(n, T), tokens[1:n * T + 1].view(n, T)
+            T = args.block_size
+            n = (len(data["val"]) - 1) // T
+            tokens = torch.from_numpy(data["val"][:n * T + 1].astype(np.int64))  # the val split, read whole
+            x, y = tokens[:-1].view(n, T), tokens[1:].view(n, T)
             batches = [(x[i:i + 4 * args.batch_size], y[i:i + 4 * args.batch_size])
                        for i in range(0, n, 4 * args.batch_size)]
         else:

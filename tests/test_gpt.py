@@ -250,7 +250,7 @@ def test_batches_pair_each_window_with_its_next_tokens():
     """get_batch: x is data[i:i+T] for a random start i, and y the same window one token later,
     so the model learns p(x_(t+1) | x_<=t); every start, up to len - T - 1, can be drawn."""
     data = torch.arange(100) * 7
-    x, y = gpt.get_batch(data, 2000, 8, torch.Generator().manual_seed(0))
+    x, y = gpt.get_batch(data.numpy().astype(np.uint16), 2000, 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (2000, 8)
     starts = x[:, 0] // 7
     assert torch.equal(x, data[starts[:, None] + torch.arange(8)])
@@ -355,7 +355,7 @@ def test_exact_val_loss_is_the_mean_over_every_block_of_the_split():
     data, meta = gpt.load_dataset(str(FIXTURE), 16)
     model = tiny_model(vocab=meta["vocab_size"])
     args = gpt.Args(block_size=16, batch_size=4, eval_iters=2)
-    val = data["val"]
+    val = torch.from_numpy(data["val"].astype(np.int64))
     with torch.no_grad():
         logits = torch.cat([model(val[i:i + 16][None])[0] for i in range(0, 99 * 16, 16)])
         log_p = logits.log_softmax(-1).gather(-1, val[1:99 * 16 + 1].view(99, 16, 1))
@@ -433,6 +433,10 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         (dict(eval_checkpoint=str(FIXTURE / "train.bin")), "is damaged or is not a checkpoint"),
         (dict(eval_checkpoint="any.pt", track=True), "only samples and evaluates, it logs nothing: drop --track"),
     ]
+    cut = tmp_path / "cut"  # a token file cut in the middle of an id
+    shutil.copytree(FIXTURE, cut)
+    (cut / "val.bin").write_bytes((FIXTURE / "val.bin").read_bytes()[:-1])
+    cases.append((dict(data_dir=str(cut)), "val.bin has an odd number of bytes, so it is not uint16 ids"))
     for kw, message in cases:
         with pytest.raises(SystemExit, match=re.escape(message)):
             main_tiny(tmp_path, monkeypatch, **kw)
