@@ -14,9 +14,8 @@ can be added as a baseline, which lowers the variance of the update without bias
     value baseline      b_t = v(S_t; w), a network fitted to G_t by least squares (S&B sec. 13.4)
     RLOO baseline       k episodes per update; episode i is baselined by the mean of the others,
                         b_t^i = 1/(k-1) sum_{j != i} G_t^j                (Ahmadian et al. 2024)
-                        The other episodes are independent of episode i, so b_t^i does not depend on
-                        A_t^i and the estimator stays unbiased. With reward-to-go the mean is taken at
-                        each t (G_t^j = 0 once episode j has ended): it follows how much is left.
+                        (still unbiased: the other episodes do not depend on A_t^i). With reward-to-go the
+                        mean is taken at each t (G_t^j = 0 once episode j has ended): it follows what is left.
     the estimate        g = 1/k sum_i sum_t (G_t^i - b_t^i) grad log pi(A_t^i|S_t^i)
     entropy bonus       optionally, + ent_coef * sum_t H(pi(.|S_t)) per episode (biases g on purpose).
 
@@ -64,7 +63,6 @@ Usage
     python algos/reinforce.py --baseline none --total-timesteps 50000    # a quick run
     python algos/reinforce.py --env-id ShortCorridor-v0           # S&B Example 13.1
     torchrun --standalone --nproc_per_node=2 algos/reinforce.py   # episodes split over 2 ranks
-    python algos/reinforce.py --track                             # log to Weights & Biases
     python algos/reinforce.py --env-id Pendulum-v1 --save-model   # continuous actions (learns slowly)
     python algos/reinforce.py --eval-checkpoint runs/<run_name>/reinforce.pt   # evaluate, no training
 """
@@ -92,6 +90,7 @@ from torch.distributions import Categorical, Normal
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 ALGO = "reinforce"
+CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +155,7 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right,
-    except in state 1, where the two are swapped."""
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -249,26 +247,29 @@ class Agent(nn.Module):
         return logprob, entropy, value
 
 
-def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device, seed: Optional[int] = None):
-    """One whole episode in every sub-env, until the slowest ends: [T, num_envs, ...] obs, actions, rewards, alive."""
+def play_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device, seed: Optional[int], greedy: bool):
+    """One whole episode in every sub-env, until the slowest ends; yields each step's obs, actions, rewards, alive."""
     obs, _ = envs.reset(seed=seed)
-    alive, steps = np.ones(envs.num_envs, dtype=bool), []
+    alive = np.ones(envs.num_envs, dtype=bool)
     while alive.any():
         with torch.inference_mode():
-            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), greedy).cpu().numpy()
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-        steps.append((obs, actions, np.where(alive, rewards, 0.0), alive.copy()))
+        yield obs, actions, np.where(alive, rewards, 0.0), alive.copy()  # rewards are 0 once an episode has ended
         alive &= ~(terminated | truncated)
         obs = next_obs
-    return tuple(np.stack(x) for x in zip(*steps))  # obs, actions, rewards, alive
+
+
+def collect_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device, seed: Optional[int] = None):
+    """The steps of play_episodes, stacked: [T, num_envs, ...] obs, actions, rewards, alive."""
+    return tuple(np.stack(x) for x in zip(*play_episodes(envs, agent, device, seed, greedy=False)))
 
 
 def reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     """G_t = r_t+1 + gamma G_t+1 along dim 0 (time), G = 0 past the end (where rewards must be 0)."""
     returns, future = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
     for t in reversed(range(len(rewards))):
-        future = rewards[t] + gamma * future
-        returns[t] = future
+        returns[t] = future = rewards[t] + gamma * future
     return returns
 
 
@@ -293,14 +294,7 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
     """Play `episodes` episodes, one per sub-env (so short ones are not over-counted); print and return the metrics."""
     envs = make_envs(env_id, episodes)
     corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)
-    obs, _ = envs.reset(seed=seed)
-    returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
-    while not done.all():
-        with torch.inference_mode():
-            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), greedy).cpu().numpy()
-        obs, rewards, terminated, truncated, _ = envs.step(actions)
-        returns += np.where(done, 0.0, rewards)
-        done |= terminated | truncated
+    returns = sum(rewards for _, _, rewards, _ in play_episodes(envs, agent, device, seed, greedy))
     envs.close()
     mean, std = float(returns.mean()), float(returns.std())
     metrics = {"eval/mean_return": mean, "eval/std_return": std, "eval/episodes": episodes}
@@ -365,22 +359,22 @@ def make_run_dir(name: str) -> str:
     raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
 
 
-CHECKPOINT_HEADER = b"algos checkpoint sha256="
-
-
-def save_checkpoint(path: str, state: dict) -> None:
+def save_model(run_dir: str, agent: Agent, args: Args) -> str:
     """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
+    path, buffer = os.path.join(run_dir, "reinforce.pt"), io.BytesIO()
+    torch.save({"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
+                "hidden_sizes": list(args.hidden_sizes), "baseline": args.baseline,
+                "greedy_eval": args.greedy_eval, "args": dataclasses.asdict(args)}, buffer)
     data = buffer.getvalue()
     with open(f"{path}.tmp", "wb") as f:
         f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
     os.replace(f"{path}.tmp", path)
     print(f"saved {path}")
+    return path
 
 
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
+    """A checkpoint that save_model wrote and whose sha256 matches, or one sentence why not."""
     try:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
@@ -395,17 +389,10 @@ def load_checkpoint(path: str, flag: str) -> dict:
     return state
 
 
-def save_model(path: str, agent: Agent, args: Args) -> None:
-    save_checkpoint(path, {"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
-                           "hidden_sizes": list(args.hidden_sizes), "baseline": args.baseline,
-                           "greedy_eval": args.greedy_eval, "args": dataclasses.asdict(args)})
-
-
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it.
-    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
-    at once, and main keeps the trained model all the same."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it. Once .evaluating is set, the first Ctrl-C raises
+    KeyboardInterrupt: the final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False
@@ -438,25 +425,21 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
-    import wandb  # imported here so that a plain run does not pay for it
-
-    try:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
-    except Exception as e:
-        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
-    return wandb
-
-
 class RunLog:
     """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first
     line with the config), so any run can be read back or plotted without wandb; with --track, to wandb too."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
-        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.wandb = None
+        if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
+            import wandb  # imported here so that a plain run does not pay for it
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                           config=dataclasses.asdict(args), dir=run_dir)
+            except Exception as e:
+                raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                 "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+            self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
         self.file = open(self.path, "a")
         self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
@@ -551,8 +534,7 @@ def main(args: Args) -> dict:
         obs, rewards, alive = obs.float(), rewards.float(), alive.float()
         returns = reward_to_go(rewards, args.gamma)  # [T, local_k]
 
-        # Summed over ranks: env steps (those of sub-envs waiting for the slowest too: they are simulated).
-        # Max over ranks: the longest episode (RLOO sums are padded to it), whether any rank heard Ctrl-C.
+        # Summed over ranks: env steps (masked ones too). Max over ranks: the longest episode (RLOO pads to it), Ctrl-C.
         counts = torch.tensor([returns.numel(), len(returns), stop.requested], device=device)
         if distributed:
             dist.all_reduce(counts[:1])
@@ -610,13 +592,12 @@ def main(args: Args) -> dict:
     with contextlib.suppress(KeyboardInterrupt):
         if is_main and not stop.requested:  # the last update's losses were checked by the last progress line
             print(f"final evaluation: {args.eval_episodes} episodes (a Ctrl-C stops it and keeps the model)")
-            label = f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)"
-            metrics.update(evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval,
-                                    device, label))
+            metrics |= evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.greedy_eval, device,
+                                f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
             logger.log({**metrics, "global_step": global_step}, step=global_step)
             logger.close()
             if args.save_model:
-                save_model(os.path.join(run_dir, "reinforce.pt"), agent, args)
+                save_model(run_dir, agent, args)
             else:
                 print(f"(the policy was not saved: add --save-model to keep it in {run_dir}/)")
     stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
@@ -626,9 +607,8 @@ def main(args: Args) -> dict:
         stop.requested = bool(flag.item())
     if stop.requested:  # Ctrl-C in training or in the final evaluation
         if is_main:
-            path = os.path.join(run_dir, "reinforce.pt")
             print(f"interrupted at step {global_step}")
-            save_model(path, agent, args)
+            path = save_model(run_dir, agent, args)
             print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
         sys.exit(130)
     if distributed:
