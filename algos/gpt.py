@@ -16,9 +16,8 @@ ones of current open models (LLaMA, Touvron et al. 2023):
     loss        L = -1/(B T) sum_(b,t) log p(x_(b,t+1) | x_(b,<=t))
 
 --pos-encoding sinusoidal (Vaswani et al. 2017, sec. 3.5) and learned (GPT-2) add a position vector to the token
-embedding instead, for the seminar's comparison on the same data. Generation keeps each layer's keys and values (the
-KV cache), so a new token costs one position's work instead of a pass over the whole context, until the context
-window fills.
+embedding instead, for the seminar's comparison. Generation keeps each layer's keys and values (the KV cache), so a
+new token costs one position's work instead of a pass over the whole context, until the context window fills.
 
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear warmup then cosine decay,
 gradient clipping, gradient accumulation, bf16 autocast on CUDA (--dtype float16 with a gradient scaler for GPUs
@@ -47,14 +46,12 @@ Usage
     python algos/gpt.py                                # the main job: char-level Shakespeare
     python algos/gpt.py --max-iters 300                # a quick run
     torchrun --standalone --nproc_per_node=2 algos/gpt.py
-    python algos/gpt.py --track                        # log to Weights & Biases
     python algos/gpt.py --pos-encoding learned         # the seminar's comparison
     python algos/gpt.py --dtype float16                # a GPU without bfloat16 (V100, T4)
     python algos/gpt.py --eval-checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"   # val loss, samples
     python algos/gpt.py <the run's flags> --resume runs/<run_name>/ckpt.pt    # Ctrl-C prints this line
-    python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare \\
-        --n-layer 6 --n-head 6 --n-kv-head 2 --n-embd 384 --block-size 256   # GPT-2 BPE tokens, 29M
-        # parameters: a GPU run (on 2 CPU cores ~14 s a step: 900 steps take hours)
+    python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare --n-layer 6 --n-head 6 \\
+        --n-kv-head 2 --n-embd 384 --block-size 256   # GPT-2 BPE, 29M parameters: a GPU run (2 CPU cores: ~14 s a step)
 """
 
 import dataclasses
@@ -68,7 +65,6 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Annotated, Literal, Optional, get_type_hints
 
 import numpy as np
@@ -82,7 +78,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ALGO = "gpt"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Range:
     """Valid values of a numeric field: lo <= x <= hi (lo < x with lo_open), and finite; check_args enforces them."""
 
@@ -91,7 +87,7 @@ class Range:
     lo_open: bool = False
 
 
-@dataclass
+@dataclasses.dataclass
 class Args:
     """GPT: train on token files from data/*/prepare.py, or sample from a checkpoint (--eval-checkpoint)."""
 
@@ -207,10 +203,9 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """PE(m, 2j) = sin(m / 10000^(2j/d)), PE(m, 2j+1) = cos(...) (Vaswani et al. sec. 3.5)."""
-    angles = torch.outer(torch.arange(length, dtype=torch.float64),
-                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[:, :dim].float()
+    """PE(m, 2j) = sin(m theta_j), PE(m, 2j+1) = cos(m theta_j), theta_j = 10000^(-2j/d) (Vaswani et al. sec. 3.5)."""
+    rotations = rope_frequencies(dim, length, 10000.0)
+    return torch.stack((rotations.imag, rotations.real), dim=-1).flatten(-2)[:, :dim]
 
 
 class KVCache:
@@ -236,11 +231,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, freqs, cache: Optional[KVCache] = None, start: int = 0):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split([self.n_head * self.head_dim] + 2 * [self.n_kv_head * self.head_dim], dim=-1)
-        q, k = q.view(B, T, self.n_head, self.head_dim), k.view(B, T, self.n_kv_head, self.head_dim)
+        q, k, v = (t.view(B, T, -1, self.head_dim) for t in (q, k, v))  # (B, T, heads, d_head)
         if self.rope:
             q, k = apply_rope(q, freqs), apply_rope(k, freqs)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, T, d_head)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, d_head)
         mask = None
         if cache is not None:  # store this chunk's keys/values, attend over everything up to it
             cache.k[self.layer][:, :, start:start + T] = k
@@ -327,9 +321,8 @@ class GPT(nn.Module):
 
 def configure_optimizer(model: nn.Module, args: Args, device: torch.device) -> torch.optim.AdamW:
     """AdamW; decay the matrices (embedding, projections) but not the norm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta1, args.beta2),
                              fused=device.type in ("cpu", "cuda"))
 
@@ -357,8 +350,7 @@ def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_v
             n = (len(data["val"]) - 1) // T
             tokens = torch.from_numpy(data["val"][:n * T + 1].astype(np.int64))  # the val split, read whole
             x, y = tokens[:-1].view(n, T), tokens[1:].view(n, T)
-            batches = [(x[i:i + 4 * args.batch_size], y[i:i + 4 * args.batch_size])
-                       for i in range(0, n, 4 * args.batch_size)]
+            batches = list(zip(x.split(4 * args.batch_size), y.split(4 * args.batch_size)))
         else:
             g = torch.Generator().manual_seed(12345)
             batches = [get_batch(data[split], args.batch_size, args.block_size, g) for _ in range(args.eval_iters)]
@@ -564,26 +556,22 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
-    import wandb  # imported here so that a plain run does not pay for it
-
-    try:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
-    except Exception as e:
-        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
-    return wandb
-
-
 class RunLog:
-    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
-    first line with the config), so any run can be read back or plotted without wandb; with --track the
-    same rows go to wandb too. Pictures and charts go to wandb only."""
+    """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first
+    line with the config), so any run can be read back or plotted without wandb; with --track, to wandb too."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
-        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.wandb = None
+        if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
+            import wandb  # imported here so that a plain run does not pay for it
+
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                           config=dataclasses.asdict(args), dir=run_dir)
+            except Exception as e:
+                raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                 "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+            self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
         self.file = open(self.path, "a")
         self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
@@ -708,9 +696,9 @@ def main(args: Args) -> dict:
 
     torch.manual_seed(args.seed + rank)  # dropout; the weights are broadcast from rank 0 by DDP
     data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
-    model = GPT(args, meta["vocab_size"]).to(device)
+    model = raw_model = GPT(args, meta["vocab_size"]).to(device)
     optimizer = configure_optimizer(model, args, device)
-    start_iter = ckpt["iter"] if ckpt is not None else 0
+    it = start_iter = ckpt["iter"] if ckpt is not None else 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -722,7 +710,6 @@ def main(args: Args) -> dict:
             torch.set_rng_state(state["torch"])
             if use_cuda and state["cuda"] is not None:
                 torch.cuda.set_rng_state(state["cuda"], device)
-    raw_model = model
     model = torch.compile(model) if args.compile else model
     model = DDP(model, device_ids=[device.index] if use_cuda else None) if distributed else model
 
@@ -749,7 +736,6 @@ def main(args: Args) -> dict:
     metrics: dict = {}
     start_time = log_time = time.time()
     loss_sum, loss_count, eval_seconds = 0.0, 0, 0.0
-    it = start_iter
     stop = StopFlag()
     while True:
         if it % args.eval_interval == 0 or it == args.max_iters:
@@ -795,8 +781,7 @@ def main(args: Args) -> dict:
             row = {"train/batch_loss": loss_sum.item() / loss_count, "train/lr": lr, "ms_per_iter": ms,
                    "tokens_per_s": tokens_per_iter * 1000 / ms}
             if use_cuda:  # model FLOPs utilisation: 6 N per token for the matmuls, 12 L d T for attention (PaLM)
-                flops = 6 * n_params + 12 * L * args.n_embd * T
-                row["mfu"] = flops * row["tokens_per_s"] / (args.peak_tflops * 1e12)
+                row["mfu"] = (6 * n_params + 12 * L * args.n_embd * T) * row["tokens_per_s"] / (args.peak_tflops * 1e12)
             print(f"iter {it}: loss {row['train/batch_loss']:.4f}, lr {lr:.2e}, {ms:.1f} ms/iter, "
                   f"{row['tokens_per_s']:,.0f} tokens/s" + (f", mfu {100 * row['mfu']:.1f}%" if use_cuda else ""))
             logger.log({**row, "iter": it}, it)
