@@ -58,20 +58,16 @@ evaluation; the solutions are all-gathered, every rank trains on all of them wit
 References
     Orseau, Lelis, Lattimore, Weber 2018, "Single-Agent Policy Tree Search With Guarantees",
         NeurIPS, arXiv:1811.10928 (LevinTS, Theorem 3, the state cut).
-    Orseau & Lelis 2021, "Policy-Guided Heuristic Search with Guarantees", AAAI
-        (PHS*, the Levin loss, bootstrap training).
+    Orseau & Lelis 2021, "Policy-Guided Heuristic Search with Guarantees", AAAI (PHS*, Levin loss, bootstrap training).
     Guez et al. 2019, "An investigation of model-free planning", ICML, arXiv:1901.03559
         (the Boxoban levels; github.com/google-deepmind/boxoban-levels).
 
 Usage (sh data/get_boxoban.sh fetches the levels; offline, ../shared/data/boxoban has 10,000)
     python algos/levin_ts.py --levels-path data/boxoban/unfiltered/train --add-generated 1000 \\
         --test-levels-path data/boxoban/unfiltered/test --test-levels 1000   # the main job, 60 min
-    python algos/levin_ts.py --levels-path ../shared/data/boxoban/unfiltered/train --add-generated 1000 \\
-        --train-levels 9000 --test-levels 1000        # offline: holds out the last file's 1,000
     python algos/levin_ts.py --search phs --levels-path ...      # PHS* with the heuristic head
     python algos/levin_ts.py --train-minutes 2                   # a quick run on generated levels
     torchrun --standalone --nproc_per_node=2 algos/levin_ts.py --train-minutes 2
-    python algos/levin_ts.py --track --train-minutes 2           # log to Weights & Biases
     python algos/levin_ts.py --resume runs/<run_name>/levin_ts.pt --train-minutes 90   # train on
     python algos/levin_ts.py --eval-checkpoint runs/<run_name>/levin_ts.pt   # search its held-out levels
 """
@@ -162,8 +158,7 @@ class Args:
 
 
 # =============================================================================================
-# ALGORITHM: Sokoban and its levels, the network, LevinTS and PHS* search, the Levin loss,
-# training. Read this first.
+# ALGORITHM: Sokoban and its levels, the network, LevinTS and PHS* search, the Levin loss, training. Read this first.
 # =============================================================================================
 # ----------------------------------------------------------------------------- Sokoban
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
@@ -233,8 +228,7 @@ def parse_levels(text: str, source: str) -> list[Level]:
                 raise ValueError(f"{source}:{lineno}: the line has {len(line)} characters but the level's "
                                  f"first line has {len(rows[0][1])}; every line of a level has the same width.")
             rows.append((lineno, line))
-            continue
-        if rows:  # a `;` or blank line ends the level read so far
+        elif rows:  # a `;` or blank line ends the level read so far
             levels.append(level_from_rows(rows, source, header))
             rows = []
         if line.startswith(";"):
@@ -450,10 +444,11 @@ class Tree:
         self.log_pis.append(log_pi)
 
     def pop(self) -> Optional[int]:
-        """The cheapest frontier node whose state has no cheaper copy since; None when empty."""
+        """The cheapest frontier node whose state has no cheaper copy since, counted as expanded; None when empty."""
         while self.heap:
             cost, node = heapq.heappop(self.heap)
             if cost <= self.seen[self.states[node]].cost:
+                self.expansions += 1
                 return node
         return None
 
@@ -489,8 +484,7 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
     expansions; a queued level then takes its place. Per level: solved, expansions, nodes and, when solved,
     actions, length and levin_cost = log d(n*)/pi(n*). `trace`, if given, receives (level index, state, cost)
     for every expansion in order. None when `stop` (a StopFlag) is requested before the search ends."""
-    results: list = [None] * len(levels)
-    queue, trees = deque(range(len(levels))), {}
+    results, queue, trees = [None] * len(levels), deque(range(len(levels))), {}
 
     def evaluations(items: list) -> dict:  # (level index, state) -> (log pi(.|s), h(s)), one call
         if not items:
@@ -508,13 +502,11 @@ def batched_search(levels: list[Level], evaluate: Evaluator, budget: int, algo: 
         expanded = []
         for i, tree in list(trees.items()):
             node = tree.pop()
-            state = tree.states[node] if node is not None else None
-            if node is not None:
-                tree.expansions += 1
-                if trace is not None:
-                    trace.append((i, state, tree.seen[state].cost))
-            if node is None or tree.level.solved(state) or tree.expansions >= budget:
-                results[i] = tree.result(node if node is not None and tree.level.solved(state) else None)
+            solved = node is not None and tree.level.solved(tree.states[node])
+            if node is not None and trace is not None:
+                trace.append((i, tree.states[node], tree.seen[tree.states[node]].cost))
+            if node is None or solved or tree.expansions >= budget:
+                results[i] = tree.result(node if solved else None)
                 del trees[i]
             else:
                 expanded.append((i, node))
@@ -627,8 +619,7 @@ def train_step(model: nn.Module, optimizer, samples: list[Sample], rng: np.rando
     legal = torch.tensor([b.legal for b in batch], device=device)
     weights = torch.tensor([b.expansions / mean_expansions for b in batch], device=device)
     # Sokoban's rules hold on the board turned or mirrored, moves turned alike: each sample under a random symmetry.
-    square = obs.shape[-1] == obs.shape[-2]
-    ks = rng.integers(0, 8, batch_size) if square else 2 * rng.integers(0, 4, batch_size)
+    ks = rng.integers(0, 8, batch_size) if obs.shape[-1] == obs.shape[-2] else 2 * rng.integers(0, 4, batch_size)
     obs, actions, legal = augment(obs, actions, legal, ks)
     logits, h = model(obs)
     policy_loss = levin_loss(logits, legal, actions, weights)
@@ -661,11 +652,10 @@ def check_args(args: Args) -> None:
     hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
-            for v in value if isinstance(value, (tuple, list)) else (value,):
-                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
-                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
-                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
-                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
+            if not (math.isfinite(value) and (value > r.lo if r.lo_open else value >= r.lo) and value <= r.hi):
+                bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                raise SystemExit(f"--{name.replace('_', '-')} {value} is not allowed: it must be {bounds}.")
 
 
 def validate(args: Args, world_size: int) -> None:
@@ -744,8 +734,7 @@ class StopFlag:
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -757,24 +746,21 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
-    import wandb  # imported here so that a plain run does not pay for it
-    try:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
-    except Exception as e:
-        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
-    return wandb
-
-
 class RunLog:
     """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a first line with
     the config), so any run can be read back or plotted without wandb; --track sends them (and pictures) to wandb."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
-        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.wandb = None
+        if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
+            import wandb  # imported here so that a plain run does not pay for it
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                           config=dataclasses.asdict(args), dir=run_dir)
+            except Exception as e:
+                raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                 "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+            self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
         self.file = open(self.path, "a")
         self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
@@ -796,12 +782,6 @@ class RunLog:
             self.wandb.finish()
 
 
-# A checkpoint fixes its network and, to resume it, its levels (--eval-checkpoint may search others).
-NET_FIELDS = ("search", "channels", "hidden")
-LEVEL_FIELDS = ("seed", "levels_path", "train_levels", "add_generated", "difficulty", "num_boxes", "size",
-                "test_levels_path", "test_levels")
-
-
 def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
     """--resume or --eval-checkpoint: args with the checkpoint's network and level flags wherever the
     command line leaves the default (one it fixes, given otherwise, is refused), and the checkpoint."""
@@ -810,23 +790,25 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     if path is None:
         return args, None
+    net_fields = ("search", "channels", "hidden")  # a checkpoint fixes its network and, to resume it, its levels
+    level_fields = ("seed", "levels_path", "train_levels", "add_generated", "difficulty", "num_boxes", "size",
+                    "test_levels_path", "test_levels")
     ckpt, default = load_checkpoint(path, flag), Args()
-    saved, fixed = ckpt["args"], NET_FIELDS + (LEVEL_FIELDS if args.resume else ())
+    saved, fixed = ckpt["args"], net_fields + (level_fields if args.resume else ())
     clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (it has {saved[k]})" for k in fixed
              if getattr(args, k) not in (saved[k], getattr(default, k))]
     if clash:
         raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
                          "drop them, and its own are used.")
-    own = {k: saved[k] for k in NET_FIELDS + LEVEL_FIELDS if getattr(args, k) == getattr(default, k) != saved[k]}
+    own = {k: saved[k] for k in net_fields + level_fields if getattr(args, k) == getattr(default, k) != saved[k]}
     if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
         print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
     return dataclasses.replace(args, **own), ckpt
 
 
 def main(args: Args) -> dict:
-    """Bootstrap-train the policy (and heuristic), then search the held-out levels (with --eval-checkpoint, only
-    search). Returns summarize's eval/* and charts/expansions_per_s, train/solved, train/levels, train/seconds, sweep,
-    charts/budget, wall_time, the last losses/*, and with --compare-uniform the same eval keys under uniform/."""
+    """Bootstrap-train the policy (and heuristic), then search the held-out levels (--eval-checkpoint: only search).
+    Returns the metrics logged last: summarize's, the training totals and losses, and uniform/* (--compare-uniform)."""
     check_args(args)
     args, ckpt = open_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
@@ -868,8 +850,7 @@ def main(args: Args) -> dict:
             train_names=[lv.name for lv in train_levels], args=dataclasses.asdict(args), **dataclasses.asdict(st)))
 
     def search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = args.search) -> tuple[list, float]:
-        """Rank r searches levels r, r + world_size, ...: every rank's results in level order, and the slowest rank's
-        seconds. After Ctrl-C rank 0 saves the run as of its last whole sweep and prints the command that resumes it."""
+        """Every rank's results in level order, and the slowest rank's seconds; Ctrl-C: rank 0 saves, all ranks exit."""
         t = time.time()
         mine = batched_search(levels[rank::world_size], evaluate, budget, algo, args.batch_levels // world_size,
                               stop=stop)
