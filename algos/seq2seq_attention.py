@@ -66,20 +66,10 @@ Usage
     torchrun --standalone --nproc_per_node=2 algos/seq2seq_attention.py
     python algos/seq2seq_attention.py --track                      # log to Weights & Biases
     python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
-    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt  # [--data-path x.tsv]
     python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000  # + its flags
-    python algos/seq2seq_attention.py --data-path data/parallel/eng-fra.tsv --tokenizer word \\
-        --num-iterations 20000 --embed-dim 256 --hidden-size 256
-    python data/parallel/prepare.py multi30k ../shared/data/multi30k --out data/parallel/multi30k-de-en \\
-        --src de --tgt en                                          # Multi30k German -> English, then:
-    python algos/seq2seq_attention.py --data-path data/parallel/multi30k-de-en --tokenizer bpe \\
-        --embed-dim 256 --hidden-size 256 --dropout 0.3 --batch-size 128 --bucket-pool 100 --cpu-bf16 \\
-        --learning-rate 2e-3 --num-iterations 3000 --eval-interval 500 --save-model --exp-name multi30k
-        # (--cpu-bf16 only on a CPU with AVX512-BF16 or AMX: elsewhere it is slower than float32; drop it)
-    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
-        --data-path other.tsv                                      # score it on any source<TAB>target file
-    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt \\
-        --translate "Ein Mann fährt Fahrrad." "Zwei Hunde spielen im Schnee."
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt --translate "3 Mar 1998"
+    Multi30k German -> English, Tatoeba English -> French: the commands are in README.md and data/parallel/README.md
 """
 
 import contextlib
@@ -178,8 +168,7 @@ class Args:
     # val loss, greedy exact match and BLEU (and, with --save-model, a checkpoint) every this many steps
     eval_interval: Annotated[int, Range(1)] = 250
     beam_size: Annotated[int, Range(1)] = 5  # beam width of the final beam-search evaluation (1 is greedy)
-    # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability
-    length_penalty: Annotated[float, Range(0)] = 0.6
+    length_penalty: Annotated[float, Range(0)] = 0.6  # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0: no penalty
 
 
 # =============================================================================================
@@ -203,8 +192,7 @@ def ordinal(n: int) -> str:
 
 def date_formats(d: datetime.date) -> list[str]:
     """The same date written 13 ways. Numeric ones put the day first."""
-    month, mon, wday = MONTHS[d.month - 1], MONTHS[d.month - 1][:3], WEEKDAYS[d.weekday()]
-    yy = f"{d.year % 100:02d}"
+    month, mon, wday, yy = MONTHS[d.month - 1], MONTHS[d.month - 1][:3], WEEKDAYS[d.weekday()], f"{d.year % 100:02d}"
     return [
         f"{d.day} {month} {d.year}",                           # 3 March 1998
         f"{d.day:02d}/{d.month:02d}/{yy}",                     # 03/03/98
@@ -308,11 +296,16 @@ class BytePairEncoding:
     def __init__(self, texts: list[str], num_merges: int):
         words = Counter(w for text in texts for w in self.WORDS.findall(text))
         symbols = [list(w.encode().decode("latin-1")) for w in words]  # a word as its bytes
-        freq, pairs, where = list(words.values()), Counter(), {}
-        for i, word in enumerate(symbols):
-            for pair in zip(word, word[1:]):
-                pairs[pair] += freq[i]
+        freq, pairs, where, touched = list(words.values()), Counter(), {}, set()
+
+        def count(i: int, sign: int) -> None:  # add (sign 1) or take away (-1) word i's pairs; where[pair] holds i
+            for pair in zip(symbols[i], symbols[i][1:]):
+                pairs[pair] += sign * freq[i]
                 where.setdefault(pair, set()).add(i)
+                touched.add(pair)
+
+        for i in range(len(symbols)):
+            count(i, 1)
         heap = [(-n, pair) for pair, n in pairs.items()]
         heapq.heapify(heap)
         self.ranks: dict[tuple[str, str], int] = {}
@@ -321,17 +314,11 @@ class BytePairEncoding:
             if -n != pairs[best] or n == 0:  # a stale entry: the count has changed since it was pushed
                 continue
             self.ranks[best] = len(self.ranks)
-            touched = set()
+            touched.clear()
             for i in where.pop(best):
-                word = symbols[i]
-                for pair in zip(word, word[1:]):
-                    pairs[pair] -= freq[i]
-                    touched.add(pair)
-                word[:] = self.merge(word, best)
-                for pair in zip(word, word[1:]):
-                    pairs[pair] += freq[i]
-                    where.setdefault(pair, set()).add(i)
-                    touched.add(pair)
+                count(i, -1)
+                symbols[i] = self.merge(symbols[i], best)
+                count(i, 1)
             for pair in touched - {best}:
                 heapq.heappush(heap, (-pairs[pair], pair))
             del pairs[best]
@@ -668,8 +655,8 @@ def corpus_bleu(hypotheses: list[str], references: list[str], lowercase: bool = 
 def translate(model, split: Split, decode: str, args: Args, max_len: int, device, batch: int = 250):
     """Ids of the decoded sources of a split, sentence by sentence, greedy or beam."""
     out = []
-    for i in range(0, len(split.src), batch):
-        src, src_len, _, _ = batch_of(split, torch.arange(i, min(i + batch, len(split.src))), device)
+    for rows in torch.arange(len(split.src)).split(batch):
+        src, src_len, _, _ = batch_of(split, rows, device)
         ids = (greedy_decode(model, src, src_len, max_len)[0] if decode == "greedy"
                else beam_search(model, src, src_len, args.beam_size, max_len, args.length_penalty))
         out.extend(ids.tolist())
@@ -703,8 +690,7 @@ def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_l
 
 
 def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> list[str]:
-    """The greedy translations; a PNG of their attention weights, one panel per sentence (rows: output, columns:
-    source)."""
+    """The greedy translations; a PNG of their attention weights, a panel each (rows: output, columns: source)."""
     from matplotlib.figure import Figure  # no pyplot: no display or backend needed
 
     model.eval()
@@ -806,11 +792,10 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
-    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
-    at once, and main keeps the trained model all the same."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same
+    step, so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises
+    KeyboardInterrupt: the final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False
@@ -837,8 +822,7 @@ class StopFlag:
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -850,26 +834,22 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     return distributed, rank, world_size, device
 
 
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
-    import wandb  # imported here so that a plain run does not pay for it
-
-    try:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
-    except Exception as e:
-        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
-    return wandb
-
-
 class RunLog:
     """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
     first line with the config), so any run can be read back or plotted without wandb; with --track the
     same rows go to wandb too. Pictures and charts go to wandb only."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
-        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.wandb = None
+        if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
+            import wandb  # imported here so that a plain run does not pay for it
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                           config=dataclasses.asdict(args), dir=run_dir)
+            except Exception as e:
+                raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                 "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+            self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
         self.file = open(self.path, "a")
         self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
@@ -917,9 +897,8 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
 
 
 def main(args: Args) -> dict:
-    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns eval/exact_match,
-    eval/bleu and eval/bleu_lc (greedy; lc: lowercased), eval/exact_match_beam, eval/bleu_beam and eval/bleu_beam_lc
-    (beam search), val/loss, val/bleu, train/loss (of rank 0's rows of the last batch), iter, wall_time, ms_per_iter."""
+    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns evaluate()'s eval/* and,
+    after training, the last val/*, train/* (of rank 0's rows of the last batch), iter, wall_time and ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
@@ -980,9 +959,8 @@ def main(args: Args) -> dict:
         if is_main and args.translate and not os.access(folder, os.W_OK):
             raise SystemExit(f"--translate writes its heat maps beside {path}, and {folder} is not writable; "
                              "copy the checkpoint to a folder you can write to.")
-        n = 0  # translation_<n>.png counts on past the heat maps already there: none is overwritten
+        n = 1  # translation_<n>.png counts on past the heat maps already there: none is overwritten
         for sentence in args.translate if is_main else ():
-            n += 1
             while os.path.exists(figure := os.path.join(folder, f"translation_{n}.png")):
                 n += 1
             greedy = attention_figure(model, [(sentence, "")], src_vocab, tgt_vocab, tokenizer, max_len, device,
@@ -1005,9 +983,8 @@ def main(args: Args) -> dict:
     # --dtype's autocast on CUDA (on the CPU only with --cpu-bf16). float16 would round small gradients to 0: the
     # scaler multiplies the loss before backward and divides the gradients after; disabled, it changes nothing.
     use_cuda = device.type == "cuda"
-    autocast = (torch.autocast("cuda", dtype=torch.float16 if args.dtype == "float16" else torch.bfloat16,
-                               enabled=args.dtype != "float32") if use_cuda
-                else torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.cpu_bf16))
+    autocast = torch.autocast(device.type, enabled=args.dtype != "float32" if use_cuda else args.cpu_bf16,
+                              dtype=torch.float16 if use_cuda and args.dtype == "float16" else torch.bfloat16)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
     if use_cuda and args.dtype == "float32":  # float32 means float32: no TF32 tensor cores in matmuls or the GRUs
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -1019,10 +996,9 @@ def main(args: Args) -> dict:
     @torch.no_grad()
     def validation() -> dict:
         model.eval()
-        n = len(tensors["val"].src)
         losses, n_tokens = [], 0
-        for i in range(0, n, 250):
-            src, src_len, tgt_in, tgt_out = batch_of(tensors["val"], torch.arange(i, min(i + 250, n)), device)
+        for rows in torch.arange(len(tensors["val"].src)).split(250):
+            src, src_len, tgt_in, tgt_out = batch_of(tensors["val"], rows, device)
             with autocast:
                 logits = model(src, src_len, tgt_in)
             real = int((tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
@@ -1042,9 +1018,8 @@ def main(args: Args) -> dict:
         if is_main:
             save_checkpoint(path, {"algo": ALGO, "args": dataclasses.asdict(args), "model": model.state_dict(),
                                    "src_vocab": src_vocab.itos, "tgt_vocab": tgt_vocab.itos,
-                                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                   "iteration": it, "order": order,
-                                   "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
+                                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iteration": it,
+                                   "order": order, "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
 
     # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
     order_gen = torch.Generator().manual_seed(args.seed)
@@ -1110,13 +1085,13 @@ def main(args: Args) -> dict:
         if is_main and it == args.num_iterations and not stop.requested:
             print(f"final evaluation: greedy and beam {args.beam_size} on {len(data['test'])} test pairs "
                   "(a Ctrl-C stops it and keeps the model)")
-            metrics |= evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
-                                f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
+            final = evaluate(model, data["test"], tensors["test"], tgt_vocab, tokenizer, args, max_len, device,
+                             f"after {it} iterations in {wall_time:.1f} s") | {"wall_time": wall_time}
+            metrics |= final
             figure = os.path.join(run_dir, "attention.png")
             attention_figure(model, data["test"][:4], src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
             print(f"wrote {figure} (attention heat maps of test sentences)")
             picture = {"eval/attention": logger.wandb.Image(figure)} if logger.wandb else {}
-            final = {k: v for k, v in metrics.items() if k.startswith("eval/")} | {"wall_time": wall_time}
             logger.log(final | picture, it)
             logger.close()
             if not args.save_model:
