@@ -386,9 +386,11 @@ def from_tiktoken(source: str, pattern: str = PATTERNS["gpt4"], special_tokens=(
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def check_args(args: Args) -> None:
-    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    """Refuse in one sentence a numeric field outside its declared Range (nan, inf too) or an empty Optional[str]."""
     hints = typing.get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
+        if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
@@ -432,26 +434,22 @@ def make_run_dir(name: str) -> str:
     raise SystemExit(f"runs/{name}: 99 runs of this name exist already; choose another --exp-name.")
 
 
-def start_wandb(args: Args, run_name: str, run_dir: str):
-    """--track: a wandb run in run_dir, or one sentence saying why wandb could not start."""
-    import wandb  # imported here so that a plain run does not pay for it
-
-    try:
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
-                   config=dataclasses.asdict(args), dir=run_dir)
-    except Exception as e:
-        raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
-    return wandb
-
-
 class RunLog:
     """Every logged row goes to <run_dir>/metrics.jsonl as the run goes (one JSON object a line, after a
     first line with the config), so any run can be read back or plotted without wandb; with --track the
     same rows go to wandb too. Pictures and charts go to wandb only."""
 
     def __init__(self, args: Args, run_name: str, run_dir: str):
-        self.wandb = start_wandb(args, run_name, run_dir) if args.track else None
+        self.wandb = None
+        if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
+            import wandb  # imported here so that a plain run does not pay for it
+            try:
+                wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
+                           config=dataclasses.asdict(args), dir=run_dir)
+            except Exception as e:
+                raise SystemExit(f"--track: wandb could not start ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                                 "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
+            self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
         self.file = open(self.path, "a")
         self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})

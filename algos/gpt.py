@@ -426,9 +426,11 @@ def make_codec(meta: dict):
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def check_args(args: Args) -> None:
-    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    """Refuse in one sentence a numeric field outside its declared Range (nan, inf too) or an empty Optional[str]."""
     hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
+        if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
@@ -564,7 +566,6 @@ class RunLog:
         self.wandb = None
         if args.track:  # a wandb run in run_dir, or one sentence saying why wandb could not start
             import wandb  # imported here so that a plain run does not pay for it
-
             try:
                 wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, name=run_name,
                            config=dataclasses.asdict(args), dir=run_dir)

@@ -648,9 +648,11 @@ class TrainState:
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def check_args(args: Args) -> None:
-    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    """Refuse in one sentence a numeric field outside its declared Range (nan, inf too) or an empty Optional[str]."""
     hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
+        if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             if not (math.isfinite(value) and (value > r.lo if r.lo_open else value >= r.lo) and value <= r.hi):
                 bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"

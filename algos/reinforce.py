@@ -323,9 +323,11 @@ def parse_args() -> Args:
 
 
 def check_args(args: Args) -> None:
-    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    """Refuse in one sentence a numeric field outside its declared Range (nan, inf too) or an empty Optional[str]."""
     hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
+        if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):

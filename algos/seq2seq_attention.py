@@ -719,9 +719,11 @@ def attention_figure(model, pairs, src_vocab, tgt_vocab, tokenizer, max_len, dev
 # Not the algorithm: a first reading can skip to main().
 # =============================================================================================
 def check_args(args: Args) -> None:
-    """Refuse any numeric field outside its declared Range (nan and inf included), one sentence."""
+    """Refuse in one sentence a numeric field outside its declared Range (nan, inf too) or an empty Optional[str]."""
     hints = get_type_hints(Args, include_extras=True)
     for name, value in dataclasses.asdict(args).items():
+        if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
+            raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
             for v in value if isinstance(value, (tuple, list)) else (value,):
                 if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
@@ -738,7 +740,8 @@ def validate(args: Args, world_size: int) -> None:
     if args.eval_checkpoint and (args.resume or args.save_model or args.track):
         raise SystemExit("--eval-checkpoint only evaluates: drop --resume, --save-model and --track.")
     if args.translate and not args.eval_checkpoint:
-        raise SystemExit("--translate needs a trained model: add --eval-checkpoint runs/<run_name>/seq2seq_attention.pt.")
+        raise SystemExit("--translate needs a trained model: add --eval-checkpoint "
+                         "runs/<run_name>/seq2seq_attention.pt.")
     if not all(s.strip() for s in args.translate):
         raise SystemExit("--translate was given an empty sentence: give each sentence as one quoted argument.")
     if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
@@ -1007,7 +1010,8 @@ def main(args: Args) -> dict:
         hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
         scores = score(hyps, [t for _, t in data["val"]], tgt_vocab, tokenizer)
-        return {"val/loss": sum(losses) / n_tokens, "val/exact_match": scores["exact_match"], "val/bleu": scores["bleu"]}
+        return {"val/loss": sum(losses) / n_tokens, "val/exact_match": scores["exact_match"],
+                "val/bleu": scores["bleu"]}
 
     def save(path: str) -> None:
         """Every rank calls it; rank 0 saves all an exact resume needs, each rank's random state included."""

@@ -100,6 +100,23 @@ def test_out_of_range_values_are_refused_with_one_sentence(script):
     assert refused > 0
 
 
+@pytest.mark.parametrize("script", ALL)
+def test_an_empty_optional_text_is_refused_with_one_sentence(script):
+    """An Optional[str] flag (a checkpoint, a data path, the wandb entity) given "": None means "not given", and an
+    empty value used to pass for it unseen (levin_ts.py, seq2seq_attention.py and transformer.py trained from
+    scratch on `--resume ""`)."""
+    module = script_module(script)
+    hints = typing.get_type_hints(module.Args)
+    fields = [name for name, hint in hints.items() if hint == typing.Optional[str]]
+    assert "wandb_entity" in fields, f"{script}.py: found no Optional[str] field"
+    for name in fields:
+        with pytest.raises(SystemExit) as refusal:
+            module.check_args(dataclasses.replace(module.Args(), **{name: ""}))
+        message, flag = str(refusal.value.code), "--" + name.replace("_", "-")
+        assert message.startswith(f"{flag} ") and "\n" not in message, f"{script}.py {flag} '': {message!r}"
+        module.check_args(dataclasses.replace(module.Args(), **{name: "x"}))  # a value is not refused here
+
+
 @pytest.mark.parametrize("script", [s for s in ALL if s != "bpe"])  # bpe.py's seed only names the run
 def test_the_largest_seed_allowed_is_one_numpy_and_torch_accept(script):
     """Every seed's Range stops where numpy's legacy seeding and torch.manual_seed accept it, plus the largest
