@@ -407,14 +407,22 @@ def validate(args: Args) -> None:
                          f"bytes + {len(specials)} special token(s).")
     if any(not s for s in specials) or len(set(specials)) < len(specials):
         raise SystemExit(f"--special-tokens {specials} must be distinct non-empty strings.")
+    for flag, texts in ("--show", [args.show or ""]), ("--special-tokens", specials):
+        if any("\ud800" <= c <= "\udfff" for text in texts for c in text):  # bytes the terminal could not decode
+            raise SystemExit(f"{flag} holds bytes that are not UTF-8 (a terminal in another encoding?): "
+                             "type it again in a UTF-8 terminal.")
     source = args.eval_checkpoint
     if source and not source.endswith(".tiktoken") and (args.pattern, specials) != (Args.pattern, Args.special_tokens):
         raise SystemExit(f"--eval-checkpoint {source} has its own pattern and special tokens: drop --pattern and "
                          "--special-tokens (they are read only with a .tiktoken file).")
+    if source is not None and source not in TIKTOKEN_NAMES and os.path.isdir(source):
+        raise SystemExit(f"--eval-checkpoint {source} is a folder: give the tokenizer file inside it, "
+                         f"{os.path.join(source, 'tokenizer.bpe')} (or its tokenizer.tiktoken).")
     if source is not None and source not in TIKTOKEN_NAMES and not os.path.isfile(source):
         raise SystemExit(f"--eval-checkpoint {source}: no such file; give a tokenizer.bpe, a .tiktoken file, "
                          f"or one of {', '.join(TIKTOKEN_NAMES)}.")
-    if source is None and not os.path.exists(args.input):
+    # Evaluating, a missing default --input only means no timing; a path the user typed must exist.
+    if (source is None or args.input != Args.input) and not os.path.exists(args.input):
         raise SystemExit(f"--input {args.input}: no such file or folder; download tinyshakespeare with "
                          "the curl line in this file's docstring, or point --input at your own text.")
 
@@ -491,6 +499,9 @@ def read_texts(path: str) -> list[str]:
                              "leave it out of --input.") from None
         except OSError as e:
             raise SystemExit(f"--input {f}: cannot read it ({e.strerror}).") from None
+        if "\x00" in texts[-1]:  # decodes as UTF-8, but is binary (gpt's train.bin beside input.txt)
+            raise SystemExit(f"{f} holds NUL bytes, so it is binary, not text: point --input at the text files, "
+                             "or leave it out of --input.")
     return texts
 
 
@@ -598,7 +609,7 @@ def time_encoding(tok: Tokenizer, texts: list[str]) -> tuple[float, float, float
 
 
 def main(args: Args) -> dict:
-    """Train on --input (or evaluate --eval-checkpoint), time encoding of --input, save and show.
+    """Train on --input (or evaluate --eval-checkpoint), save, time encoding of --input and show.
     Returns train/seconds, train/vocab_size and train/merges (when trained), encode/mb_per_s
     (from an empty cache), encode/mb_per_s_warm (a second pass) and compression_ratio (UTF-8
     bytes per token) on --input, on rank 0; {} on other ranks."""
@@ -656,15 +667,7 @@ def main(args: Args) -> dict:
         metrics.update({"train/seconds": seconds, "train/vocab_size": tok.n_vocab, "train/merges": len(merges)})
         print(f"trained vocab {tok.n_vocab} in {seconds:.2f} s (pre-tokenising included)")
 
-    if texts:
-        mb_per_s, warm, ratio = time_encoding(tok, texts)
-        metrics.update({"encode/mb_per_s": mb_per_s, "encode/mb_per_s_warm": warm, "compression_ratio": ratio})
-        print(f"encoded --input at {mb_per_s:.2f} MB/s (empty cache at the start; {warm:.2f} MB/s "
-              f"a second time): {ratio:.3f} bytes/token")
-    if args.show is not None:
-        print(show(tok, args.show))
-    logger.log(metrics)
-    logger.close()
+    # Saved first: nothing trained is lost to Ctrl-C (or an error) in the timing of a large --input below.
     if args.save_model:
         for file, writer in ("tokenizer.bpe", save), ("vocab.txt", write_vocab), ("tokenizer.tiktoken", write_tiktoken):
             try:
@@ -674,6 +677,15 @@ def main(args: Args) -> dict:
                 print(f"not written: {file}: {e}")
     else:
         print(f"(the tokenizer was not saved: add --save-model to keep it in {run_dir}/)")
+    if texts:
+        mb_per_s, warm, ratio = time_encoding(tok, texts)
+        metrics.update({"encode/mb_per_s": mb_per_s, "encode/mb_per_s_warm": warm, "compression_ratio": ratio})
+        print(f"encoded --input at {mb_per_s:.2f} MB/s (empty cache at the start; {warm:.2f} MB/s "
+              f"a second time): {ratio:.3f} bytes/token")
+    if args.show is not None:
+        print(show(tok, args.show))
+    logger.log(metrics)
+    logger.close()
     if distributed:
         dist.destroy_process_group()
     return metrics

@@ -112,7 +112,7 @@ class Args:
     pos_encoding: Literal["rope", "sinusoidal", "learned"] = "rope"
     # RoPE's base: theta_i = base^(-2i/d_head) falls with i for a base above 1
     rope_base: Annotated[float, Range(1, lo_open=True)] = 10000.0
-    dropout: Annotated[float, Range(0, 1)] = 0.0  # dropout on attention weights and residual branches
+    dropout: Annotated[float, Range(0, 0.99)] = 0.0  # dropout on attention weights and residual branches (1 zeroes all)
     # Training
     batch_size: Annotated[int, Range(1)] = 12  # sequences per micro-step, all ranks (per rank: batch-size / world size)
     grad_accum: Annotated[int, Range(1)] = 1  # micro-steps per optimizer step
@@ -460,6 +460,14 @@ def validate(args: Args) -> None:
         raise SystemExit("--eval-checkpoint only samples and evaluates, it logs nothing: drop --track.")
     if args.eval_checkpoint and not args.prompt:
         raise SystemExit('--prompt is empty: give the text to continue, e.g. --prompt "ROMEO:" or a newline.')
+    sampling = [f"--{k.replace('_', '-')}" for k in ("prompt", "num_samples", "max_new_tokens", "temperature",
+                                                     "top_k", "top_p") if getattr(args, k) != getattr(Args, k)]
+    if sampling and not args.eval_checkpoint:  # training would ignore them silently
+        raise SystemExit(f"{', '.join(sampling)}: sampling flags, read only with --eval-checkpoint; drop them to "
+                         "train, or add --eval-checkpoint runs/<run>/ckpt.pt to sample from a trained model.")
+    if args.min_lr > args.learning_rate and not args.eval_checkpoint:  # the "decay" would climb to min_lr
+        raise SystemExit(f"--learning-rate {args.learning_rate:g} is below --min-lr {args.min_lr:g}, where the cosine "
+                         "decay ends: raise --learning-rate, or lower --min-lr too.")
     if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
             and not torch.cuda.is_bf16_supported(including_emulation=False)):
         raise SystemExit(f"--dtype bfloat16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; "
@@ -507,7 +515,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        inside = f"; give the checkpoint file inside it, {os.path.join(path, 'ckpt.pt')}" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){inside}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")
@@ -671,6 +680,29 @@ def main(args: Args) -> dict:
     use_cuda, is_main = device.type == "cuda", rank == 0
     torch.backends.cuda.matmul.allow_tf32 = use_cuda and args.dtype != "float32"
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    # The data and the memory check come before the run folder: a refusal leaves no empty folder behind.
+    data, meta = load_dataset(args.data_dir, args.block_size)
+    if ckpt is not None:
+        check_vocabulary("--resume", args.resume, ckpt["meta"], args.data_dir, meta)
+    # Refuse what memory cannot hold: the float32 weights, their gradients and AdamW's two moments (16 bytes a
+    # parameter, counted on the meta device, which allocates nothing), then a micro-step's float32 activations (as
+    # measured on a CPU): per token 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T
+    # matrices per head and layer.
+    with torch.device("meta"):
+        weights = 16 * sum(p.numel() for p in GPT(args, meta["vocab_size"]).parameters())
+    batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank
+    need = 4 * batch * T * (32 * L * args.n_embd + 3 * meta["vocab_size"] + 3 * L * H * T * (args.dropout > 0))
+    have = (torch.cuda.get_device_properties(device).total_memory if use_cuda
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
+    if weights > have:
+        raise SystemExit(f"--n-embd {args.n_embd} with --n-layer {L} makes {weights // 16:,} parameters, about "
+                         f"{weights / 2**30:.0f} GiB with their gradients and AdamW's moments, more than the "
+                         f"{have / 2**30:.0f} GiB of this {device.type}: lower --n-embd or --n-layer.")
+    if need + weights > have:
+        raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
+                         f"{need / 2**30:.0f} GiB of activations, more than the {(have - weights) / 2**30:.0f} GiB "
+                         f"this {device.type} has beside the model: lower --block-size or --batch-size (and raise "
+                         "--grad-accum to keep the tokens per step).")
     task = os.path.basename(os.path.abspath(args.data_dir))
     run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
                else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
@@ -679,21 +711,6 @@ def main(args: Args) -> dict:
     # divides the gradients after (skipping a step whose gradients overflowed); disabled, it changes nothing.
     ctx = autocast_context(args.dtype, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
-
-    data, meta = load_dataset(args.data_dir, args.block_size)
-    if ckpt is not None:
-        check_vocabulary("--resume", args.resume, ckpt["meta"], args.data_dir, meta)
-    # Refuse what memory cannot hold: a micro-step's float32 activations (as measured on a CPU) are per token
-    # 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T matrices per head and layer.
-    batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank
-    need = 4 * batch * T * (32 * L * args.n_embd + 3 * meta["vocab_size"] + 3 * L * H * T * (args.dropout > 0))
-    have = (torch.cuda.get_device_properties(device).total_memory if use_cuda
-            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
-    if need > have:
-        raise SystemExit(f"--block-size {T} with {batch} sequences per micro-step and rank needs about "
-                         f"{need / 2**30:.0f} GiB of activations, more than the {have / 2**30:.0f} GiB of this "
-                         f"{device.type}: lower --block-size or --batch-size (and raise --grad-accum to keep the "
-                         "tokens per step).")
 
     torch.manual_seed(args.seed + rank)  # dropout; the weights are broadcast from rank 0 by DDP
     data_rng = torch.Generator().manual_seed(args.seed + rank)  # this rank's own batches
@@ -806,7 +823,7 @@ def main(args: Args) -> dict:
         print(f"final: val loss {metrics['val/loss']:.4f}, train loss {metrics['train/loss']:.4f} after "
               f"{it} iters; {wall_time:.1f} s, of which {eval_seconds:.1f} s evaluating and saving "
               f"({metrics['ms_per_iter']:.1f} ms/iter, {metrics['tokens_per_s']:,.0f} tokens/s)")
-        print(f"sample from it with: python {sys.argv[0]} --eval-checkpoint {ckpt_path}"
+        print("sample from it with: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", ckpt_path])
               if args.save_model else f"(the model was not saved: drop --no-save-model to keep it in {run_dir}/)")
         logger.log(dict(metrics), it)
         logger.close()

@@ -351,6 +351,21 @@ def test_bad_arguments_fail_with_one_sentence(tmp_path, monkeypatch):
         bpe.main(bpe.Args(input="latin1.txt"))
     with pytest.raises(SystemExit, match="--eval-checkpoint nope.bpe: no such file"):
         bpe.main(bpe.Args(eval_checkpoint="nope.bpe"))
+    with pytest.raises(SystemExit, match=re.escape(f"is a folder: give the tokenizer file inside it, {tmp_path}/tok")):
+        bpe.main(bpe.Args(eval_checkpoint=str(tmp_path)))
+    with pytest.raises(SystemExit, match="--input my_corpus.txtt: no such file or folder"):  # evaluating too
+        bpe.main(bpe.Args(eval_checkpoint="gpt2", input="my_corpus.txtt"))
+    bpe.save(bpe.Tokenizer.from_merges(GPT4, [(104, 105)]), "one.bpe")  # but the default --input may be absent
+    assert bpe.main(bpe.Args(eval_checkpoint="one.bpe", save_model=False)) == {}
+    for flags in (dict(show="caf\udce9"), dict(special_tokens=("<|\udce9|>",))):  # from a Latin-1 terminal
+        flag = "--" + next(iter(flags)).replace("_", "-")
+        with pytest.raises(SystemExit, match=f"^{flag} holds bytes that are not UTF-8"):
+            bpe.main(bpe.Args(input=str(ALGOS / "dqn.py"), **flags))
+    (tmp_path / "data").mkdir()  # gpt's prepare.py writes binary token files beside input.txt
+    (tmp_path / "data" / "input.txt").write_text("To be, or not to be")
+    (tmp_path / "data" / "train.bin").write_bytes(bytes([0, 5, 0, 17]) * 100)  # valid UTF-8, full of NULs
+    with pytest.raises(SystemExit, match="train.bin holds NUL bytes, so it is binary, not text: point --input at"):
+        bpe.main(bpe.Args(input="data"))
     bad = tmp_path / "bad.bpe"
     bad.write_text("hello\n")
     folders = sorted((tmp_path / "runs").glob("*"))
@@ -440,6 +455,7 @@ def test_script_trains_saves_shows_and_reloads(tmp_path):
     saved = {"tokenizer.bpe", "vocab.txt", "tokenizer.tiktoken"}
     assert {p.name for p in run_dir.iterdir()} == saved | {"metrics.jsonl"}  # issue 22: every run logs its metrics
     assert all(f"saved {os.path.join('runs', run_dir.name, name)}\n" in proc.stdout for name in saved)
+    assert proc.stdout.index("saved runs") < proc.stdout.index("encoded --input at")  # saved before the timing
     assert f"metrics: {os.path.join('runs', run_dir.name, 'metrics.jsonl')}\n" in proc.stdout
     ids = re.search(r"ids: (\[.*\])", proc.stdout).group(1)
     for load in ("tokenizer.bpe", "tokenizer.tiktoken"):
@@ -448,7 +464,7 @@ def test_script_trains_saves_shows_and_reloads(tmp_path):
                     cwd=tmp_path, timeout=120)
         assert again.returncode == 0, again.stderr[-2000:]
         assert f"ids: {ids}" in again.stdout and "encoded --input at" in again.stdout
-        assert again.stdout.splitlines()[-1].startswith("(the tokenizer was not saved: add --save-model")
+        assert "\n(the tokenizer was not saved: add --save-model" in again.stdout
     naive = run([sys.executable, script, "--input", "corpus", "--vocab-size", "600", "--trainer", "naive",
                  "--show", "Hello world<|endoftext|>", "--no-save-model"], cwd=tmp_path, timeout=300)
     assert naive.returncode == 0 and "(naive)" in naive.stdout and f"ids: {ids}" in naive.stdout

@@ -432,7 +432,16 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
         (dict(resume="nowhere.pt"), "--resume nowhere.pt: cannot read it"),
         (dict(eval_checkpoint=str(FIXTURE / "train.bin")), "is damaged or is not a checkpoint"),
         (dict(eval_checkpoint="any.pt", track=True), "only samples and evaluates, it logs nothing: drop --track"),
+        # training ignored these: now refused, and none of these refusals leaves a run folder (below)
+        (dict(top_k=5), "--top-k: sampling flags, read only with --eval-checkpoint; drop them to train"),
+        (dict(prompt="ROMEO:", max_new_tokens=9), "--prompt, --max-new-tokens: sampling flags"),
+        (dict(learning_rate=1e-5), "--learning-rate 1e-05 is below --min-lr 0.0001, where the cosine decay ends"),
+        (dict(dropout=1.0), "--dropout 1.0 is not allowed: it must be at least 0 and at most 0.99."),
+        (dict(n_embd=262144, n_head=1, n_kv_head=1, block_size=8, batch_size=1, n_layer=1),
+         "--n-embd 262144 with --n-layer 1 makes 824,666,488,832 parameters, about 12288 GiB with their gradients"),
     ]
+    for flag in ("eval_checkpoint", "resume"):  # a run folder instead of the file in it
+        cases.append(({flag: str(tmp_path)}, f"; give the checkpoint file inside it, {tmp_path / 'ckpt.pt'}."))
     cut = tmp_path / "cut"  # a token file cut in the middle of an id
     shutil.copytree(FIXTURE, cut)
     (cut / "val.bin").write_bytes((FIXTURE / "val.bin").read_bytes()[:-1])
@@ -440,6 +449,7 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
     for kw, message in cases:
         with pytest.raises(SystemExit, match=re.escape(message)):
             main_tiny(tmp_path, monkeypatch, **kw)
+    assert not (tmp_path / "runs").exists(), "a refusal left a run folder behind"
     model = tiny_model(pos_encoding="learned")
     with pytest.raises(ValueError, match="positions up to 17 exceed block_size 16"):
         model(torch.zeros(1, 17, dtype=torch.long))
@@ -500,6 +510,7 @@ def test_missing_data_says_how_to_prepare_it(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "no dataset in --data-dir data/shakespeare_char" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # refused before the run folder is made
     # A fork has no data/ folder: the hint names the repository's prepare script in words.
     assert "prepare it first (the repository's data/shakespeare_char/prepare.py" in proc.stderr
 
