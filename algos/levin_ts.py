@@ -264,12 +264,15 @@ def load_levels(path: str) -> list[Level]:
     p = Path(path)
     files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
     if not p.exists() or not files:
+        inner = [str(d) for d in sorted(p.iterdir()) if d.is_dir() and any(d.glob("*.txt"))] if p.is_dir() else []
+        if inner:  # the parent of Boxoban's train/, valid/, test/
+            raise ValueError(f"{path} holds no .txt files but its folders do: did you mean {' or '.join(inner)}?")
         raise ValueError(f"{path}: no such file, or a folder without .txt files; get the Boxoban "
                          "levels first (the repository's data/get_boxoban.sh), or leave out --levels-path.")
     levels = []
     for f in files:
         try:
-            found = parse_levels(f.read_text(encoding="utf-8"), str(f))
+            found = parse_levels(f.read_text(encoding="utf-8-sig"), str(f))  # -sig: skips a BOM
         except UnicodeDecodeError as e:
             raise ValueError(f"{f}: byte {e.start} is not UTF-8 text; give a Boxoban level file.") from None
         except OSError as e:
@@ -313,10 +316,17 @@ def generate_level(rng: np.random.Generator, size: int = 10, num_boxes: int = 4,
                          State(player, tuple(sorted(boxes))))
 
 
-def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
-    """(training, held-out levels), from files or the generator; a bad file ends the run with one sentence naming it."""
+def get_levels(args: Args, given: Optional[Args] = None) -> tuple[list[Level], list[Level]]:
+    """(training, held-out levels), from files or the generator; a bad file ends the run with one sentence naming it.
+    `given`: the command line's flags (default: args); a count it sets above what the files hold is refused, while
+    a default (or a checkpoint's) count takes all there are, as the first line of the run says."""
+    set_above = lambda k, n: getattr(given or args, k) != getattr(Args(), k) and getattr(args, k) > n
     try:
-        test = load_levels(args.test_levels_path)[:args.test_levels] if args.test_levels_path is not None else None
+        test = load_levels(args.test_levels_path) if args.test_levels_path is not None else None
+        if test is not None and set_above("test_levels", len(test)):
+            raise ValueError(f"--test-levels {args.test_levels}: --test-levels-path {args.test_levels_path} has "
+                             f"{len(test)} levels; lower it to at most {len(test)}.")
+        test = None if test is None else test[:args.test_levels]
         if args.levels_path is None:
             rng = np.random.default_rng(args.seed)
             gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
@@ -330,12 +340,23 @@ def get_levels(args: Args) -> tuple[list[Level], list[Level]]:
                     raise ValueError(f"--levels-path {args.levels_path} has {len(train)} levels, not more than "
                                      f"--test-levels {args.test_levels}; give --test-levels-path or lower it.")
                 train, test = train[:-args.test_levels], train[-args.test_levels:]
+            if set_above("train_levels", len(train)):
+                raise ValueError(f"--train-levels {args.train_levels}: --levels-path {args.levels_path} has "
+                                 f"{len(train)} training levels" + ("" if args.test_levels_path else
+                                 f" besides the {len(test)} held out") + f"; lower it to at most {len(train)}.")
             train = train[:args.train_levels]
             rng, n = np.random.default_rng(args.seed), args.add_generated
             train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
                      for k in range(n)] + train
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    content = lambda lv: (lv.height, lv.width, lv.walls, lv.goals, lv.start)  # not the name: a copy has another
+    seen = {content(lv) for lv in train}
+    shared = [lv.name for lv in test if content(lv) in seen] if args.test_levels_path else []
+    if shared:
+        raise SystemExit(f"--test-levels-path {args.test_levels_path} shares {len(shared)} levels ({shared[0]} ...) "
+                         "with the training levels; give it levels that are not trained on, or leave it out to hold "
+                         "out the last --test-levels of --levels-path.")
     shapes = {(lv.height, lv.width) for lv in train + test}
     if len(shapes) > 1:
         raise SystemExit(f"the levels have different sizes {sorted(shapes)}; the search batches levels "
@@ -660,8 +681,9 @@ def check_args(args: Args) -> None:
                 raise SystemExit(f"--{name.replace('_', '-')} {value} is not allowed: it must be {bounds}.")
 
 
-def validate(args: Args, world_size: int) -> None:
-    """Combinations of flags that would otherwise run silently wrong, one sentence each."""
+def validate(args: Args, world_size: int, given: Optional[Args] = None) -> None:
+    """Combinations of flags that would otherwise run silently wrong, one sentence each; `given`: the command line's
+    flags (default: args), as a checkpoint's flags, filled in for the defaults, were checked when it was trained."""
     for name in ("batch_size", "batch_levels"):
         if getattr(args, name) % world_size:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} does not divide among "
@@ -670,6 +692,11 @@ def validate(args: Args, world_size: int) -> None:
         raise SystemExit(f"--max-budget {args.max_budget} is below --budget {args.budget}; raise it.")
     if (args.levels_path is None or args.add_generated > 0) and 2 * (args.num_boxes + 1) > (args.size - 2) ** 2:
         raise SystemExit(f"--num-boxes {args.num_boxes} does not fit a {args.size}x{args.size} room; lower it.")
+    unused = [f"--{k.replace('_', '-')}" for k in ("num_boxes", "difficulty", "size")
+              if getattr(given or args, k) != getattr(Args(), k)]
+    if args.levels_path is not None and args.add_generated == 0 and unused:
+        raise SystemExit(f"{' '.join(unused)} set the generator, which --levels-path without --add-generated does "
+                         "not use; drop them, or give --add-generated N to train on N generated levels first.")
 
 
 def make_run_dir(name: str) -> str:
@@ -706,7 +733,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        folder = ": give the checkpoint file in it, runs/<run>/levin_ts.pt" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")
@@ -795,14 +823,21 @@ def open_checkpoint(args: Args) -> tuple[Args, Optional[dict]]:
     net_fields = ("search", "channels", "hidden")  # a checkpoint fixes its network and, to resume it, its levels
     level_fields = ("seed", "levels_path", "train_levels", "add_generated", "difficulty", "num_boxes", "size",
                     "test_levels_path", "test_levels")
+    # Resuming keeps the first sweep's budget too: main sizes a sweep by it, while the checkpoint's budget (doubled
+    # since, maybe) is the one searched, so another --budget would silently change the run's sweeps.
+    run_fields = level_fields + (("budget",) if args.resume else ())
     ckpt, default = load_checkpoint(path, flag), Args()
-    saved, fixed = ckpt["args"], net_fields + (level_fields if args.resume else ())
+    saved, fixed = ckpt["args"], net_fields + (run_fields if args.resume else ())
+    # Level paths are saved absolute (older checkpoints: as given); a flag naming the saved file takes the saved path.
+    same = [k for k in ("levels_path", "test_levels_path") if getattr(args, k) and saved[k]
+            and os.path.abspath(getattr(args, k)) == os.path.abspath(saved[k])]
+    args = dataclasses.replace(args, **{k: saved[k] for k in same})
     clash = [f"--{k.replace('_', '-')} {getattr(args, k)} (it has {saved[k]})" for k in fixed
              if getattr(args, k) not in (saved[k], getattr(default, k))]
     if clash:
         raise SystemExit(f"{flag} {path} was trained with other flags: {', '.join(clash)}; "
                          "drop them, and its own are used.")
-    own = {k: saved[k] for k in net_fields + level_fields if getattr(args, k) == getattr(default, k) != saved[k]}
+    own = {k: saved[k] for k in net_fields + run_fields if getattr(args, k) == getattr(default, k) != saved[k]}
     if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
         print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
     return dataclasses.replace(args, **own), ckpt
@@ -812,9 +847,12 @@ def main(args: Args) -> dict:
     """Bootstrap-train the policy (and heuristic), then search the held-out levels (--eval-checkpoint: only search).
     Returns the metrics logged last: summarize's, the training totals and losses, and uniform/* (--compare-uniform)."""
     check_args(args)
+    # Level paths absolute, so that the checkpoint finds its levels from any folder (and the names it keeps match)
+    given = args = dataclasses.replace(args, **{k: getattr(args, k) and os.path.abspath(getattr(args, k))
+                                                for k in ("levels_path", "test_levels_path")})
     args, ckpt = open_checkpoint(args)
     distributed, rank, world_size, device = setup_distributed(args)
-    validate(args, world_size)
+    validate(args, world_size, given)
     is_main = rank == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cudnn.deterministic = args.torch_deterministic
@@ -825,7 +863,7 @@ def main(args: Args) -> dict:
         run_dir = make_run_dir(f"{args.search}__{args.exp_name}__{args.seed}__{int(time.time())}")
     ckpt_path = args.resume or os.path.join(run_dir or "", "levin_ts.pt")
 
-    train_levels, test_levels = get_levels(args)
+    train_levels, test_levels = get_levels(args, given)
     net = PolicyHeuristicNet(args.channels, args.hidden).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     st = TrainState(budget=args.budget)
@@ -837,6 +875,12 @@ def main(args: Args) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         optimizer.param_groups[0]["lr"] = args.learning_rate
         st = TrainState(**{f.name: ckpt[f.name] for f in dataclasses.fields(TrainState) if f.name in ckpt})
+        if args.resume and st.sweep >= args.max_sweeps:  # it would train nothing and only evaluate again
+            raise SystemExit(f"--resume {args.resume} is already at sweep {st.sweep}: raise --max-sweeps above it.")
+        if args.resume and st.trained_s + st.last_s >= args.train_minutes * 60:
+            raise SystemExit(f"--resume {args.resume} has trained {st.trained_s / 60:.2f} minutes and its next sweep "
+                             f"would end past --train-minutes {args.train_minutes:g}: raise --train-minutes above "
+                             f"{(st.trained_s + st.last_s) / 60:.2f}.")
     model = DDP(net, find_unused_parameters=args.search == "lts") if distributed else net  # LevinTS: h head unused
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
     stop = None if args.eval_checkpoint else StopFlag()  # listening before the line that says training starts
@@ -970,7 +1014,8 @@ def main(args: Args) -> dict:
         logger.log({**metrics, **picture}, step=st.sweep + 1)
         logger.close()
         if args.eval_checkpoint is None:
-            print(f"to search with it again: python {sys.argv[0]} --eval-checkpoint {ckpt_path}" if args.save_model
+            print("to search with it again: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", ckpt_path])
+                  if args.save_model
                   else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes

@@ -52,6 +52,10 @@ def tiny_args(**kw):
     base = dict(train_levels=40, test_levels=24, num_boxes=2, difficulty=3, budget=200, eval_budget=1000,
                 max_sweeps=2, sweep_levels=40, train_steps=10, batch_size=32, batch_levels=16,
                 save_model=False, train_minutes=5.0)
+    if kw.get("levels_path"):  # level files: counts above theirs, and unused generator flags, are refused
+        del base["train_levels"], base["test_levels"]
+        if not kw.get("add_generated"):
+            del base["num_boxes"], base["difficulty"]
     return lts.Args(**{**base, **kw})
 
 
@@ -147,6 +151,67 @@ def test_held_out_levels_come_from_the_file_also_beside_generated_training_level
     train, test = lts.get_levels(tiny_args(test_levels_path=str(tmp_path / "rooms.txt"), test_levels=3))
     assert [(lv.walls, lv.goals, lv.start) for lv in test] == [(lv.walls, lv.goals, lv.start) for lv in rooms[:3]]
     assert [lv.start for lv in train] == [lv.start for lv in lts.get_levels(tiny_args())[0]]
+
+
+def write_rooms(path, n=10, seed=7):
+    """n generated 10 x 10 rooms as a level file (as the first levels of a Boxoban file would be)."""
+    rng = np.random.default_rng(seed)
+    path.write_text("".join(f"; {k}\n{lts.generate_level(rng, 10, 2, 3).render()}\n\n" for k in range(n)))
+    return str(path)
+
+
+def test_held_out_levels_that_are_training_levels_are_refused(tmp_path):
+    ten, other = write_rooms(tmp_path / "ten.txt"), write_rooms(tmp_path / "other.txt", seed=8)
+    (tmp_path / "copy.txt").write_text((tmp_path / "ten.txt").read_text().replace("; ", "; copy "))
+    for test in (ten, str(tmp_path / "copy.txt")):  # the same file, or its levels under other names
+        with pytest.raises(SystemExit, match=r"^--test-levels-path \S+ shares 4 levels \(.+:(copy )?0 \.\.\.\) with "
+                                             r"the training levels; give it levels that are not trained on, or leave"):
+            lts.get_levels(lts.Args(levels_path=ten, test_levels_path=test, test_levels=4))
+    train, test = lts.get_levels(lts.Args(levels_path=ten, test_levels_path=other, test_levels=4))
+    assert len(train) == 10 and len(test) == 4
+
+
+def test_counts_set_above_what_the_level_files_hold_are_refused(tmp_path):
+    ten, other = write_rooms(tmp_path / "ten.txt"), write_rooms(tmp_path / "other.txt", seed=8)
+    with pytest.raises(SystemExit, match=r"^--train-levels 5000: --levels-path \S+ten\.txt has 10 training levels; "
+                                         r"lower it to at most 10\.$"):
+        lts.get_levels(lts.Args(levels_path=ten, test_levels_path=other, train_levels=5000))
+    with pytest.raises(SystemExit, match=r"^--train-levels 7: --levels-path \S+ has 6 training levels besides the 4 "
+                                         r"held out; lower it to at most 6\.$"):
+        lts.get_levels(lts.Args(levels_path=ten, test_levels=4, train_levels=7))
+    with pytest.raises(SystemExit, match=r"^--test-levels 50: --test-levels-path \S+other\.txt has 10 levels; "
+                                         r"lower it to at most 10\.$"):  # not "solved 0/10"
+        lts.get_levels(lts.Args(levels_path=ten, test_levels_path=other, test_levels=50))
+    # The defaults (2000 and 200) take what a small file has, as before; so do a checkpoint's counts (`given`: the
+    # command line left them at their defaults).
+    from_checkpoint = lts.Args(levels_path=ten, test_levels_path=other, train_levels=50, test_levels=50)
+    for args, given in ((lts.Args(levels_path=ten, test_levels_path=other), None), (from_checkpoint, lts.Args())):
+        train, test = lts.get_levels(args, given)
+        assert len(train) == 10 and len(test) == 10
+
+
+def test_generator_flags_beside_a_level_file_are_refused():
+    for flag, value in (("num_boxes", 3), ("difficulty", 4), ("size", 8)):
+        with pytest.raises(SystemExit, match=f"^--{flag.replace('_', '-')} set the generator, which --levels-path "
+                                             "without --add-generated does not use; drop them, or give"):
+            lts.validate(lts.Args(levels_path="ten.txt", **{flag: value}), 1)
+        lts.validate(lts.Args(levels_path="ten.txt", add_generated=5, **{flag: value}), 1)  # used there
+        lts.validate(lts.Args(**{flag: value}), 1)  # generated levels
+        # a checkpoint's generator flags, filled in where the command line left the default, are not the user's
+        lts.validate(lts.Args(levels_path="ten.txt", **{flag: value}), 1, lts.Args(levels_path="ten.txt"))
+
+
+def test_level_files_with_a_bom_and_the_parent_of_boxoban_folders(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + CORRIDOR.encode())
+    [level] = lts.load_levels(str(tmp_path / "bom.txt"))
+    assert level.name.endswith("bom.txt:0") and level.start == one(CORRIDOR).start
+    for name in ("train", "valid"):
+        (tmp_path / "unfiltered" / name).mkdir(parents=True)
+        (tmp_path / "unfiltered" / name / "000.txt").write_text(CORRIDOR)
+    (tmp_path / "unfiltered" / "notes").mkdir()  # a folder without levels is not offered
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/unfiltered holds no \.txt files but its folders do: did you "
+                                         rf"mean {tmp_path}/unfiltered/train or {tmp_path}/unfiltered/valid\?$"):
+        lts.load_levels(str(tmp_path / "unfiltered"))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "boxoban").is_dir(), reason=no_data("boxoban"))
@@ -487,6 +552,46 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path):
             lts.main(tiny_args(search="phs", **{flag: str(path)}))
     with pytest.raises(SystemExit, match=r"--num-boxes 3 \(it has 2\)"):  # resumed on other levels
         lts.main(tiny_args(num_boxes=3, resume=str(path)))
+
+
+def test_a_checkpoint_finds_its_level_files_from_any_folder_and_a_finished_run_is_not_resumed(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """Level paths are saved absolute (an older checkpoint's relative ones still load from their folder); --resume
+    refuses a run that would train nothing, or another first --budget; a folder is not a checkpoint."""
+    (tmp_path / "data").mkdir()
+    write_rooms(tmp_path / "data" / "ten.txt")
+    monkeypatch.chdir(tmp_path / "data")
+    small = dict(eval_budget=300, batch_levels=8)
+    train = dict(budget=200, max_sweeps=1, sweep_levels=8, train_steps=2, batch_size=8, **small)
+    lts.main(lts.Args(levels_path="ten.txt", test_levels=2, **train))
+    [path] = [str(p) for p in (tmp_path / "data" / "runs").glob("*/levin_ts.pt")]
+    assert lts.load_checkpoint(path, "--resume")["args"]["levels_path"] == str(tmp_path / "data" / "ten.txt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert lts.main(lts.Args(eval_checkpoint=path, **small))["eval/levels"] == 2
+    capsys.readouterr()
+    assert lts.main(lts.Args(resume=path, **{**train, "max_sweeps": 2, "budget": 2000}))["sweep"] == 2
+    assert "budget=200" in capsys.readouterr().out  # the run's first budget, which sizes its sweeps
+    with pytest.raises(SystemExit, match=r"--budget 500 \(it has 200\); drop them"):
+        lts.main(lts.Args(resume=path, budget=500, max_sweeps=3))
+    with pytest.raises(SystemExit, match=rf"^--resume {path} is already at sweep 2: raise --max-sweeps above it\.$"):
+        lts.main(lts.Args(resume=path, max_sweeps=2))
+    with pytest.raises(SystemExit, match=rf"^--resume {path} has trained [\d.]+ minutes and its next sweep would end "
+                                         r"past --train-minutes 1e-06: raise --train-minutes above [\d.]+\.$"):
+        lts.main(lts.Args(resume=path, max_sweeps=3, train_minutes=1e-6))
+    with pytest.raises(SystemExit, match=r"cannot read it \(Is a directory\): give the checkpoint file in it, "
+                                         r"runs/<run>/levin_ts.pt\.$"):
+        lts.main(lts.Args(eval_checkpoint=str(tmp_path / "data" / "runs")))
+    # A checkpoint of before: relative paths and level names, read from its folder, with or without the flag.
+    ckpt = lts.load_checkpoint(path, "--resume")
+    ckpt["args"]["levels_path"] = "ten.txt"
+    ckpt["train_names"] = [name.replace(f"{tmp_path}/data/", "") for name in ckpt["train_names"]]
+    lts.save_checkpoint(path, ckpt)
+    monkeypatch.chdir(tmp_path / "data")
+    for flags in ({}, {"levels_path": "ten.txt"}):
+        assert lts.main(lts.Args(eval_checkpoint=path, **small, **flags))["eval/levels"] == 2
+        assert lts.main(lts.Args(resume=path, **{**train, "max_sweeps": 3}, **flags))["sweep"] == 3
+        lts.save_checkpoint(path, ckpt)  # back at sweep 2
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_the_run(tmp_path):
