@@ -135,7 +135,8 @@ class Args:
     resume: Optional[str] = None
     # evaluate this checkpoint on its test set or another --data-path's pairs, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
-    translate: tuple[str, ...] = ()  # --eval-checkpoint: translate these sentences, each with an attention heat map
+    # --eval-checkpoint: translate these sentences, each with an attention heat map
+    translate: Optional[tuple[str, ...]] = None
 
     # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
@@ -168,7 +169,7 @@ class Args:
     # val loss, greedy exact match and BLEU (and, with --save-model, a checkpoint) every this many steps
     eval_interval: Annotated[int, Range(1)] = 250
     beam_size: Annotated[int, Range(1)] = 5  # beam width of the final beam-search evaluation (1 is greedy)
-    length_penalty: Annotated[float, Range(0)] = 0.6  # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0: no penalty
+    length_penalty: Annotated[float, Range(0, 5)] = 0.6  # alpha in lp(Y) = ((5 + |Y|) / 6)^alpha; 0: none; <= 5: finite
 
 
 # =============================================================================================
@@ -241,6 +242,8 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        if raw.startswith((b"PK\x03\x04", b"\x1f\x8b")):  # a download still packed: fra-eng.zip, x.tsv.gz
+            raise SystemExit(f"{path} is a zip or gzip file: unpack it, or make the TSV with data/parallel/prepare.py.")
         lines = io.StringIO(raw.decode("utf-8-sig"), newline=None)  # newlines as open() reads them; no BOM
     except OSError as e:
         raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
@@ -369,6 +372,9 @@ class Tokenizer:
             self.bpe = BytePairEncoding(train_texts, bpe_merges)
         if kind == "tiktoken":
             import tiktoken  # only this tokenizer needs it
+            if encoding not in tiktoken.list_encoding_names():  # names are exact: GPT2 or cl100k is unknown
+                raise SystemExit(f"--tiktoken-encoding {encoding!r} is unknown: use one of "
+                                 f"{', '.join(tiktoken.list_encoding_names())}.")
             try:
                 self.enc = tiktoken.get_encoding(encoding)
             except Exception as e:
@@ -742,8 +748,17 @@ def validate(args: Args, world_size: int) -> None:
     if args.translate and not args.eval_checkpoint:
         raise SystemExit("--translate needs a trained model: add --eval-checkpoint "
                          "runs/<run_name>/seq2seq_attention.pt.")
-    if not all(s.strip() for s in args.translate):
-        raise SystemExit("--translate was given an empty sentence: give each sentence as one quoted argument.")
+    if args.translate is not None and not all(s.strip() for s in args.translate or [""]):  # a bare --translate: ()
+        raise SystemExit("--translate was given an empty sentence or none: give each sentence as one quoted argument.")
+    # a data flag where it does not apply is refused, not ignored (a checkpoint's are checked against its own)
+    date_task, one_file = not args.data_path, bool(args.data_path) and not os.path.isdir(args.data_path)
+    for name, applies, where in (("num_train", date_task, "the date task (no --data-path)"),
+                                 ("num_heldout", date_task, "the date task (no --data-path)"),
+                                 ("heldout_fraction", one_file, "a single --data-path file"),
+                                 ("tiktoken_encoding", args.tokenizer == "tiktoken", "--tokenizer tiktoken"),
+                                 ("bpe_merges", args.tokenizer == "bpe", "--tokenizer bpe")):
+        if not (applies or args.resume or args.eval_checkpoint) and getattr(args, name) != getattr(Args(), name):
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} applies only to {where}: drop it.")
     if (args.dtype == "bfloat16" and args.cuda and torch.cuda.is_available()
             and not torch.cuda.is_bf16_supported(including_emulation=False)):
         raise SystemExit(f"--dtype bfloat16: this GPU ({torch.cuda.get_device_name()}) has no bfloat16; "
@@ -906,6 +921,7 @@ def main(args: Args) -> dict:
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
     is_main = rank == 0
+    args = dataclasses.replace(args, translate=args.translate or ())  # checked: from here unset is no sentences
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
     # Data paths are saved absolute, so a checkpoint finds its data from any folder; --data-path naming the same
@@ -919,8 +935,9 @@ def main(args: Args) -> dict:
         elif not os.path.exists(saved):
             raise SystemExit(f"{flag} {path} was trained on {saved}, which is not there now: give its data with "
                              "--data-path.")
-    eval_path = None  # --eval-checkpoint with another --data-path: the model's own data, scored on that one
-    if ckpt and args.eval_checkpoint and args.data_path not in (None, ckpt["args"]["data_path"]):
+    eval_path = None  # --eval-checkpoint with another --data-path: the model's own data, scored on that one; with
+    # --translate (no pairs to score) checkpoint_args refuses the other --data-path instead, as transformer.py does
+    if ckpt and args.eval_checkpoint and not args.translate and args.data_path not in (None, ckpt["args"]["data_path"]):
         eval_path, args = args.data_path, dataclasses.replace(args, data_path=None)
     if ckpt:
         args = checkpoint_args(args, ckpt, flag, path)
@@ -1106,8 +1123,9 @@ def main(args: Args) -> dict:
             print(f"interrupted at iteration {it}")
         save(checkpoint)
         if is_main and it == args.num_iterations:  # trained: what is left is the evaluation
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {checkpoint} --beam-size {args.beam_size} "
-                  f"--length-penalty {args.length_penalty}")
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", checkpoint,
+                                                   "--beam-size", str(args.beam_size),
+                                                   "--length-penalty", str(args.length_penalty)]))
         elif is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]

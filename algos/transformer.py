@@ -148,7 +148,7 @@ class Args:
     # evaluate this checkpoint on its test set, greedy and with --beam-size; no training
     eval_checkpoint: Optional[str] = None
     # with --eval-checkpoint: translate these sentences instead, each with a cross-attention heat map
-    translate: tuple[str, ...] = ()
+    translate: Optional[tuple[str, ...]] = None
 
     # a source<TAB>target file (split here) or a folder with train.tsv/val.tsv/test.tsv; unset: the date task
     data_path: Optional[str] = None
@@ -187,8 +187,8 @@ class Args:
     grad_clip: Annotated[float, Range(0, lo_open=True)] = 1.0  # clip the global gradient norm to this
     eval_interval: Annotated[int, Range(1)] = 500  # val loss and greedy exact match every this many steps
     beam_size: Annotated[int, Range(1)] = 5  # beam width of the final beam-search evaluation (1 is greedy)
-    # alpha of the length penalty ((5 + |Y|) / 6)^alpha; 0 ranks by raw log-probability
-    length_penalty: Annotated[float, Range(0)] = 0.6
+    # alpha of the length penalty ((5 + |Y|) / 6)^alpha (at most 5: finite in float32); 0 ranks by raw log-probability
+    length_penalty: Annotated[float, Range(0, 5)] = 0.6
 
 
 # =============================================================================================
@@ -262,6 +262,8 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        if raw.startswith((b"PK\x03\x04", b"\x1f\x8b")):  # a download still packed: fra-eng.zip, x.tsv.gz
+            raise SystemExit(f"{path} is a zip or gzip file: unpack it, or make the TSV with data/parallel/prepare.py.")
         lines = io.StringIO(raw.decode("utf-8-sig"), newline=None)  # newlines as open() reads them; no BOM
     except OSError as e:
         raise SystemExit(f"{path}: cannot read it ({e.strerror}).") from None
@@ -393,6 +395,9 @@ class Tokenizer:
             self.bpe = BytePairEncoding(train_texts, bpe_merges)
         if kind == "tiktoken":
             import tiktoken  # only this tokenizer needs it
+            if encoding not in tiktoken.list_encoding_names():  # names are exact: GPT2 or cl100k is unknown
+                raise SystemExit(f"--tiktoken-encoding {encoding!r} is unknown: use one of "
+                                 f"{', '.join(tiktoken.list_encoding_names())}.")
             try:
                 self.enc = tiktoken.get_encoding(encoding)
             except Exception as e:
@@ -877,14 +882,26 @@ def validate(args: Args, world_size: int) -> None:
         raise SystemExit("--eval-checkpoint only evaluates: drop --resume, --save-model and --track.")
     if args.translate and not args.eval_checkpoint:
         raise SystemExit("--translate needs a trained model: add --eval-checkpoint runs/<run_name>/transformer.pt.")
-    if not all(s.strip() for s in args.translate):
-        raise SystemExit("--translate was given an empty sentence: give each sentence as one quoted argument.")
+    if args.translate is not None and not all(s.strip() for s in args.translate or [""]):  # a bare --translate: ()
+        raise SystemExit("--translate was given an empty sentence or none: give each sentence as one quoted argument.")
     if args.d_model % args.n_heads:
         raise SystemExit(f"--d-model {args.d_model} is not a multiple of --n-heads {args.n_heads}: each head "
                          "gets d_model / n_heads features; pick numbers that divide.")
     if args.pos == "sinusoidal" and args.d_model % 2:
         raise SystemExit(f"--d-model {args.d_model} is odd: sinusoidal positions come in sin/cos pairs; "
                          "use an even width or --pos learned.")
+    if args.warmup_steps >= args.num_iterations and not args.eval_checkpoint:  # resumed: the new total counts
+        raise SystemExit(f"--warmup-steps {args.warmup_steps} is not below --num-iterations {args.num_iterations}: "
+                         "the step size would only rise; lower --warmup-steps or raise --num-iterations.")
+    # a data flag where it does not apply is refused, not ignored (a checkpoint's are checked against its own)
+    date_task, one_file = not args.data_path, bool(args.data_path) and not os.path.isdir(args.data_path)
+    for name, applies, where in (("num_train", date_task, "the date task (no --data-path)"),
+                                 ("num_heldout", date_task, "the date task (no --data-path)"),
+                                 ("heldout_fraction", one_file, "a single --data-path file"),
+                                 ("tiktoken_encoding", args.tokenizer == "tiktoken", "--tokenizer tiktoken"),
+                                 ("bpe_merges", args.tokenizer == "bpe", "--tokenizer bpe")):
+        if not (applies or args.resume or args.eval_checkpoint) and getattr(args, name) != getattr(Args(), name):
+            raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)} applies only to {where}: drop it.")
 
 
 def make_run_dir(name: str) -> str:
@@ -1056,6 +1073,7 @@ def main(args: Args) -> dict:
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
     is_main = rank == 0
+    args = dataclasses.replace(args, translate=args.translate or ())  # checked: from here unset is no sentences
     path, flag = (args.resume, "--resume") if args.resume else (args.eval_checkpoint, "--eval-checkpoint")
     ckpt = load_checkpoint(path, flag) if path else None
     # Data paths are saved absolute, so a checkpoint finds its data from any folder; --data-path naming the same
@@ -1258,8 +1276,9 @@ def main(args: Args) -> dict:
             print(f"interrupted at iteration {it}")
         save(checkpoint)
         if is_main and it == args.num_iterations:  # trained: what is left is the evaluation
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {checkpoint} --beam-size {args.beam_size} "
-                  f"--length-penalty {args.length_penalty}")
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", checkpoint,
+                                                   "--beam-size", str(args.beam_size),
+                                                   "--length-penalty", str(args.length_penalty)]))
         elif is_main:
             argv = sys.argv[1:]  # this command's arguments, less a --resume PATH of its own
             argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]

@@ -59,8 +59,8 @@ SCRIPTS = {
         wandb_only=["eval/attention/_type"],  # the heat map: a picture, not a number for metrics.jsonl
     ),
     "transformer.py": dict(
-        tiny=["--num-iterations", "40", "--eval-interval", "20", "--num-train", "2000", "--num-heldout", "40",
-              "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
+        tiny=["--num-iterations", "40", "--warmup-steps", "10", "--eval-interval", "20", "--num-train", "2000",
+              "--num-heldout", "40", "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
         save=["--save-model"], checkpoint="transformer.pt", reload=["--eval-checkpoint", "{ckpt}", "--beam-size", "3"],
         long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
               "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],

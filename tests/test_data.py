@@ -272,6 +272,20 @@ def test_parallel_refuses_bad_input(argv, words, corpora, monkeypatch):
     assert not (corpora / "o.tsv").exists() and not (corpora / "o").exists()
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["anki", "{d}/fra-eng.zip", "--out", "{d}/o.tsv", "--src", "fr"], "--src does nothing for anki"),
+    (["anki", "{d}/fra-eng.zip", "--out", "{d}/o.tsv", "--tgt", "en"], "--tgt does nothing for anki"),
+    (["multi30k", "{d}/m30k", "--out", "{d}/o", "--reverse"], "--reverse does nothing for multi30k"),
+    (["multi30k", "{d}/m30k", "--out", "{d}/o", "--max-pairs", "5"], "--max-pairs does nothing for multi30k"),
+    (["multi30k", "{d}/m30k", "--out", "{d}/o", "--src", "en", "--tgt", "en"], "--src and --tgt are both en"),
+], ids=["anki --src", "anki --tgt", "multi30k --reverse", "multi30k --max-pairs", "multi30k --src = --tgt"])
+def test_parallel_refuses_flags_it_would_ignore_and_a_copy_task(argv, words, corpora, monkeypatch):
+    """The other corpus kind's flags were ignored unseen, and --src equal to --tgt wrote a copy task."""
+    argv = [a.format(d=corpora) for a in argv]
+    assert words in refusal(load(PARALLEL), argv, monkeypatch)
+    assert not (corpora / "o.tsv").exists() and not (corpora / "o").exists()
+
+
 def test_parallel_writes_pairs_and_says_so(corpora):
     proc = run([sys.executable, str(PARALLEL), "anki", str(corpora / "fra-eng.zip"), "--out", str(corpora / "e.tsv")],
                cwd=corpora, timeout=60)

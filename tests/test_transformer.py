@@ -3,6 +3,7 @@ cached incremental decoding, greedy and beam decoding, the label-smoothed loss, 
 short learning run."""
 
 import dataclasses
+import gzip
 import itertools
 import math
 import random
@@ -10,12 +11,15 @@ import re
 import subprocess
 import sys
 import time
+import typing
+import zipfile
 from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ALGOS, SHARED_DATA, load_script, no_data, run, script_env
+from scripts import SCRIPTS
 
 tf = load_script("transformer")
 VARIANTS = list(itertools.product(["post", "pre"], ["sinusoidal", "learned"]))
@@ -201,11 +205,80 @@ def test_bad_flags_fail_with_one_sentence(tmp_path, monkeypatch):
                                                    "least 0 and at most 0.99.")):
         tf.check_args(tf.Args(label_smoothing=1.0))
     with pytest.raises(SystemExit, match="is longer than --max-positions 8"):
-        tf.main(tf.Args(max_positions=8, num_iterations=1))
+        tf.main(tf.Args(max_positions=8, num_iterations=2, warmup_steps=1))
     with pytest.raises(SystemExit, match="--translate needs a trained model"):
         tf.main(tf.Args(translate=("12 May 1970",)))
     with pytest.raises(SystemExit, match="--translate was given an empty sentence"):
         tf.main(tf.Args(translate=(" ",), eval_checkpoint="x.pt"))
+
+
+def test_warmup_must_end_before_the_last_iteration():
+    """--num-iterations at or below --warmup-steps (100 by default) never reached the peak step size nor ran the
+    schedule after it: refused; a resumed run is judged by its new total; --eval-checkpoint trains nothing."""
+    with pytest.raises(SystemExit, match="^--warmup-steps 100 is not below --num-iterations 40: .* lower --warmup-"):
+        tf.validate(tf.Args(num_iterations=40), 1)
+    with pytest.raises(SystemExit, match="^--warmup-steps 100 is not below --num-iterations 100"):
+        tf.validate(tf.Args(resume="x.pt", num_iterations=100), 1)
+    tf.validate(tf.Args(resume="x.pt", num_iterations=101), 1)
+    tf.validate(tf.Args(eval_checkpoint="x.pt", num_iterations=40), 1)
+    tiny = tf.tyro.cli(tf.Args, args=SCRIPTS["transformer.py"]["tiny"])  # the shared tests' run reaches its peak
+    tf.validate(tiny, 1)
+    assert tf.learning_rate_at(tiny.warmup_steps, tiny) == tiny.learning_rate
+
+
+def test_a_packed_download_given_as_data_is_named_so(tmp_path):
+    """fra-eng.zip or a .tsv.gz given to --data-path was 'not UTF-8 text: save the file as UTF-8'."""
+    with zipfile.ZipFile(tmp_path / "fra-eng.zip", "w") as z:
+        z.writestr("fra.txt", "Go.\tVa !\tCC-BY\n")
+    with gzip.open(tmp_path / "pairs.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("Go.\tVa !\n")
+    for name in ("fra-eng.zip", "pairs.tsv.gz"):
+        with pytest.raises(SystemExit, match=re.escape(f"{name} is a zip or gzip file: unpack it, or make the TSV "
+                                                       "with data/parallel/prepare.py.")):
+            tf.read_tsv(str(tmp_path / name))
+
+
+def test_an_unknown_tiktoken_encoding_is_named_with_the_known_ones():
+    """A wrongly cased or unknown name was told to set TIKTOKEN_CACHE_DIR."""
+    for name in ("GPT2", "cl100k"):
+        with pytest.raises(SystemExit, match=f"^--tiktoken-encoding '{name}' is unknown: use one of gpt2, .*cl100k"):
+            tf.Tokenizer("tiktoken", name)
+
+
+def test_a_bare_translate_is_refused():
+    """`--eval-checkpoint X --translate` without a sentence gave () and ran the whole test evaluation instead."""
+    with pytest.raises(SystemExit, match="^--translate was given an empty sentence or none: give each sentence"):
+        tf.validate(tf.tyro.cli(tf.Args, args=["--eval-checkpoint", "x.pt", "--translate"]), 1)
+    tf.validate(tf.tyro.cli(tf.Args, args=["--eval-checkpoint", "x.pt"]), 1)  # no --translate: it evaluates
+
+
+def test_the_length_penalty_bound_keeps_it_finite():
+    """--length-penalty 100 made lp inf in float32 and beam search returned '' or a cut date with exit 0: the
+    bound is refused beyond, and keeps lp finite far past any decodable length."""
+    hi = typing.get_type_hints(tf.Args, include_extras=True)["length_penalty"].__metadata__[0].hi
+    assert torch.isfinite(tf.length_penalty(torch.tensor([2e8]), hi)).all()
+    with pytest.raises(SystemExit, match="^--length-penalty 100.0 is not allowed: it must be at least 0 and at most"):
+        tf.check_args(tf.Args(length_penalty=100.0))
+
+
+def test_data_flags_where_they_do_not_apply_are_refused(tmp_path):
+    """They were ignored unseen. With a checkpoint the flags are its own: checkpoint_args judges them."""
+    refused = [(dict(data_path="x.tsv", num_train=500), "--num-train 500 applies only to the date task"),
+               (dict(data_path="x.tsv", num_heldout=50), "--num-heldout 50 applies only to the date task"),
+               (dict(heldout_fraction=0.1), "--heldout-fraction 0.1 applies only to a single --data-path file"),
+               (dict(data_path=str(tmp_path), heldout_fraction=0.1), "--heldout-fraction 0.1 applies only to"),
+               (dict(tiktoken_encoding="cl100k_base"), "--tiktoken-encoding cl100k_base applies only to --tokenizer "
+                                                       "tiktoken"),
+               (dict(tokenizer="word", bpe_merges=100), "--bpe-merges 100 applies only to --tokenizer bpe")]
+    for flags, message in refused:
+        with pytest.raises(SystemExit, match=f"^{re.escape(message)}.*: drop it[.]$"):
+            tf.validate(tf.Args(**flags), 1)
+        for checkpoint in (dict(resume="x.pt"), dict(eval_checkpoint="x.pt")):
+            tf.validate(tf.Args(**flags, **checkpoint), 1)
+    for flags in (dict(num_train=500, num_heldout=50), dict(data_path="x.tsv", heldout_fraction=0.1),
+                  dict(tokenizer="tiktoken", tiktoken_encoding="cl100k_base"), dict(tokenizer="bpe", bpe_merges=100),
+                  dict(data_path=str(tmp_path), tokenizer="bpe")):
+        tf.validate(tf.Args(**flags), 1)
 
 
 def test_save_model_checkpoints_at_every_eval_interval(tmp_path, monkeypatch):
@@ -214,7 +287,7 @@ def test_save_model_checkpoints_at_every_eval_interval(tmp_path, monkeypatch):
     saved = []
     monkeypatch.setattr(tf, "save_checkpoint", lambda path, state: saved.append(state["iteration"]))
     tf.main(tf.Args(num_iterations=50, eval_interval=20, num_train=300, num_heldout=20, d_model=16, d_ff=32,
-                    beam_size=1, save_model=True))
+                    beam_size=1, save_model=True, warmup_steps=10))
     assert saved == [20, 40, 50]
 
 
@@ -260,7 +333,7 @@ def test_resume_after_ctrl_c_continues_exactly(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = dict(num_iterations=50, eval_interval=20, num_train=600, num_heldout=30, d_model=16, d_ff=32,
                 batch_size=32, beam_size=2, save_model=True, dropout=0.1, norm="pre", pos="learned",
-                share_embeddings=True, tie_output=True)
+                share_embeddings=True, tie_output=True, warmup_steps=10)
     straight = tf.main(tf.Args(exp_name="straight", **args))
 
     class StopAt30:  # stands in for Ctrl-C during iteration 30
@@ -390,7 +463,7 @@ def test_short_position_table_checkpoint_used_elsewhere_and_resume_without_save_
     (tmp_path / "here" / "pairs.tsv").write_bytes("\ufeffsource\ttarget\n".encode() + pairs.encode())
     assert tf.read_tsv("pairs.tsv")[0] == tuple(pairs.split("\n")[0].split("\t"))  # the header is skipped
     args = dict(num_iterations=10, eval_interval=10, d_model=16, d_ff=32, n_heads=2, num_layers=1, batch_size=16,
-                beam_size=2, heldout_fraction=0.05)
+                beam_size=2, heldout_fraction=0.05, warmup_steps=5)
     trained = tf.main(tf.Args(data_path="pairs.tsv", max_positions=10, save_model=True, **args))  # 9 + </s>
     [checkpoint] = (tmp_path / "here").glob("runs/*/transformer.pt")
     monkeypatch.chdir(tmp_path / "elsewhere")

@@ -118,6 +118,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.max_pairs < 0:
         raise SystemExit(f"--max-pairs {args.max_pairs}: give 0 (all pairs) or a positive number.")
+    # the other kind's flags would be ignored unseen: refused
+    others, fix = {"anki": (["src", "tgt"], "anki's pairs are English first; --reverse swaps them"),
+                   "multi30k": (["reverse", "max_pairs"], "multi30k keeps all of its official splits")}[args.kind]
+    for name in (n for n in others if getattr(args, n) != parser.get_default(n)):
+        raise SystemExit(f"--{name.replace('_', '-')} does nothing for {args.kind} ({fix}): drop it.")
+    if args.src == args.tgt:
+        raise SystemExit(f"--src and --tgt are both {args.src}: that is a copy task; give two different languages.")
     if args.kind == "anki" and os.path.isdir(args.out):
         raise SystemExit(f"--out {args.out} is a folder: anki writes one .tsv file.")
     if args.kind == "multi30k" and os.path.exists(args.out) and not os.path.isdir(args.out):
