@@ -63,6 +63,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -184,9 +185,9 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **limit)
-    except (gym.error.Error, ModuleNotFoundError) as e:
-        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
-                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+    except (gym.error.Error, ImportError) as e:  # ImportError: an outdated id still registered, e.g. Hopper-v3
+        raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         raise SystemExit(f"DQN needs a discrete action space, but {env_id} has {envs.single_action_space}: "
                          "use a policy-gradient method such as ppo.py for continuous actions.")
@@ -370,10 +371,9 @@ def parse_args() -> Args:
     """Presets first, then the command line, so --help and the printed config show the numbers used."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
-        if arg == "--env-id" and i + 1 < len(argv):
-            env_id = argv[i + 1]
-        elif arg.startswith("--env-id="):
-            env_id = arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if flag in ("--env-id", "--env_id") and (eq or i + 1 < len(argv)):  # tyro takes both spellings
+            env_id = value if eq else argv[i + 1]
     return tyro.cli(Args, default=preset(env_id))
 
 
@@ -405,9 +405,16 @@ def validate(args: Args, world_size: int) -> None:
         raise SystemExit(f"--learning-starts {args.learning_starts} is below --num-envs x --n-step = "
                          f"{args.num_envs * args.n_step}: the first n-step transitions are not "
                          "complete by then, so the buffer would be empty; raise --learning-starts.")
-    if args.learning_starts >= args.total_timesteps:
-        raise SystemExit(f"--learning-starts {args.learning_starts} is not below --total-timesteps "
-                         f"{args.total_timesteps}: the network would never train.")
+    # main trains at iterations that are multiples of train_frequency // num_envs; the last is at step last_train
+    last_train = max(args.total_timesteps // args.num_envs, 1) // (args.train_frequency // args.num_envs)
+    last_train *= args.train_frequency
+    if args.learning_starts >= last_train:
+        raise SystemExit(f"--learning-starts {args.learning_starts} is not below {last_train}, the last step that "
+                         f"trains (--total-timesteps {args.total_timesteps}, --train-frequency "
+                         f"{args.train_frequency}): the network would never train.")
+    if args.start_e < args.end_e:
+        raise SystemExit(f"--start-e {args.start_e} is below --end-e {args.end_e}: epsilon falls from --start-e "
+                         "to --end-e, so give a --start-e of at least --end-e.")
     if 0 < args.ez_mu <= 1:
         raise SystemExit(f"--ez-mu {args.ez_mu} must be 0 (plain epsilon-greedy) or above 1 "
                          "(the zeta distribution is only defined there; the paper uses 2).")
@@ -447,7 +454,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        folder = f": give the checkpoint file in it, runs/<run>/{ALGO}.pt" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")
@@ -702,7 +710,8 @@ def main(args: Args) -> dict:
             path = os.path.join(run_dir, "dqn.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, q_network, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path,
+                                                   "--eval-episodes", str(args.eval_episodes)]))
         sys.exit(130)
     if distributed:
         dist.destroy_process_group()  # every rank has passed the agreement above, after rank 0's evaluation

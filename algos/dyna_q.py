@@ -179,9 +179,9 @@ gym.register("ShortcutMaze-v0", entry_point=Maze, kwargs=dict(
 def make_env(env_id: str) -> gym.Env:
     try:
         env = gym.make(env_id)
-    except (gym.error.Error, ModuleNotFoundError) as e:
-        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
-                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+    except (gym.error.Error, ImportError) as e:  # ImportError: an outdated id still registered, e.g. Hopper-v3
+        raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     obs, act = env.observation_space, env.action_space
     if not all(isinstance(sp, gym.spaces.Discrete) and sp.start == 0 for sp in (obs, act)):
         raise SystemExit(f"Dyna-Q is tabular and needs Discrete observation and action spaces, but "
@@ -313,12 +313,12 @@ def parse_args() -> Args:
     """Presets first, then the command line: --env-id X makes preset(X) the defaults that the other flags override."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
-        if arg == "--env-id" and i + 1 < len(argv):
-            env_id = argv[i + 1]
-        elif arg.startswith("--env-id="):
-            env_id = arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if flag in ("--env-id", "--env_id") and (eq or i + 1 < len(argv)):  # tyro takes both spellings
+            env_id = value if eq else argv[i + 1]
     default = preset(env_id)
-    if {"--num-episodes", "--total-steps"} & {a.split("=", 1)[0] for a in argv}:  # a budget given replaces the preset's
+    given = {a.split("=", 1)[0].replace("_", "-") for a in argv}  # tyro takes --total_steps too
+    if {"--num-episodes", "--total-steps"} & given:  # a budget given replaces the preset's
         default = dataclasses.replace(default, num_episodes=None, total_steps=None)
     return tyro.cli(Args, default=default)
 
@@ -453,6 +453,10 @@ def main(args: Args) -> dict:
     n_states, n_actions = int(probe.observation_space.n), int(probe.action_space.n)
     change_at = getattr(probe.unwrapped, "change_at", math.inf)
     probe.close()
+    # With Q0 < 0 an action tried beats the untried ones: a greedy agent repeats its first moves round a loop.
+    if args.epsilon == 0 and args.q_init < 0 and args.num_episodes and probe.spec.max_episode_steps is None:
+        raise SystemExit(f"--epsilon 0 with --q-init {args.q_init} below 0 can circle forever in {args.env_id}, "
+                         "whose episodes have no time limit: raise --epsilon above 0 or --q-init to 0 or more.")
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name) if is_main else ""
     logger = RunLog(args, run_name, run_dir) if is_main else None  # metrics.jsonl, and wandb with --track

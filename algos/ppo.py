@@ -84,6 +84,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -214,7 +215,7 @@ def preset(env_id: str) -> Args:
         return PRESETS[env_id]
     try:
         box = isinstance(gym.make(env_id).action_space, gym.spaces.Box)
-    except (gym.error.Error, ModuleNotFoundError):  # an unknown id: main() says so in one sentence
+    except (gym.error.Error, ImportError):  # an unknown or outdated id: main() says so in one sentence
         box = False
     return dataclasses.replace(BOX_ARGS if box else Args(), env_id=env_id)
 
@@ -231,9 +232,9 @@ def make_envs(env_id: str, num_envs: int, max_episode_steps: Optional[int] = Non
     limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", **limit)
-    except (gym.error.Error, ModuleNotFoundError) as e:
-        raise SystemExit(f"{type(e).__name__}: {e}\nList the registered ids with: "
-                         "python -c \"import gymnasium; gymnasium.pprint_registry()\"") from None
+    except (gym.error.Error, ImportError) as e:  # ImportError: an outdated id still registered, e.g. Hopper-v3
+        raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
+                         "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
     image = isinstance(space, gym.spaces.Box) and len(space.shape) == 3
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 or image):
@@ -421,10 +422,9 @@ def parse_args() -> Args:
     other flag overrides, so --help and the printed config show the numbers actually used."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
-        if arg == "--env-id" and i + 1 < len(argv):
-            env_id = argv[i + 1]
-        elif arg.startswith("--env-id="):
-            env_id = arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if flag in ("--env-id", "--env_id") and (eq or i + 1 < len(argv)):  # tyro takes both spellings
+            env_id = value if eq else argv[i + 1]
     return tyro.cli(Args, default=preset(env_id))
 
 
@@ -493,7 +493,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        folder = f": give the checkpoint file in it, runs/<run>/{ALGO}.pt" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")
@@ -656,9 +657,11 @@ def evaluate_checkpoint(args: Args) -> dict:
     metrics = evaluate(agent, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, device, limit)
     print(f"{ckpt['env_id']} deterministic eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} "
           f"+- {metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
-    if args.capture_video:
-        capture_video(agent, ckpt["env_id"], args.seed + 200_000, device,
-                      os.path.join(os.path.dirname(args.eval_checkpoint), "episode.gif"), limit)
+    if args.capture_video:  # beside the checkpoint, numbered past the films there (the run's episode.gif is kept)
+        folder, n = os.path.dirname(args.eval_checkpoint), 1
+        while os.path.exists(film := os.path.join(folder, "episode.gif" if n == 1 else f"episode_{n}.gif")):
+            n += 1
+        capture_video(agent, ckpt["env_id"], args.seed + 200_000, device, film, limit)
     return metrics
 
 
@@ -840,7 +843,8 @@ def main(args: Args) -> dict:
             path = os.path.join(run_dir, "ppo.pt")
             print(f"interrupted at step {global_step}")
             save_model(path, agent, reward_rms, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path,
+                                                   "--eval-episodes", str(args.eval_episodes)]))
         sys.exit(130)
     if distributed:
         dist.destroy_process_group()  # every rank has passed the agreement above, after rank 0's evaluation

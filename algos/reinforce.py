@@ -75,6 +75,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -184,9 +185,12 @@ gym.register("ShortCorridor-v0", entry_point=ShortCorridor, max_episode_steps=1_
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """Synchronous vector env (NEXT_STEP autoreset) with a flat Box observation."""
+    if env_id.lower().startswith("minatar/") and "MinAtar/Breakout-v1" not in gym.registry:  # as dqn.py does:
+        with contextlib.suppress(ModuleNotFoundError):  # then the check below says its images are not flat
+            __import__("minatar.gym").gym.register_envs()  # (without minatar, gymnasium says "not found")
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
-    except (gym.error.Error, ModuleNotFoundError) as e:
+    except (gym.error.Error, ImportError) as e:  # ImportError: an outdated id still registered, e.g. Hopper-v3
         raise SystemExit(f"--env-id {env_id}: {e} (list the registered ids with: "
                          "python -c \"import gymnasium; gymnasium.pprint_registry()\")") from None
     space, action_space = envs.single_observation_space, envs.single_action_space
@@ -315,10 +319,9 @@ def parse_args() -> Args:
     """Presets first, then the command line, so --help and the printed config show the numbers used."""
     env_id, argv = Args.env_id, sys.argv[1:]
     for i, arg in enumerate(argv):
-        if arg == "--env-id" and i + 1 < len(argv):
-            env_id = argv[i + 1]
-        elif arg.startswith("--env-id="):
-            env_id = arg.split("=", 1)[1]
+        flag, eq, value = arg.partition("=")
+        if flag in ("--env-id", "--env_id") and (eq or i + 1 < len(argv)):  # tyro takes both spellings
+            env_id = value if eq else argv[i + 1]
     return tyro.cli(Args, default=preset(env_id))
 
 
@@ -381,7 +384,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        folder = f": give the checkpoint file in it, runs/<run>/{ALGO}.pt" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")
@@ -611,7 +615,8 @@ def main(args: Args) -> dict:
         if is_main:
             print(f"interrupted at step {global_step}")
             path = save_model(run_dir, agent, args)
-            print(f"to evaluate it: python {sys.argv[0]} --eval-checkpoint {path} --eval-episodes {args.eval_episodes}")
+            print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path,
+                                                   "--eval-episodes", str(args.eval_episodes)]))
         sys.exit(130)
     if distributed:
         dist.destroy_process_group()  # every rank has passed the agreement above, after rank 0's evaluation

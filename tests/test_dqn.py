@@ -2,7 +2,9 @@
 
 import copy
 import dataclasses
+import shlex
 import sys
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -454,3 +456,62 @@ def test_bad_images_a_misspelt_or_missing_minatar_are_one_sentence(script, monke
     monkeypatch.setitem(sys.modules, "minatar.gym", None)  # as if the package were not installed
     with pytest.raises(SystemExit, match="need the minatar package: pip install -r requirements.txt"):
         module.make_envs("MinAtar/Breakout-v1", 1)
+
+
+def test_underscore_env_id_picks_its_preset_too(monkeypatch):
+    """tyro takes --env_id as well as --env-id: both spellings must bring the env's preset."""
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env_id", "CartPole-v1"])
+    assert dqn.parse_args() == dqn.PRESETS["CartPole-v1"]
+    monkeypatch.setattr(sys, "argv", ["dqn.py", "--env_id=LunarLander-v3"])
+    assert dqn.parse_args() == dqn.PRESETS["LunarLander-v3"]
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v3", "NoSuchEnv-v0"])
+def test_outdated_or_unknown_env_id_is_one_sentence(env_id):
+    """Hopper-v3 is still registered but raises ImportError; an unknown id was two lines."""
+    with pytest.raises(SystemExit) as refused:
+        dqn.make_envs(env_id, 1)
+    message = str(refused.value)
+    assert message.startswith(f"--env-id {env_id}: ") and "pprint_registry" in message and "\n" not in message
+
+
+def test_ctrl_c_command_pastes_whole_with_spaces_in_the_paths(tmp_path, monkeypatch, capsys):
+    """The printed command is shell-quoted: a run folder with a space (--exp-name "my run") stays one word."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dqn, "StopFlag", lambda: SimpleNamespace(requested=True, evaluating=False))  # a Ctrl-C
+    monkeypatch.setattr(sys, "argv", ["my algos/dqn.py"])
+    with pytest.raises(SystemExit) as stopped:
+        dqn.main(cartpole(exp_name="my run", **TINY))
+    assert stopped.value.code == 130
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("to evaluate it: ")]
+    words = shlex.split(line.removeprefix("to evaluate it: "))
+    assert words[:3] == ["python", "my algos/dqn.py", "--eval-checkpoint"] and words[4:] == ["--eval-episodes", "5"]
+    assert (tmp_path / words[3]).is_file() and "my run" in words[3]
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"cannot read it \(Is a directory\): give the checkpoint file in it, "
+                                         r"runs/<run>/dqn.pt\.$"):
+        dqn.load_checkpoint(str(tmp_path), "--eval-checkpoint")
+
+
+def test_epsilon_must_fall():
+    """linear_schedule's max(end_e, ...) let a rising epsilon grow past 1."""
+    with pytest.raises(SystemExit, match=r"^--start-e 0.05 is below --end-e 1.0: epsilon falls from --start-e "
+                                         "to --end-e"):
+        dqn.validate(cartpole(start_e=0.05, end_e=1.0), world_size=1)
+    dqn.validate(cartpole(start_e=0.3, end_e=0.3), world_size=1)  # a constant epsilon is fine
+
+
+def test_learning_starts_must_be_below_the_last_step_that_trains(tmp_path, monkeypatch):
+    """MountainCar trains every 16 steps: 1203 steps train last at step 1200, 2015 at 2000 (only past
+    --learning-starts), so these runs never trained; 1217 steps train at step 1216, past 1201."""
+    mountain_car = dqn.preset("MountainCar-v0")
+    for total, starts in [(1203, 1201), (2015, 2000)]:
+        with pytest.raises(SystemExit, match=f"--learning-starts {starts} is not below {total // 16 * 16}, the last "
+                                             "step that trains .*: the network would never train.$"):
+            dqn.validate(dataclasses.replace(mountain_car, total_timesteps=total, learning_starts=starts), 1)
+    monkeypatch.chdir(tmp_path)
+    metrics = dqn.main(dataclasses.replace(mountain_car, total_timesteps=1217, learning_starts=1201, eval_episodes=1,
+                                           log_interval=10**9))
+    assert metrics["losses/td_loss"] != 0, "the step that validate counts on did train"

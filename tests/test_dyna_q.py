@@ -493,3 +493,38 @@ def test_taxi_reaches_the_optimal_return(tmp_path, monkeypatch):
                   f"{c[-10:].mean():.1f} | {m['wall_time']:.1f} |")
     assert len(curves(m)[50]) == 300, "the defaults train for 300 episodes"
     assert m["eval/mean_return/Dyna-Q n=50"] >= optimal - 0.2, "the defaults should reach the optimum"
+
+
+def test_underscore_flags_pick_the_preset_and_its_budget_too(monkeypatch):
+    """tyro takes --env_id, --num_episodes and --total_steps as well as the dashed spellings."""
+    monkeypatch.setattr(sys, "argv", ["dyna_q.py", "--env_id", "BlockingMaze-v0"])
+    assert dyna_q.parse_args() == dyna_q.PRESETS["BlockingMaze-v0"]
+    for budget in (["--num_episodes", "7"], ["--num_episodes=7"]):
+        monkeypatch.setattr(sys, "argv", ["dyna_q.py", "--env_id=BlockingMaze-v0", *budget])
+        args = dyna_q.parse_args()
+        assert (args.total_steps, args.num_episodes, args.planning_steps) == (None, 7, (10,))
+    monkeypatch.setattr(sys, "argv", ["dyna_q.py", "--total_steps", "40"])
+    assert (dyna_q.parse_args().total_steps, dyna_q.parse_args().num_episodes) == (40, None)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v3", "NoSuchEnv-v0"])
+def test_outdated_or_unknown_env_id_is_one_sentence(env_id):
+    """Hopper-v3 is still registered but raises ImportError; an unknown id was two lines."""
+    with pytest.raises(SystemExit) as refused:
+        dyna_q.make_env(env_id)
+    message = str(refused.value)
+    assert message.startswith(f"--env-id {env_id}: ") and "pprint_registry" in message and "\n" not in message
+
+
+def test_a_greedy_pessimistic_agent_is_refused_where_its_episodes_could_never_end(tmp_path, monkeypatch):
+    """--epsilon 0 with Q0 < 0: each action tried beats the untried ones, so the agent circles in the maze, whose
+    episodes end only at the goal, and the run hung. A time limit (Taxi) or a --total-steps budget ends it."""
+    monkeypatch.chdir(tmp_path)
+    with monkeypatch.context() as patch, pytest.raises(SystemExit, match=(
+            r"^--epsilon 0 with --q-init -1.0 below 0 can circle forever in DynaMaze-v0, whose episodes have no time "
+            r"limit: raise --epsilon above 0 or --q-init")):
+        patch.setattr(dyna_q, "run_once", lambda *a, **kw: pytest.fail("the run that never ends has started"))
+        dyna_q.main(dyna_q.Args(epsilon=0.0, q_init=-1.0))
+    greedy = dict(epsilon=0.0, q_init=-1.0, num_runs=1, planning_steps=(0,), eval_episodes=1)
+    dyna_q.main(dyna_q.Args(env_id="Taxi-v4", num_episodes=2, **greedy))
+    assert dyna_q.main(dyna_q.Args(num_episodes=None, total_steps=200, **greedy))["global_step"] == 200
