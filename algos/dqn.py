@@ -50,7 +50,6 @@ Usage
     python algos/dqn.py --env-id LunarLander-v3          # Box2D, 300k steps
     python algos/dqn.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 1M
     torchrun --standalone --nproc_per_node=2 algos/dqn.py --env-id CartPole-v1
-    python algos/dqn.py --env-id Acrobot-v1 --track     # log to Weights & Biases
     python algos/dqn.py --env-id CartPole-v1 --save-model
     python algos/dqn.py --eval-checkpoint runs/<run_name>/dqn.pt    # evaluate, no training
 """
@@ -437,19 +436,8 @@ def make_run_dir(name: str) -> str:
 CHECKPOINT_HEADER = b"algos checkpoint sha256="
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
-    with open(f"{path}.tmp", "wb") as f:
-        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-    os.replace(f"{path}.tmp", path)
-    print(f"saved {path}")
-
-
 def load_checkpoint(path: str, flag: str) -> dict:
-    """A checkpoint that save_checkpoint wrote and whose sha256 matches, or one sentence why not."""
+    """A checkpoint that save_model wrote and whose sha256 matches, or one sentence why not."""
     try:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
@@ -465,18 +453,25 @@ def load_checkpoint(path: str, flag: str) -> dict:
     return state
 
 
-def save_model(path: str, q_network: nn.Module, args: Args) -> None:
-    save_checkpoint(path, {"algo": ALGO, "q_network": q_network.state_dict(), "env_id": args.env_id,
-                           "hidden_sizes": list(args.hidden_sizes), "max_episode_steps": args.max_episode_steps,
-                           "args": dataclasses.asdict(args)})
+def save_model(run_dir: str, q_network: nn.Module, args: Args) -> str:
+    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
+    path, buffer = os.path.join(run_dir, "dqn.pt"), io.BytesIO()
+    torch.save({"algo": ALGO, "q_network": q_network.state_dict(), "env_id": args.env_id,
+                "hidden_sizes": list(args.hidden_sizes), "max_episode_steps": args.max_episode_steps,
+                "args": dataclasses.asdict(args)}, buffer)
+    data = buffer.getvalue()
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    os.replace(f"{path}.tmp", path)
+    print(f"saved {path}")
+    return path
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
-    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
-    at once, and main keeps the trained model all the same."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same step,
+    so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the
+    final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False
@@ -503,8 +498,7 @@ class StopFlag:
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU; else no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -701,15 +695,14 @@ def main(args: Args) -> dict:
             logger.log({**metrics, "global_step": global_step}, step=global_step)
             logger.close()
             if args.save_model:
-                save_model(os.path.join(run_dir, "dqn.pt"), q_network, args)
+                save_model(run_dir, q_network, args)
             else:
                 print(f"(the Q-network was not saved: add --save-model to keep it in {run_dir}/)")
     stop.evaluating = False  # evaluated: a Ctrl-C from here asks to stop, and the model is kept below
     if stop.requested if not distributed else stop.agreed(device):  # Ctrl-C in training or the final evaluation
         if is_main:
-            path = os.path.join(run_dir, "dqn.pt")
             print(f"interrupted at step {global_step}")
-            save_model(path, q_network, args)
+            path = save_model(run_dir, q_network, args)
             print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", path,
                                                    "--eval-episodes", str(args.eval_episodes)]))
         sys.exit(130)

@@ -363,8 +363,8 @@ def make_run_dir(name: str) -> str:
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it."""
 
     def __init__(self):
         self.requested, self.at = False, 0.0

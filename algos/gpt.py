@@ -527,9 +527,9 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same step,
+    so none is left waiting in a collective."""
 
     def __init__(self):
         self.requested, self.at = False, 0.0
@@ -554,8 +554,7 @@ class StopFlag:
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun one process group (nccl on CUDA, gloo on CPU); returns (distributed, rank, world_size, device)."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")

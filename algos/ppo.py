@@ -71,7 +71,6 @@ Usage
     python algos/ppo.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 2M
     python algos/ppo.py --env-id CartPole-v1 --help      # the numbers CartPole gets
     torchrun --standalone --nproc_per_node=2 algos/ppo.py   # 8 envs split over 2 ranks
-    python algos/ppo.py --env-id Acrobot-v1 --track      # log to Weights & Biases
     python algos/ppo.py --env-id Pendulum-v1 --save-model
     python algos/ppo.py --eval-checkpoint runs/<run_name>/ppo.pt    # evaluate, no training
 """
@@ -512,11 +511,10 @@ def save_model(path: str, agent: Agent, reward_rms: RunningMeanStd, args: Args) 
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
-    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
-    at once, and main keeps the trained model all the same."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same step,
+    so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the
+    final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False
@@ -544,8 +542,7 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
     Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")

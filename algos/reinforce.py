@@ -418,8 +418,7 @@ class StopFlag:
 def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU; else no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")

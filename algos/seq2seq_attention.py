@@ -64,7 +64,6 @@ Usage
     python algos/seq2seq_attention.py --num-iterations 300         # a quick run
     python algos/seq2seq_attention.py --attention general --teacher-forcing 0.8
     torchrun --standalone --nproc_per_node=2 algos/seq2seq_attention.py
-    python algos/seq2seq_attention.py --track                      # log to Weights & Biases
     python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt  # [--data-path x.tsv]
     python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000  # + its flags
@@ -811,9 +810,9 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 class StopFlag:
     """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
-    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same
-    step, so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises
-    KeyboardInterrupt: the final evaluation stops at once, and main keeps the trained model all the same."""
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same step,
+    so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the
+    final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False

@@ -76,7 +76,6 @@ Usage
     python algos/transformer.py --num-iterations 300               # a quick run
     python algos/transformer.py --norm pre --pos learned --label-smoothing 0
     torchrun --standalone --nproc_per_node=2 algos/transformer.py
-    python algos/transformer.py --track                            # log to Weights & Biases
     python algos/transformer.py --save-model                       # keep the model in runs/<run_name>/
     python algos/transformer.py --eval-checkpoint runs/<run_name>/transformer.pt
     python algos/transformer.py --resume runs/<run_name>/transformer.pt --num-iterations 3000    # + its flags
@@ -951,11 +950,10 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 class StopFlag:
-    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved
-    whole; a second Ctrl-C quits at once without saving. Under torchrun every rank hears it,
-    and agreed() lets the ranks stop at the same step, so none is left waiting in a collective.
-    Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the final evaluation stops
-    at once, and main keeps the trained model all the same."""
+    """Ctrl-C sets .requested and the loop stops at the end of its step, so the work is saved whole; a second Ctrl-C
+    quits at once without saving. Under torchrun every rank hears it, and agreed() lets the ranks stop at the same step,
+    so none is left waiting in a collective. Once .evaluating is set, the first Ctrl-C raises KeyboardInterrupt: the
+    final evaluation stops at once, and main keeps the trained model all the same."""
 
     def __init__(self):
         self.requested, self.at, self.evaluating = False, 0.0, False
@@ -983,8 +981,7 @@ def setup_distributed(args: Args) -> tuple[bool, int, int, torch.device]:
     """Under torchrun (RANK, WORLD_SIZE set): one process group, nccl on CUDA, gloo on CPU.
     Returns (distributed, rank, world_size, device); a plain run makes no distributed call."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", 0)) if distributed else 0
-    world_size = int(os.environ["WORLD_SIZE"]) if distributed else 1
+    rank, world_size = (int(os.environ.get("RANK", 0)), int(os.environ["WORLD_SIZE"])) if distributed else (0, 1)
     use_cuda = args.cuda and torch.cuda.is_available()
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
