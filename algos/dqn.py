@@ -442,7 +442,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        folder = f": give the checkpoint file in it, runs/<run>/{ALGO}.pt" if os.path.isdir(path) else ""
+        folder = f": give the checkpoint file in it, {os.path.join(path, f'{ALGO}.pt')}" if os.path.isdir(path) else ""
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
@@ -454,7 +454,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
 
 
 def save_model(run_dir: str, q_network: nn.Module, args: Args) -> str:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
+    """<run_dir>/dqn.pt, atomic and verifiable (the sha256 of the torch.save bytes heads a temp file that is then
+    renamed); returns its path."""
     path, buffer = os.path.join(run_dir, "dqn.pt"), io.BytesIO()
     torch.save({"algo": ALGO, "q_network": q_network.state_dict(), "env_id": args.env_id,
                 "hidden_sizes": list(args.hidden_sizes), "max_episode_steps": args.max_episode_steps,

@@ -515,8 +515,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        inside = f"; give the checkpoint file inside it, {os.path.join(path, 'ckpt.pt')}" if os.path.isdir(path) else ""
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){inside}.") from None
+        folder = f": give the checkpoint file in it, {os.path.join(path, 'ckpt.pt')}" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")

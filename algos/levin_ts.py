@@ -352,7 +352,8 @@ def get_levels(args: Args, given: Optional[Args] = None) -> tuple[list[Level], l
         raise SystemExit(str(e)) from None
     content = lambda lv: (lv.height, lv.width, lv.walls, lv.goals, lv.start)  # not the name: a copy has another
     seen = {content(lv) for lv in train}
-    shared = [lv.name for lv in test if content(lv) in seen] if args.test_levels_path else []
+    checked = args.test_levels_path and not args.eval_checkpoint  # an evaluation may search training levels on purpose
+    shared = [lv.name for lv in test if content(lv) in seen] if checked else []
     if shared:
         raise SystemExit(f"--test-levels-path {args.test_levels_path} shares {len(shared)} levels ({shared[0]} ...) "
                          "with the training levels; give it levels that are not trained on, or leave it out to hold "
@@ -675,10 +676,11 @@ def check_args(args: Args) -> None:
         if value == "" and hints[name] == Optional[str]:  # else it would pass for "not given" (None) unseen
             raise SystemExit(f"--{name.replace('_', '-')} was given an empty value: give one, or leave the flag out.")
         for r in (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Range)):
-            if not (math.isfinite(value) and (value > r.lo if r.lo_open else value >= r.lo) and value <= r.hi):
-                bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
-                bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
-                raise SystemExit(f"--{name.replace('_', '-')} {value} is not allowed: it must be {bounds}.")
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if v is not None and not (math.isfinite(v) and (v > r.lo if r.lo_open else v >= r.lo) and v <= r.hi):
+                    bounds = f"{'above' if r.lo_open else 'at least'} {r.lo:g}"
+                    bounds += f" and at most {r.hi:g}" if r.hi < math.inf else ""
+                    raise SystemExit(f"--{name.replace('_', '-')} {v} is not allowed: it must be {bounds}.")
 
 
 def validate(args: Args, world_size: int, given: Optional[Args] = None) -> None:
@@ -733,7 +735,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        folder = ": give the checkpoint file in it, runs/<run>/levin_ts.pt" if os.path.isdir(path) else ""
+        folder = f": give the checkpoint file in it, {os.path.join(path, f'{ALGO}.pt')}" if os.path.isdir(path) else ""
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
@@ -895,8 +897,10 @@ def main(args: Args) -> dict:
             algo=ALGO, search=args.search, net=net.state_dict(), optimizer=optimizer.state_dict(),
             train_names=[lv.name for lv in train_levels], args=dataclasses.asdict(args), **dataclasses.asdict(st)))
 
-    def search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = args.search) -> tuple[list, float]:
-        """Every rank's results in level order, and the slowest rank's seconds; Ctrl-C: rank 0 saves, all ranks exit."""
+    def search(levels: list[Level], evaluate: Evaluator, budget: int, algo: str = args.search,
+               final: bool = False) -> tuple[list, float]:
+        """Every rank's results in level order, and the slowest rank's seconds; Ctrl-C: rank 0 saves, all ranks exit
+        (after training, in the final search, with the command that evaluates the network, not one that resumes)."""
         t = time.time()
         mine = batched_search(levels[rank::world_size], evaluate, budget, algo, args.batch_levels // world_size,
                               stop=stop)
@@ -911,7 +915,11 @@ def main(args: Args) -> dict:
                 argv = [a for i, a in enumerate(argv) if "--resume" not in (a.split("=")[0], argv[i - 1] if i else "")]
                 # under torchrun, as many ranks again: they continue their own random streams exactly
                 launcher = ["torchrun", "--standalone", f"--nproc_per_node={world_size}"] if distributed else ["python"]
-                print(f"to resume it: {shlex.join([*launcher, sys.argv[0], *argv, '--resume', ckpt_path])}")
+                if final:  # trained: what is left is the evaluation
+                    print("to evaluate it: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", ckpt_path,
+                                                           "--eval-budget", str(args.eval_budget)]))
+                else:
+                    print(f"to resume it: {shlex.join([*launcher, sys.argv[0], *argv, '--resume', ckpt_path])}")
             sys.exit(130)
         results = [None] * len(levels)
         for r, (part, _) in enumerate(parts):
@@ -978,13 +986,15 @@ def main(args: Args) -> dict:
                 save()
 
     net.eval()
-    results, seconds = search(test_levels, evaluate, args.eval_budget)
+    if is_main and not args.eval_checkpoint:
+        print(f"final evaluation: {len(test_levels)} held-out levels (a Ctrl-C stops it and keeps the network)")
+    results, seconds = search(test_levels, evaluate, args.eval_budget, final=True)
     metrics = summarize(results, args.search, seconds, args.eval_budget)
     metrics.update({"train/solved": len(st.memory), "train/levels": len(train_levels), "train/seconds": st.trained_s,
                     "sweep": st.sweep, "charts/budget": st.budget, "wall_time": time.time() - start,
                     **{k: v for k, v in row.items() if k.startswith("losses/")}})
     if args.compare_uniform:
-        uniform, seconds = search(test_levels, uniform_evaluator, args.eval_budget, "lts")
+        uniform, seconds = search(test_levels, uniform_evaluator, args.eval_budget, "lts", final=True)
         metrics.update({k.replace("eval/", "uniform/"): v for k, v in
                         summarize(uniform, "lts", seconds, args.eval_budget).items() if k.startswith("eval/")})
     if is_main:

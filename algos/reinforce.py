@@ -156,7 +156,8 @@ def preset(env_id: str) -> Args:
 # episodes, reward-to-go, the RLOO baseline, the REINFORCE loss, evaluation. Read this first.
 # =============================================================================================
 class ShortCorridor(gym.Env):
-    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right."""
+    """S&B Example 13.1: states 0, 1, 2 and the goal 3; action 0 = left (a wall stops it in state 0), 1 = right,
+    except in state 1, where the two are swapped."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -185,9 +186,10 @@ gym.register("ShortCorridor-v0", entry_point=ShortCorridor, max_episode_steps=1_
 
 def make_envs(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     """Synchronous vector env (NEXT_STEP autoreset) with a flat Box observation."""
-    if env_id.lower().startswith("minatar/") and "MinAtar/Breakout-v1" not in gym.registry:  # as dqn.py does:
-        with contextlib.suppress(ModuleNotFoundError):  # then the check below says its images are not flat
-            __import__("minatar.gym").gym.register_envs()  # (without minatar, gymnasium says "not found")
+    if env_id.lower().startswith("minatar/") and "MinAtar/Breakout-v1" not in gym.registry:  # registered, so that
+        with contextlib.suppress(ModuleNotFoundError):  # the check below says why its images do not fit here
+            from minatar.gym import register_envs  # (without minatar, gymnasium says "not found")
+            register_envs()
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
     except (gym.error.Error, ImportError) as e:  # ImportError: an outdated id still registered, e.g. Hopper-v3
@@ -365,7 +367,8 @@ def make_run_dir(name: str) -> str:
 
 
 def save_model(run_dir: str, agent: Agent, args: Args) -> str:
-    """Atomic and verifiable: the sha256 of the torch.save bytes heads the file, written as <path>.tmp, then renamed."""
+    """<run_dir>/reinforce.pt, atomic and verifiable (the sha256 of the torch.save bytes heads a temp file that is
+    then renamed); returns its path."""
     path, buffer = os.path.join(run_dir, "reinforce.pt"), io.BytesIO()
     torch.save({"algo": ALGO, "agent": agent.state_dict(), "env_id": args.env_id,
                 "hidden_sizes": list(args.hidden_sizes), "baseline": args.baseline,
@@ -384,7 +387,7 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        folder = f": give the checkpoint file in it, runs/<run>/{ALGO}.pt" if os.path.isdir(path) else ""
+        folder = f": give the checkpoint file in it, {os.path.join(path, f'{ALGO}.pt')}" if os.path.isdir(path) else ""
         raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "

@@ -65,7 +65,7 @@ Usage
     python algos/seq2seq_attention.py --attention general --teacher-forcing 0.8
     torchrun --standalone --nproc_per_node=2 algos/seq2seq_attention.py
     python algos/seq2seq_attention.py --save-model                 # keep the model in runs/<run_name>/
-    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt  # [--data-path x.tsv]
+    python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt  # --data-path x.tsv: on x
     python algos/seq2seq_attention.py --resume runs/<run_name>/seq2seq_attention.pt --num-iterations 2000  # + its flags
     python algos/seq2seq_attention.py --eval-checkpoint runs/<run_name>/seq2seq_attention.pt --translate "3 Mar 1998"
     Multi30k German -> English, Tatoeba English -> French: the commands are in README.md and data/parallel/README.md
@@ -300,7 +300,7 @@ class BytePairEncoding:
         symbols = [list(w.encode().decode("latin-1")) for w in words]  # a word as its bytes
         freq, pairs, where, touched = list(words.values()), Counter(), {}, set()
 
-        def count(i: int, sign: int) -> None:  # add (sign 1) or take away (-1) word i's pairs; where[pair] holds i
+        def count(i: int, sign: int) -> None:  # add (sign 1) or take away (-1) word i's pairs, noting i in where
             for pair in zip(symbols[i], symbols[i][1:]):
                 pairs[pair] += sign * freq[i]
                 where.setdefault(pair, set()).add(i)
@@ -798,7 +798,8 @@ def load_checkpoint(path: str, flag: str) -> dict:
         with open(path, "rb") as f:
             header, _, data = f.read().partition(b"\n")
     except OSError as e:
-        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}).") from None
+        folder = f": give the checkpoint file in it, {os.path.join(path, f'{ALGO}.pt')}" if os.path.isdir(path) else ""
+        raise SystemExit(f"{flag} {path}: cannot read it ({e.strerror}){folder}.") from None
     if header != CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode():
         raise SystemExit(f"{flag} {path} is damaged or is not a checkpoint of these scripts "
                          "(its sha256 does not match): use another one or train again.")

@@ -123,7 +123,7 @@ SCRIPTS = {
               "--sweep-levels", "64", "--train-steps", "20", "--batch-size", "32", "--batch-levels", "32",
               "--eval-budget", "50"],
         ready="sweep ", after_ctrl_c="resume", nonsense=["--train-minutes", "nan"],
-        final=None,  # the final test search stops on Ctrl-C as training's searches do, and saves
+        final=["--test-levels", "200", "--eval-budget", "200000"],
         metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
                  "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
                  "charts/solved_total", "sweep", "wall_time"],

@@ -117,6 +117,15 @@ def test_an_empty_optional_text_is_refused_with_one_sentence(script):
         module.check_args(dataclasses.replace(module.Args(), **{name: "x"}))  # a value is not refused here
 
 
+@pytest.mark.parametrize("script", [s for s in ALL if hasattr(script_module(s), "load_checkpoint")])
+def test_a_run_folder_given_as_a_checkpoint_names_the_file_in_it(script, tmp_path):
+    """`--eval-checkpoint runs/<run>` (the folder) said only "cannot read it (Is a directory)"."""
+    with pytest.raises(SystemExit) as refusal:
+        script_module(script).load_checkpoint(str(tmp_path), "--eval-checkpoint")
+    expected = f"--eval-checkpoint {tmp_path}: cannot read it (Is a directory): give the checkpoint file in it, "
+    assert str(refusal.value.code) == expected + f"{tmp_path / entry(script, 'checkpoint')}."
+
+
 @pytest.mark.parametrize("script", [s for s in ALL if s != "bpe"])  # bpe.py's seed only names the run
 def test_the_largest_seed_allowed_is_one_numpy_and_torch_accept(script):
     """Every seed's Range stops where numpy's legacy seeding and torch.manual_seed accept it, plus the largest
@@ -235,7 +244,9 @@ def printed_command(stdout: str, prefix: str) -> list:
 
 @pytest.mark.parametrize("script", ALL)
 def test_ctrl_c_keeps_the_work_and_says_how_to_go_on(script, tmp_path):
-    code, out, err = interrupt(script_cmd(script, *entry(script, "long")), tmp_path, entry(script, "ready"))
+    """The printed command must paste whole: the run folder's name holds a space (--exp-name "my run")."""
+    cmd = script_cmd(script, *entry(script, "long"), "--exp-name", "my run")
+    code, out, err = interrupt(cmd, tmp_path, entry(script, "ready"))
     assert code == 130, f"Ctrl-C should exit with 130, got {code}"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     kind = entry(script, "after_ctrl_c")
@@ -254,11 +265,12 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_go_on(script, tmp_path):
 def test_ctrl_c_in_the_final_evaluation_keeps_the_model(script, tmp_path):
     """A script that evaluates after training (its `final` arguments make that evaluation long) prints a line
     as the evaluation starts; a Ctrl-C then stops it at once (exit 130), the trained model is saved, and the
-    printed command evaluates it (with the reload arguments' short settings)."""
+    printed command evaluates it (with the reload arguments' short settings), a space in its path included."""
     final = entry(script, "final")
     if final is None:
         pytest.skip(f"{script}.py needs no test of a final evaluation of its own (tests/scripts.py says why)")
-    code, out, err = interrupt(script_cmd(script, *entry(script, "tiny"), *final), tmp_path, "final evaluation")
+    cmd = script_cmd(script, *entry(script, "tiny"), *final, "--exp-name", "my run")
+    code, out, err = interrupt(cmd, tmp_path, "final evaluation")
     assert code == 130, f"Ctrl-C in the final evaluation should exit with 130, got {code}"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     short = [a for a in entry(script, "reload") if a not in ("--eval-checkpoint", "{ckpt}")]

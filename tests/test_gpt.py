@@ -441,7 +441,7 @@ def test_bad_input_gives_one_clear_sentence(tmp_path, monkeypatch):
          "--n-embd 262144 with --n-layer 1 makes 824,666,488,832 parameters, about 12288 GiB with their gradients"),
     ]
     for flag in ("eval_checkpoint", "resume"):  # a run folder instead of the file in it
-        cases.append(({flag: str(tmp_path)}, f"; give the checkpoint file inside it, {tmp_path / 'ckpt.pt'}."))
+        cases.append(({flag: str(tmp_path)}, f": give the checkpoint file in it, {tmp_path / 'ckpt.pt'}."))
     cut = tmp_path / "cut"  # a token file cut in the middle of an id
     shutil.copytree(FIXTURE, cut)
     (cut / "val.bin").write_bytes((FIXTURE / "val.bin").read_bytes()[:-1])

@@ -169,6 +169,9 @@ def test_held_out_levels_that_are_training_levels_are_refused(tmp_path):
             lts.get_levels(lts.Args(levels_path=ten, test_levels_path=test, test_levels=4))
     train, test = lts.get_levels(lts.Args(levels_path=ten, test_levels_path=other, test_levels=4))
     assert len(train) == 10 and len(test) == 4
+    # an evaluation may search a checkpoint's own training levels on purpose
+    _, test = lts.get_levels(lts.Args(levels_path=ten, test_levels_path=ten, test_levels=4, eval_checkpoint="x"))
+    assert len(test) == 4
 
 
 def test_counts_set_above_what_the_level_files_hold_are_refused(tmp_path):
@@ -580,7 +583,7 @@ def test_a_checkpoint_finds_its_level_files_from_any_folder_and_a_finished_run_i
                                          r"past --train-minutes 1e-06: raise --train-minutes above [\d.]+\.$"):
         lts.main(lts.Args(resume=path, max_sweeps=3, train_minutes=1e-6))
     with pytest.raises(SystemExit, match=r"cannot read it \(Is a directory\): give the checkpoint file in it, "
-                                         r"runs/<run>/levin_ts.pt\.$"):
+                                         rf"{tmp_path}/data/runs/levin_ts.pt\.$"):
         lts.main(lts.Args(eval_checkpoint=str(tmp_path / "data" / "runs")))
     # A checkpoint of before: relative paths and level names, read from its folder, with or without the flag.
     ckpt = lts.load_checkpoint(path, "--resume")

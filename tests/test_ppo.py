@@ -4,10 +4,8 @@ errors, learning; the 5-seed benchmarks sit behind the `benchmark` marker."""
 import copy
 import dataclasses
 import json
-import shlex
 import sys
 import time
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -805,26 +803,6 @@ def test_outdated_or_unknown_env_id_is_one_sentence(env_id):
         ppo.make_envs(env_id, 1)
     message = str(refused.value)
     assert message.startswith(f"--env-id {env_id}: ") and "pprint_registry" in message and "\n" not in message
-
-
-def test_ctrl_c_command_pastes_whole_with_spaces_in_the_paths(tmp_path, monkeypatch, capsys):
-    """The printed command is shell-quoted: a run folder with a space (--exp-name "my run") stays one word."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(ppo, "StopFlag", lambda: SimpleNamespace(requested=True, evaluating=False))  # a Ctrl-C
-    monkeypatch.setattr(sys, "argv", ["my algos/ppo.py"])
-    with pytest.raises(SystemExit) as stopped:
-        ppo.main(cartpole(exp_name="my run", **TINY))
-    assert stopped.value.code == 130
-    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("to evaluate it: ")]
-    words = shlex.split(line.removeprefix("to evaluate it: "))
-    assert words[:3] == ["python", "my algos/ppo.py", "--eval-checkpoint"] and words[4:] == ["--eval-episodes", "5"]
-    assert (tmp_path / words[3]).is_file() and "my run" in words[3]
-
-
-def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path):
-    with pytest.raises(SystemExit, match=r"cannot read it \(Is a directory\): give the checkpoint file in it, "
-                                         r"runs/<run>/ppo.pt\.$"):
-        ppo.load_checkpoint(str(tmp_path), "--eval-checkpoint")
 
 
 def test_filming_a_checkpoint_keeps_the_films_beside_it(tmp_path, monkeypatch, capsys):

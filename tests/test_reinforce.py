@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -498,26 +497,6 @@ def test_outdated_env_id_is_one_sentence():
         rf.make_envs("Hopper-v3", 1)
     message = str(refused.value)
     assert message.startswith("--env-id Hopper-v3: ") and "pprint_registry" in message and "\n" not in message
-
-
-def test_ctrl_c_command_pastes_whole_with_spaces_in_the_paths(tmp_path, monkeypatch, capsys):
-    """The printed command is shell-quoted: a run folder with a space (--exp-name "my run") stays one word."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rf, "StopFlag", lambda: SimpleNamespace(requested=True, evaluating=False))  # a Ctrl-C
-    monkeypatch.setattr(sys, "argv", ["my algos/reinforce.py"])
-    with pytest.raises(SystemExit) as stopped:
-        rf.main(rf.Args(exp_name="my run", **TINY))
-    assert stopped.value.code == 130
-    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("to evaluate it: ")]
-    words = shlex.split(line.removeprefix("to evaluate it: "))
-    assert words[:3] == ["python", "my algos/reinforce.py", "--eval-checkpoint"]
-    assert words[4:] == ["--eval-episodes", "5"] and (tmp_path / words[3]).is_file() and "my run" in words[3]
-
-
-def test_a_run_folder_given_as_checkpoint_names_the_file_in_it(tmp_path):
-    with pytest.raises(SystemExit, match=r"cannot read it \(Is a directory\): give the checkpoint file in it, "
-                                         r"runs/<run>/reinforce.pt\.$"):
-        rf.load_checkpoint(str(tmp_path), "--eval-checkpoint")
 
 
 def test_minatar_is_refused_for_its_images_not_as_missing(monkeypatch):

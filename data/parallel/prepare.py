@@ -121,8 +121,9 @@ def main(argv=None) -> None:
     # the other kind's flags would be ignored unseen: refused
     others, fix = {"anki": (["src", "tgt"], "anki's pairs are English first; --reverse swaps them"),
                    "multi30k": (["reverse", "max_pairs"], "multi30k keeps all of its official splits")}[args.kind]
-    for name in (n for n in others if getattr(args, n) != parser.get_default(n)):
-        raise SystemExit(f"--{name.replace('_', '-')} does nothing for {args.kind} ({fix}): drop it.")
+    given = [n for n in others if getattr(args, n) != parser.get_default(n)]
+    if given:
+        raise SystemExit(f"--{given[0].replace('_', '-')} does nothing for {args.kind} ({fix}): drop it.")
     if args.src == args.tgt:
         raise SystemExit(f"--src and --tgt are both {args.src}: that is a copy task; give two different languages.")
     if args.kind == "anki" and os.path.isdir(args.out):
