@@ -117,7 +117,7 @@ def test_an_empty_optional_text_is_refused_with_one_sentence(script):
         module.check_args(dataclasses.replace(module.Args(), **{name: "x"}))  # a value is not refused here
 
 
-@pytest.mark.parametrize("script", [s for s in ALL if hasattr(script_module(s), "load_checkpoint")])
+@pytest.mark.parametrize("script", [s for s in ALL if SCRIPTS[f"{s}.py"]["checkpoint"].endswith(".pt")])  # torch files
 def test_a_run_folder_given_as_a_checkpoint_names_the_file_in_it(script, tmp_path):
     """`--eval-checkpoint runs/<run>` (the folder) said only "cannot read it (Is a directory)"."""
     with pytest.raises(SystemExit) as refusal:
