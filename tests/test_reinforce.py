@@ -323,15 +323,9 @@ def test_ctrl_c_saves_the_model_and_prints_how_to_evaluate_it(tmp_path):
     assert "greedy eval" in evaluated.stdout and "over 3 episodes" in evaluated.stdout
 
 
+# Combinations, environments, checkpoints; each field's own range: test_bad_inputs.py, in-process.
 @pytest.mark.parametrize("args, message", [
     (["--baseline", "rloo", "--episodes-per-update", "1"], "--baseline rloo needs at least 2 episodes"),
-    (["--episodes-per-update", "0"], "--episodes-per-update 0 is not allowed: it must be at least 1"),
-    (["--gamma", "1.5"], "--gamma 1.5 is not allowed: it must be at least 0 and at most 1"),
-    (["--log-interval", "0"], "--log-interval 0 is not allowed"),
-    (["--learning-rate", "nan"], "--learning-rate nan is not allowed: it must be above 0"),
-    (["--ent-coef", "nan"], "--ent-coef nan is not allowed"),
-    (["--num-threads", "0"], "--num-threads 0 is not allowed"),
-    (["--total-timesteps", "0"], "--total-timesteps 0 is not allowed"),
     (["--hidden-sizes", "64", "0"], "--hidden-sizes 0 is not allowed"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "FrozenLake-v1"], "flat Box observation"),
