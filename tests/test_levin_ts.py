@@ -599,7 +599,7 @@ def test_a_checkpoint_finds_its_level_files_from_any_folder_and_a_finished_run_i
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_the_run(tmp_path):
     """SIGINT mid-run: exit 130 without a traceback, a checkpoint, and a command that resumes it."""
-    args = ["--train-levels", "3000", "--test-levels", "4", "--num-boxes", "2", "--difficulty", "3", "--budget", "100",
+    args = ["--train-levels", "300", "--test-levels", "4", "--num-boxes", "2", "--difficulty", "3", "--budget", "100",
             "--eval-budget", "100", "--sweep-levels", "20", "--train-steps", "3", "--batch-size", "16",
             "--batch-levels", "16", "--no-save-model"]
     proc = subprocess.Popen([sys.executable, str(ALGOS / "levin_ts.py"), *args], cwd=tmp_path, text=True,
