@@ -6,6 +6,7 @@ still exercises learning and logging; `metrics` are wandb keys its --track run m
 `wandb_only` pictures) keys its runs/<run>/metrics.jsonl must hold.
 """
 
+import json
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -46,26 +47,26 @@ SCRIPTS = {
                  "global_step", "wall_time"],
     ),
     "seq2seq_attention.py": dict(
-        tiny=["--num-iterations", "40", "--eval-interval", "20", "--num-train", "2000", "--num-heldout", "40",
+        tiny=["--num-iterations", "20", "--eval-interval", "10", "--num-train", "2000", "--num-heldout", "40",
               "--beam-size", "3"],
         save=["--save-model"], checkpoint="seq2seq_attention.pt", reload=["--eval-checkpoint", "{ckpt}", "--beam-size", "3"],
         long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
               "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--length-penalty", "nan"],
-        final=["--num-heldout", "2000", "--beam-size", "50", "--eval-interval", "40"],
+        final=["--num-heldout", "200", "--beam-size", "50"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
         wandb_only=["eval/attention/_type"],  # the heat map: a picture, not a number for metrics.jsonl
     ),
     "transformer.py": dict(
-        tiny=["--num-iterations", "40", "--warmup-steps", "10", "--eval-interval", "20", "--num-train", "2000",
+        tiny=["--num-iterations", "20", "--warmup-steps", "5", "--eval-interval", "10", "--num-train", "2000",
               "--num-heldout", "40", "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
         save=["--save-model"], checkpoint="transformer.pt", reload=["--eval-checkpoint", "{ckpt}", "--beam-size", "3"],
         long=["--num-iterations", "1000000", "--eval-interval", "5", "--num-train", "2000", "--num-heldout", "40",
               "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--label-smoothing", "nan"],
-        final=["--num-heldout", "2000", "--beam-size", "50", "--eval-interval", "40"],
+        final=["--num-heldout", "200", "--beam-size", "50"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -119,13 +120,24 @@ SCRIPTS = {
               "--train-steps", "10", "--batch-size", "32", "--batch-levels", "16"],
         save=[], checkpoint="levin_ts.pt",  # tiny saves already: saving is on by default
         reload=["--eval-checkpoint", "{ckpt}", "--eval-budget", "500"],
-        long=["--train-levels", "1000", "--test-levels", "4", "--budget", "50", "--max-budget", "50",
+        long=["--train-levels", "300", "--test-levels", "4", "--budget", "50", "--max-budget", "50",
               "--sweep-levels", "64", "--train-steps", "20", "--batch-size", "32", "--batch-levels", "32",
               "--eval-budget", "50"],
         ready="sweep ", after_ctrl_c="resume", nonsense=["--train-minutes", "nan"],
-        final=["--test-levels", "200", "--eval-budget", "200000"],
+        final=["--test-levels", "40", "--eval-budget", "200000"],
         metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
                  "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
                  "charts/solved_total", "sweep", "wall_time"],
     ),
 }
+
+
+def check_metrics_jsonl(script: str, folder: Path) -> None:
+    """Issue 22: every run leaves folder/metrics.jsonl, a header (algo, config; the tests run seed 1)
+    and rows with the keys the script logs to wandb (but its `wandb_only` pictures)."""
+    header, *rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert header["algo"] == script.removesuffix(".py") and header["config"]["seed"] == 1, header
+    logged = {key for row in rows for key in row}
+    spec = SCRIPTS[script]
+    missing = set(spec["metrics"]) - set(spec.get("wandb_only", ())) - logged
+    assert not missing, f"{script}'s metrics.jsonl lacks {sorted(missing)}; it has {sorted(logged)}"

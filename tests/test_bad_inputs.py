@@ -23,7 +23,7 @@ import typing
 
 import pytest
 from conftest import ALGOS, load_script, run, script_env
-from scripts import SCRIPTS
+from scripts import SCRIPTS, check_metrics_jsonl
 
 ALL = sorted(p.stem for p in ALGOS.glob("*.py"))
 PROBES = (0, -1, math.nan, math.inf, -math.inf)
@@ -178,7 +178,8 @@ def checkpoint_of(script: str, cwd) -> "typing.Any":
 
 @pytest.mark.parametrize("script", ALL)
 def test_twins_started_together_keep_separate_folders_and_checkpoints_verify(script, tmp_path):
-    """Two identical runs started in the same second must not share (and break) one run folder.
+    """Two identical runs started in the same second must not share (and break) one run folder; each
+    leaves its metrics.jsonl.
     Their checkpoints then serve the damaged-checkpoint tries: truncated, and one byte flipped;
     the intact one reloads."""
     cmd = script_cmd(script, *entry(script, "tiny"), *entry(script, "save"))
@@ -187,7 +188,10 @@ def test_twins_started_together_keep_separate_folders_and_checkpoints_verify(scr
     outs = [p.communicate(timeout=300) for p in twins]
     for p, (out, err) in zip(twins, outs):
         assert p.returncode == 0, err[-2000:]
-    assert len({p.parent for p in checkpoint_of(script, tmp_path)}) == 2, "the twins share a run folder"
+    folders = {p.parent for p in checkpoint_of(script, tmp_path)}
+    assert len(folders) == 2, "the twins share a run folder"
+    for folder in folders:  # each logged its own metrics, without --track
+        check_metrics_jsonl(f"{script}.py", folder)
 
     if entry(script, "reload") is None:
         return  # this script writes results, not a model that it reads back
