@@ -47,6 +47,21 @@ def load_script(name: str):
     return module
 
 
+def script_module(name: str):
+    """algos/<name>.py imported once per process: a second import would register its gymnasium envs again,
+    with classes that the module a test file already holds no longer matches."""
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "__file__", "") != str(ALGOS / f"{name}.py"):
+        module = load_script(name)
+    return module
+
+
+def parse_command_line(module, argv: list[str], monkeypatch):
+    """The script's Args from a command line, as its __main__ parses it (presets first, where it has them)."""
+    monkeypatch.setattr(sys, "argv", [Path(module.__file__).name, *argv])
+    return module.parse_args() if hasattr(module, "parse_args") else module.tyro.cli(module.Args)
+
+
 def script_env(**extra) -> dict:
     """The environment for a script run: no wandb network, one thread, offline tiktoken."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "WORLD_SIZE")}

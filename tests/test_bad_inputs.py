@@ -22,20 +22,11 @@ import time
 import typing
 
 import pytest
-from conftest import ALGOS, load_script, run, script_env
+from conftest import ALGOS, parse_command_line, run, script_env, script_module
 from scripts import SCRIPTS, check_metrics_jsonl
 
 ALL = sorted(p.stem for p in ALGOS.glob("*.py"))
 PROBES = (0, -1, math.nan, math.inf, -math.inf)
-
-
-def script_module(script: str):
-    """The script's module, imported once: a second import would register its gymnasium envs
-    again, with classes that the module a test file already holds no longer matches."""
-    module = sys.modules.get(script)
-    if module is None or getattr(module, "__file__", "") != str(ALGOS / f"{script}.py"):
-        module = load_script(script)
-    return module
 
 
 def entry(script: str, key: str):
@@ -290,10 +281,10 @@ def test_once_the_final_evaluation_is_over_ctrl_c_is_a_request_again(script, tmp
         pytest.skip(f"{script}.py needs no test of a final evaluation of its own (tests/scripts.py says why)")
     module = script_module(script)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [script, *entry(script, "tiny")])
+    args = parse_command_line(module, entry(script, "tiny"), monkeypatch)
     previous = signal.getsignal(signal.SIGINT)
     try:
-        module.main(module.parse_args() if hasattr(module, "parse_args") else module.tyro.cli(module.Args))
+        module.main(args)
         signal.raise_signal(signal.SIGINT)  # the script's StopFlag hears it
         assert signal.getsignal(signal.SIGINT).__self__.requested
     finally:

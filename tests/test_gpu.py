@@ -22,8 +22,7 @@ import sys
 
 import pytest
 import torch
-import tyro
-from conftest import ALGOS, load_script, run
+from conftest import ALGOS, parse_command_line, run, script_module
 from scripts import SCRIPTS
 
 pytestmark = [
@@ -49,20 +48,6 @@ def tiny(script: str) -> list[str]:
     if script not in SCRIPTS:
         pytest.fail(f"algos/{script} has no entry in tests/scripts.py: add its tiny arguments.")
     return list(SCRIPTS[script]["tiny"])
-
-
-def script_module(name: str):
-    """The script's module, imported once (a second import would register its gymnasium envs again)."""
-    module = sys.modules.get(name)
-    if module is None or getattr(module, "__file__", "") != str(ALGOS / f"{name}.py"):
-        module = load_script(name)
-    return module
-
-
-def parse(module, script: str, argv: list[str], monkeypatch):
-    """The script's Args from a command line, as its __main__ parses it (presets first, where it has them)."""
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    return module.parse_args() if hasattr(module, "parse_args") else tyro.cli(module.Args)
 
 
 def fields(module) -> set:
@@ -111,8 +96,8 @@ def test_float32_cuda_matches_cpu(script, tmp_path, monkeypatch):
     draw = torch.multinomial
     monkeypatch.setattr(torch, "multinomial", lambda probs, *a, **k: draw(probs.cpu(), *a, **k).to(probs.device))
     monkeypatch.chdir(tmp_path)
-    cpu = module.main(parse(module, script, [*argv, "--no-cuda"], monkeypatch))
-    cuda = module.main(parse(module, script, [*argv, "--cuda"], monkeypatch))
+    cpu = module.main(parse_command_line(module, [*argv, "--no-cuda"], monkeypatch))
+    cuda = module.main(parse_command_line(module, [*argv, "--cuda"], monkeypatch))
     losses = sorted(k for k, v in cpu.items() if "loss" in k and isinstance(v, float))
     assert losses, f"{script}'s main() returned no loss to compare: {sorted(cpu)}"
     for key in losses:
@@ -158,7 +143,7 @@ def test_float16_with_gradient_scaler(script, tmp_path, monkeypatch):
     module = script_module(script[:-3])
     monkeypatch.chdir(tmp_path)
     argv = [*tiny(script), *SCRIPTS[script]["save"], "--dtype", "float16", "--cuda"]
-    metrics = module.main(parse(module, script, argv, monkeypatch))
+    metrics = module.main(parse_command_line(module, argv, monkeypatch))
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"]), metrics
     ckpt, = tmp_path.glob(f"runs/*/{SCRIPTS[script]['checkpoint']}")
     scaler = module.load_checkpoint(str(ckpt), "--eval-checkpoint")["scaler"]
