@@ -62,6 +62,17 @@ def parse_command_line(module, argv: list[str], monkeypatch):
     return module.parse_args() if hasattr(module, "parse_args") else module.tyro.cli(module.Args)
 
 
+def refusal(module, argv: list[str], monkeypatch) -> str:
+    """The one-line message a command line is refused with, parsed and run in-process as the script's
+    __main__ does: a SystemExit's message is what the command prints, with no traceback (test_bad_inputs
+    runs such refusals as commands)."""
+    with pytest.raises(SystemExit) as refused:
+        module.main(parse_command_line(module, argv, monkeypatch))
+    message = str(refused.value.code)
+    assert "\n" not in message, f"more than one line: {message!r}"
+    return message
+
+
 def script_env(**extra) -> dict:
     """The environment for a script run: no wandb network, one thread, offline tiktoken."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RANK", "WORLD_SIZE")}

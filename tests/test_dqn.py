@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, parse_command_line
+from conftest import load_script, refusal
 
 dqn = load_script("dqn")
 GAMMA = 0.9
@@ -257,13 +257,9 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     (["--eval-checkpoint", "corrupt.pt"], "is damaged or is not a checkpoint"),
 ])
 def test_bad_input_gets_one_clear_sentence(args, message, tmp_path, monkeypatch):
-    """Parsed and run in-process as the script's __main__ does: refused with one line (SystemExit's
-    message is what the command prints, without a traceback: test_bad_inputs runs such refusals as commands)."""
     (tmp_path / "corrupt.pt").write_bytes(b"this is not a checkpoint")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as refusal:
-        dqn.main(parse_command_line(dqn, args, monkeypatch))
-    assert message in str(refusal.value.code) and "\n" not in str(refusal.value.code), refusal.value.code
+    assert message in refusal(dqn, args, monkeypatch)
 
 
 @pytest.mark.parametrize("n_step, bar", [(8, 300), (1, 80)])

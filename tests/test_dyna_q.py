@@ -17,7 +17,7 @@ from collections import Counter, deque
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import ALGOS, load_script, parse_command_line, run, script_env
+from conftest import ALGOS, load_script, refusal, run, script_env
 
 dyna_q = load_script("dyna_q")
 ALPHA, GAMMA, KAPPA = 0.1, 0.95, 1e-3
@@ -280,12 +280,8 @@ def test_seeded_runs_repeat_exactly_and_save_q_tables(tmp_path, monkeypatch):
     (["--planning-steps", "5", "5"], "must not repeat"),
 ])
 def test_bad_input_gets_one_clear_sentence(args, message, tmp_path, monkeypatch):
-    """Parsed and run in-process as the script's __main__ does: refused with one line (SystemExit's
-    message is what the command prints, without a traceback: test_bad_inputs runs such refusals as commands)."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as refusal:
-        dyna_q.main(parse_command_line(dyna_q, args, monkeypatch))
-    assert message in str(refusal.value.code) and "\n" not in str(refusal.value.code), refusal.value.code
+    assert message in refusal(dyna_q, args, monkeypatch)
 
 
 def test_ctrl_c_reports_the_finished_runs_and_exits_130(tmp_path):
