@@ -408,9 +408,10 @@ def validate(args: Args, world_size: int) -> None:
     last_train = max(args.total_timesteps // args.num_envs, 1) // (args.train_frequency // args.num_envs)
     last_train *= args.train_frequency
     if args.learning_starts >= last_train:
-        raise SystemExit(f"--learning-starts {args.learning_starts} is not below {last_train}, the last step that "
-                         f"trains (--total-timesteps {args.total_timesteps}, --train-frequency "
-                         f"{args.train_frequency}): the network would never train.")
+        last = f"{last_train}, the last step that trains" if last_train else "0: no step trains"
+        raise SystemExit(f"--learning-starts {args.learning_starts} is not below {last} (--total-timesteps "
+                         f"{args.total_timesteps}, --train-frequency {args.train_frequency}): the network would "
+                         "never train.")
     if args.start_e < args.end_e:
         raise SystemExit(f"--start-e {args.start_e} is below --end-e {args.end_e}: epsilon falls from --start-e "
                          "to --end-e, so give a --start-e of at least --end-e.")
