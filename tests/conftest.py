@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -66,8 +67,20 @@ def refusal(module, argv: list[str], monkeypatch) -> str:
     """The one-line message a command line is refused with, parsed and run in-process as the script's
     __main__ does: a SystemExit's message is what the command prints, with no traceback (test_bad_inputs
     runs such refusals as commands)."""
-    with pytest.raises(SystemExit) as refused:
-        module.main(parse_command_line(module, argv, monkeypatch))
+    class NotRefused(Exception):  # not an OSError, which a script may catch
+        pass
+
+    def too_long(*_):
+        raise NotRefused(f"{argv} was not refused within 60 s: it runs")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        with pytest.raises(SystemExit) as refused:
+            module.main(parse_command_line(module, argv, monkeypatch))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     message = str(refused.value.code)
     assert "\n" not in message, f"more than one line: {message!r}"
     return message

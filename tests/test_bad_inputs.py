@@ -3,8 +3,8 @@
 The rule (issue 16): every try either runs correctly or exits non-zero with one line on stderr
 and no traceback, and no run's work is lost. Two layers:
 - in-process, hundreds of cases in a second: every numeric field of `Args` declares its valid
-  `Range`, and `check_args` refuses 0, -1, nan and inf wherever that Range excludes them, with
-  one sentence that starts with the flag;
+  `Range`, and `check_args` refuses 0, -1, nan, inf, a bound or the value just past it wherever
+  that Range excludes them, with one sentence that names the flag and the value;
 - end to end, a few subprocess runs per script with the tiny arguments of tests/scripts.py: one
   nonsense value, a run folder that cannot be created, two twins started together, a truncated
   and a byte-flipped checkpoint, Ctrl-C (SIGINT) mid-run followed by the command it prints, and
@@ -64,25 +64,38 @@ def test_every_numeric_field_declares_its_range(script):
     assert not missing, f"{script}.py: numeric fields without a Range: {missing}"
 
 
+def edges(kind, rule) -> list:
+    """Each finite bound of a Range and the nearest value past it (the next float, or the next int)."""
+    out = []
+    for bound, outward in ((rule.lo, -math.inf), (rule.hi, math.inf)):
+        if math.isfinite(bound):
+            past = math.nextafter(bound, outward) if kind is float else int(bound) + (1 if outward > 0 else -1)
+            out += [kind(bound), past]
+    return out
+
+
 @pytest.mark.parametrize("script", ALL)
 def test_out_of_range_values_are_refused_with_one_sentence(script):
+    """0, -1, nan, +-inf, and each bound of the field's Range and the value just past it: a value outside
+    is refused with one sentence that names the flag and the value, a value inside is accepted."""
     module = script_module(script)
     base, tried, refused = module.Args(), 0, 0
     for name, (kind, rule) in numeric_fields(module).items():
         is_tuple = isinstance(getattr(base, name), tuple)
-        for probe in PROBES:
+        for probe in (*PROBES, *edges(kind, rule)):
             if kind is int and not math.isfinite(probe):
                 continue  # tyro refuses "nan" for an int field before any of our code runs
             value = kind(probe)
             args = dataclasses.replace(base, **{name: (value,) if is_tuple else value})
             tried += 1
             if allowed(rule, value):
+                module.check_args(args)
                 continue
             with pytest.raises(SystemExit) as refusal:
                 module.check_args(args)
             message = str(refusal.value.code)
             flag = "--" + name.replace("_", "-")
-            assert message.startswith(f"{flag} "), f"{script}.py {flag} {value}: {message!r}"
+            assert message.startswith(f"{flag} {value} is not allowed: it must be "), f"{script}.py: {message!r}"
             assert "\n" not in message, f"{script}.py {flag} {value}: more than one line"
             refused += 1
         if kind is float:
@@ -228,6 +241,11 @@ def interrupt(cmd: list, cwd, ready: str, timeout: float = 240) -> tuple[int, st
     return code, stdout, err
 
 
+def short_reload(script: str) -> list:
+    """The reload arguments but the checkpoint: settings that keep an evaluation to seconds (3 episodes)."""
+    return [a for a in entry(script, "reload") if a not in ("--eval-checkpoint", "{ckpt}")]
+
+
 def printed_command(stdout: str, prefix: str) -> list:
     """The command after `prefix` on the last line that has it, with `python` -> this interpreter."""
     lines = [line for line in stdout.splitlines() if line.startswith(prefix)]
@@ -245,9 +263,9 @@ def test_ctrl_c_keeps_the_work_and_says_how_to_go_on(script, tmp_path):
     assert code == 130, f"Ctrl-C should exit with 130, got {code}"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
     kind = entry(script, "after_ctrl_c")
-    if kind == "evaluate":  # the RL scripts: the model so far, and the command that evaluates it
-        proc = run(printed_command(out, "to evaluate it: "), cwd=tmp_path, timeout=300)
-        assert proc.returncode == 0 and "eval" in proc.stdout, proc.stderr[-2000:]
+    if kind == "evaluate":  # the RL scripts: the model so far, and the command that evaluates it (a flag added wins)
+        proc = run(printed_command(out, "to evaluate it: ") + short_reload(script), cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0 and "over 3 episodes" in proc.stdout, proc.stderr[-2000:]
     elif kind == "resume":  # long runs: the command resumes; interrupted again, it saves again
         again, out2, err2 = interrupt(printed_command(out, "to resume it: "), tmp_path, entry(script, "ready"))
         assert again == 130 and "Traceback" not in err2, err2[-2000:]
@@ -268,8 +286,7 @@ def test_ctrl_c_in_the_final_evaluation_keeps_the_model(script, tmp_path):
     code, out, err = interrupt(cmd, tmp_path, "final evaluation")
     assert code == 130, f"Ctrl-C in the final evaluation should exit with 130, got {code}"
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
-    short = [a for a in entry(script, "reload") if a not in ("--eval-checkpoint", "{ckpt}")]
-    proc = run(printed_command(out, "to evaluate it: ") + short, cwd=tmp_path, timeout=300)
+    proc = run(printed_command(out, "to evaluate it: ") + short_reload(script), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and ("eval" in proc.stdout or "BLEU" in proc.stdout), proc.stderr[-2000:]
 
 

@@ -244,7 +244,7 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
         dqn.main(dqn.Args(eval_checkpoint=str(ckpt), track=True))
 
 
-# Combinations, environments, checkpoints; each field's own range: test_bad_inputs.py, in-process.
+# Combinations, environments, checkpoints; each field's range (bounds, nan, inf): test_bad_inputs.py.
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "Pendulum-v1"], "such as ppo.py for continuous actions"),
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),

@@ -272,7 +272,7 @@ def test_seeded_runs_repeat_exactly_and_save_q_tables(tmp_path, monkeypatch):
     assert list((tmp_path / "runs").glob("*/dyna_q.png"))
 
 
-# Combinations, environments, checkpoints; each field's own range: test_bad_inputs.py, in-process.
+# Combinations, environments, checkpoints; each field's range (bounds, nan, inf): test_bad_inputs.py.
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "Pendulum-v1"], "needs Discrete observation and action spaces"),
     (["--env-id", "Taxi-v3"], "Taxi-v4"),

@@ -508,7 +508,7 @@ def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_
     assert evaluated["eval/mean_return"] == float(ranks[0]["eval_mean"])
 
 
-# Combinations, environments, checkpoints; each field's own range: test_bad_inputs.py, in-process.
+# Combinations, environments, checkpoints; each field's range (bounds, nan, inf): test_bad_inputs.py.
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "NoSuchEnv-v0"], "pprint_registry"),
     (["--env-id", "Blackjack-v1"], "flat Box observation"),

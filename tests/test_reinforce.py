@@ -304,7 +304,7 @@ def test_bad_checkpoints_get_one_sentence(tmp_path, monkeypatch):
             rf.main(rf.Args(eval_checkpoint=str(tmp_path / name)))
 
 
-# Combinations, environments, checkpoints; each field's own range: test_bad_inputs.py, in-process.
+# Combinations, environments, checkpoints; each field's range (bounds, nan, inf): test_bad_inputs.py.
 @pytest.mark.parametrize("args, message", [
     (["--baseline", "rloo", "--episodes-per-update", "1"], "--baseline rloo needs at least 2 episodes"),
     (["--hidden-sizes", "64", "0"], "--hidden-sizes 0 is not allowed"),

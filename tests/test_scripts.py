@@ -37,8 +37,8 @@ def test_help(script, capsys, monkeypatch):
 def test_copied_alone_it_runs_on_two_ranks_and_logs_its_metrics(script, tmp_path):
     """The fork story: the file alone in an empty folder (it imports nothing of the repo) runs under
     torchrun on two CPU ranks (gloo) with --track (WANDB_MODE=offline). Only rank 0 prints, and only
-    rank 0 writes a wandb run, whose history has the script's metric keys, as has its
-    runs/<run>/metrics.jsonl (written with or without --track: test_bad_inputs' twins, one process
+    rank 0 writes a wandb run, inside its run folder, whose history has the script's metric keys, as has
+    its runs/<run>/metrics.jsonl (written with or without --track: test_bad_inputs' twins, one process
     each and no --track, read theirs)."""
     shutil.copy(ALGOS / script, tmp_path / script)
     logs = tmp_path / "torchrun_logs"
@@ -56,6 +56,7 @@ def test_copied_alone_it_runs_on_two_ranks_and_logs_its_metrics(script, tmp_path
     check_metrics_jsonl(script, folders[0])
     files = offline_runs(str(tmp_path))
     assert len(files) == 1, f"expected exactly one wandb run (rank 0's), found {files}"
+    assert offline_runs(str(folders[0])) == files, f"the wandb run is not in the run folder {folders[0]}: {files}"
     logged = {key for row in history(files[0]) for key in row}
     missing = set(spec(script)["metrics"]) - logged
     assert not missing, f"{script} --track did not log {sorted(missing)}; it logged {sorted(logged)}"
