@@ -869,17 +869,15 @@ class RunLog:
                                  "run `wandb login`, or set WANDB_MODE=offline to log to files.") from None
             self.wandb = wandb
         self.path, self.start = os.path.join(run_dir, "metrics.jsonl"), time.time()
-        self.file = open(self.path, "a")
-        self.write({"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)})
+        self.file = open(self.path, "a", buffering=1)  # line-buffered: each row is in the file once printed
+        header = {"algo": ALGO, "run_name": run_name, "config": dataclasses.asdict(args)}
+        print(json.dumps(header, default=float), file=self.file)
         print(f"metrics: {self.path}")
 
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row, default=float) + "\n")
-        self.file.flush()
-
     def log(self, row: dict, step: Optional[int] = None) -> None:
-        plain = {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
-        self.write({"step": step, "time": round(time.time() - self.start, 3), **plain})
+        line = {"step": step, "time": round(time.time() - self.start, 3)}
+        line |= {k: v for k, v in row.items() if isinstance(v, (int, float, str, list, np.generic))}
+        print(json.dumps(line, default=float), file=self.file)
         if self.wandb:
             self.wandb.log(row, step=step)
 
