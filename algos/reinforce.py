@@ -87,7 +87,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import tyro
-from torch.distributions import Categorical, Normal
+from torch.distributions import Categorical, Independent, Normal
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 ALGO = "reinforce"
@@ -230,27 +230,18 @@ class Agent(nn.Module):
         self.critic = mlp(obs_dim, hidden_sizes, 1, out_std=1.0) if value else None
 
     def dist(self, obs: torch.Tensor):
-        out = self.actor(obs)
+        out = self.actor(obs)  # logits, or the mean of a diagonal Gaussian: its dimensions' log-probs and entropies add
         try:
-            return Categorical(logits=out) if self.discrete else Normal(out, self.log_std.exp())
+            return Categorical(logits=out) if self.discrete else Independent(Normal(out, self.log_std.exp()), 1)
         except ValueError:  # torch.distributions refuses them: one sentence instead of its traceback
             raise SystemExit("the policy broke (nan logits or a zero standard deviation): "
                              "lower --learning-rate.") from None
 
-    def act(self, obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
-        d = self.dist(obs)
-        if greedy:
-            return d.probs.argmax(-1) if self.discrete else d.mean
-        return d.sample()
-
     def forward(self, obs: torch.Tensor, actions: torch.Tensor):
         """log pi(a|s), the entropy H(pi(.|s)) and v(s) (None without a value baseline)."""
         d = self.dist(obs)
-        logprob, entropy = d.log_prob(actions), d.entropy()
-        if not self.discrete:  # independent dimensions: log-probs and entropies add
-            logprob, entropy = logprob.sum(-1), entropy.sum(-1)
         value = self.critic(obs).squeeze(-1) if self.critic is not None else None
-        return logprob, entropy, value
+        return d.log_prob(actions), d.entropy(), value
 
 
 def play_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device, seed: Optional[int], greedy: bool):
@@ -258,8 +249,9 @@ def play_episodes(envs: gym.vector.VectorEnv, agent: Agent, device: torch.device
     obs, _ = envs.reset(seed=seed)
     alive = np.ones(envs.num_envs, dtype=bool)
     while alive.any():
-        with torch.inference_mode():
-            actions = agent.act(torch.as_tensor(obs, dtype=torch.float32, device=device), greedy).cpu().numpy()
+        with torch.inference_mode():  # greedy: the most likely action, or the Gaussian's mean
+            pi = agent.dist(torch.as_tensor(obs, dtype=torch.float32, device=device))
+            actions = (pi.mode if greedy else pi.sample()).cpu().numpy()
         next_obs, rewards, terminated, truncated, _ = envs.step(actions)
         yield obs, actions, np.where(alive, rewards, 0.0), alive.copy()  # rewards are 0 once an episode has ended
         alive &= ~(terminated | truncated)
@@ -547,16 +539,13 @@ def main(args: Args) -> dict:
             dist.all_reduce(counts[1:], op=dist.ReduceOp.MAX)
         global_step += int(counts[0])
 
-        logprob, entropy, values = model(obs.flatten(0, 1), actions.flatten(0, 1))
-        logprob, entropy = logprob.view_as(returns), entropy.view_as(returns)
+        logprob, entropy, values = model(obs, actions)  # [T, local_k] each
         if args.baseline == "none":
             advantages = returns
         elif args.baseline == "value":  # S&B 13.4: b = v(S_t; w)
-            values = values.view_as(returns)
             advantages = returns - values.detach()
-        else:  # RLOO: the group is the k episodes of all ranks
-            group_sum = torch.zeros(int(counts[1]), device=device)
-            group_sum[:len(returns)] = returns.sum(1)
+        else:  # RLOO: the group is the k episodes of all ranks, padded with zeros to the longest
+            group_sum = nn.functional.pad(returns.sum(1), (0, int(counts[1]) - len(returns)))
             if distributed:
                 dist.all_reduce(group_sum)
             advantages = returns - rloo_baseline(returns, group_sum[:len(returns)], args.episodes_per_update)
