@@ -20,10 +20,9 @@ embedding instead, for the seminar's comparison. Generation keeps each layer's k
 new token costs one position's work instead of a pass over the whole context, until the context window fills.
 
 Training: AdamW with weight decay on the matrices only (Loshchilov & Hutter 2019), linear warmup then cosine decay,
-gradient clipping, gradient accumulation, bf16 autocast on CUDA (--dtype float16 with a gradient scaler for GPUs
-without bf16), optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues the run
-bit for bit. Data are token files made by data/*/prepare.py (uint16 ids). The defaults are nanoGPT's CPU "baby" sizes
-on shakespeare_char; the run's last val loss is exact (whole split).
+gradient clipping and accumulation, bf16 autocast on CUDA (--dtype float16 with a gradient scaler for GPUs without bf16:
+V100, T4), optional torch.compile; checkpoints hold the optimizer and RNG states, so --resume continues the run bit for
+bit. The defaults are nanoGPT's CPU "baby" sizes on shakespeare_char; the run's last val loss is exact (whole split).
 
 Distributed: --batch-size counts all ranks; under torchrun each rank samples batch_size / world_size sequences per
 micro-step from its own seed, and DDP averages the gradients once per iteration (not on the accumulation micro-steps),
@@ -47,7 +46,6 @@ Usage
     python algos/gpt.py --max-iters 300                # a quick run
     torchrun --standalone --nproc_per_node=2 algos/gpt.py
     python algos/gpt.py --pos-encoding learned         # the seminar's comparison
-    python algos/gpt.py --dtype float16                # a GPU without bfloat16 (V100, T4)
     python algos/gpt.py --eval-checkpoint runs/<run_name>/ckpt.pt --prompt "ROMEO:"   # val loss, samples
     python algos/gpt.py <the run's flags> --resume runs/<run_name>/ckpt.pt    # Ctrl-C prints this line
     python data/shakespeare/prepare.py && python algos/gpt.py --data-dir data/shakespeare --n-layer 6 --n-head 6 \\
@@ -223,7 +221,6 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer, self.n_head, self.n_kv_head, self.dropout = layer, args.n_head, args.n_kv_head, args.dropout
         self.head_dim = args.n_embd // args.n_head
-        self.rope = args.pos_encoding == "rope"
         # q, k and v in one matmul; with fewer kv heads, k and v are narrower than q.
         self.qkv = nn.Linear(args.n_embd, (args.n_head + 2 * args.n_kv_head) * self.head_dim, bias=False)
         self.proj = nn.Linear(args.n_embd, args.n_embd, bias=False)
@@ -232,7 +229,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split([self.n_head * self.head_dim] + 2 * [self.n_kv_head * self.head_dim], dim=-1)
         q, k, v = (t.view(B, T, -1, self.head_dim) for t in (q, k, v))  # (B, T, heads, d_head)
-        if self.rope:
+        if freqs is not None:
             q, k = apply_rope(q, freqs), apply_rope(k, freqs)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, d_head)
         mask = None
@@ -354,10 +351,8 @@ def estimate_loss(model: nn.Module, data: dict, args: Args, ctx, device, exact_v
         else:
             g = torch.Generator().manual_seed(12345)
             batches = [get_batch(data[split], args.batch_size, args.block_size, g) for _ in range(args.eval_iters)]
-        total = 0.0
-        for x, y in batches:
-            with ctx:
-                total += model(x.to(device), y.to(device))[1].item() * len(x)
+        with ctx:
+            total = sum(model(x.to(device), y.to(device))[1].item() * len(x) for x, y in batches)
         out[f"{split}/loss"] = total / sum(len(x) for x, _ in batches)
     model.train()
     return out
@@ -608,11 +603,10 @@ def check_finite(name: str, value: float, step: int, hint: str) -> None:
 
 def check_vocabulary(flag: str, path: str, saved: dict, data_dir: str, meta: dict) -> None:
     """A checkpoint reads only data of its own tokenizer, size and ids (a char set of the same size is not enough)."""
-    if saved == meta:
-        return
-    mine, theirs = (f"{m.get('tokenizer')} with {m['vocab_size']} tokens" for m in (saved, meta))
-    differ = f"{mine}, --data-dir {theirs}" if mine != theirs else f"{mine} in both, but other ids"
-    raise SystemExit(f"{flag} {path} does not fit --data-dir {data_dir} ({differ}): give the run's own.")
+    if saved != meta:
+        mine, theirs = (f"{m.get('tokenizer')} with {m['vocab_size']} tokens" for m in (saved, meta))
+        differ = f"{mine}, --data-dir {theirs}" if mine != theirs else f"{mine} in both, but other ids"
+        raise SystemExit(f"{flag} {path} does not fit --data-dir {data_dir} ({differ}): give the run's own.")
 
 
 def resume_checkpoint(args: Args) -> dict:
@@ -635,8 +629,7 @@ def resume_checkpoint(args: Args) -> dict:
 
 
 def evaluate_checkpoint(args: Args) -> dict:
-    """--eval-checkpoint: the model rebuilt from the checkpoint's own flags prints num_samples
-    continuations of --prompt, then its exact val loss when --data-dir holds a dataset."""
+    """--eval-checkpoint: samples from the model built with the checkpoint's own flags, then its exact val loss."""
     ckpt = load_checkpoint(args.eval_checkpoint, "--eval-checkpoint")
     if int(os.environ.get("RANK", 0)) != 0:
         return {}
@@ -681,10 +674,9 @@ def main(args: Args) -> dict:
     data, meta = load_dataset(args.data_dir, args.block_size)
     if ckpt is not None:
         check_vocabulary("--resume", args.resume, ckpt["meta"], args.data_dir, meta)
-    # Refuse what memory cannot hold: the float32 weights, their gradients and AdamW's two moments (16 bytes a
-    # parameter, counted on the meta device, which allocates nothing), then a micro-step's float32 activations (as
-    # measured on a CPU): per token 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T
-    # matrices per head and layer.
+    # Refuse what memory cannot hold: the float32 weights, gradients and AdamW's two moments (16 bytes a parameter,
+    # counted on the meta device without allocating), then a micro-step's float32 activations (measured on a CPU): per
+    # token 32 n_embd-wide vectors per layer and 3 vocab-wide; with dropout also 3 T x T matrices per head and layer.
     with torch.device("meta"):
         weights = 16 * sum(p.numel() for p in GPT(args, meta["vocab_size"]).parameters())
     batch, T, L, H = args.batch_size // world_size, args.block_size, args.n_layer, args.n_head  # batch: per rank
@@ -704,8 +696,7 @@ def main(args: Args) -> dict:
     run_dir = (os.path.dirname(args.resume) or "." if ckpt is not None  # a resumed run writes beside its checkpoint
                else make_run_dir(f"{task}__{args.exp_name}__{args.seed}__{int(time.time())}") if is_main else "")
     ckpt_path = args.resume or os.path.join(run_dir, "ckpt.pt")  # a resumed run saves to the file it resumed
-    # float16's narrow range would round small gradients to 0: the scaler multiplies the loss before backward and
-    # divides the gradients after (skipping a step whose gradients overflowed); disabled, it changes nothing.
+    # float16 would round small gradients to 0: the scaler scales the loss up and the gradients back (disabled: a no-op)
     ctx = autocast_context(args.dtype, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and args.dtype == "float16")
 
@@ -737,7 +728,6 @@ def main(args: Args) -> dict:
     logger = RunLog(args, os.path.basename(os.path.abspath(run_dir)), run_dir) if is_main else None
 
     def checkpoint(it: int) -> None:
-        """Rank 0 saves, with every rank's RNG states so that each continues its own streams."""
         mine = {"data": data_rng.get_state(), "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if use_cuda else None}
         states = [mine] * world_size  # one process: its own; under torchrun all_gather fills in every rank's
