@@ -595,14 +595,17 @@ def main(args: Args) -> dict:
 
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     envs = make_envs(args.env_id, num_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
-    logger = None  # rank 0's RunLog
+    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
+    try:  # nor does a replay buffer larger than memory
+        rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
+    except MemoryError as e:  # numpy says how much it could not allocate
+        raise SystemExit(f"--buffer-size {args.buffer_size}: {e}; lower it.") from None
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {num_envs} env(s) on {device}, run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
-        logger = RunLog(args, run_name, run_dir)
+    logger = RunLog(args, run_name, run_dir) if is_main else None
 
-    obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
     q_network = QNetwork(obs_space, n_actions, args.hidden_sizes).to(device)
     # DDP broadcasts rank 0's initial weights, so the target copy below is the same everywhere.
     model = DDP(q_network) if distributed else q_network
@@ -610,7 +613,6 @@ def main(args: Args) -> dict:
     target_network.load_state_dict(q_network.state_dict())
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))
     loss_fn = F.smooth_l1_loss if args.loss == "huber" else F.mse_loss
-    rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
     window = NStepWindow(args.n_step, num_envs, args.gamma)
 
     # The schedule is in iterations (one step of every env), the same on every rank.
