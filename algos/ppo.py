@@ -684,15 +684,25 @@ def main(args: Args) -> dict:
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     n_envs, T = args.num_envs // world_size, args.num_steps
     envs = make_envs(args.env_id, n_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
-    logger = None  # rank 0's RunLog
+    action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
+    # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
+    try:  # one larger than memory leaves no run folder either
+        b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # the float32 inputs normalize() gives the network
+        b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
+        b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
+        raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
+        rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
+        terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
+    except (MemoryError, RuntimeError):  # numpy's MemoryError; torch's RuntimeError "can't allocate memory"
+        raise SystemExit(f"a rollout of --num-envs {args.num_envs} x --num-steps {T} steps does not fit in "
+                         "memory: lower them.") from None
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}, "
               f"run folder {run_dir}")
         print("config: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(args).items()))
-        logger = RunLog(args, run_name, run_dir)
+    logger = RunLog(args, run_name, run_dir) if is_main else None
 
-    action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
     agent = Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init,
                   args.normalize_obs).to(device)
     # DDP broadcasts rank 0's initial weights; the statistics buffers are synchronised by
@@ -701,14 +711,6 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5,
                                  fused=device.type in ("cpu", "cuda"))  # one kernel, not one per tensor
     obs_rms, reward_rms = RunningMeanStd(obs_shape), RunningMeanStd()
-
-    # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
-    b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # float32 network inputs, as normalize() gives them
-    b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
-    b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
-    raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
-    rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
-    terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
 
     steps_per_iteration = args.num_envs * T  # all ranks together
     num_iterations = args.total_timesteps // steps_per_iteration
