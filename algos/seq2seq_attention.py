@@ -287,11 +287,10 @@ def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, 
 
 
 class BytePairEncoding:
-    """Byte-level BPE learned from the training text (Sennrich et al. 2016, in GPT-2's byte form): the text is
-    cut into words (each keeps its leading space), a word into its UTF-8 bytes; then num_merges times the
-    most frequent adjacent pair of symbols in the corpus becomes one new symbol (ties: the smaller pair).
-    Only the words holding the merged pair are recounted. A symbol is a str of byte values (latin-1), so any
-    text splits into known bytes and joins back exactly. Encoding applies the merges in learned order."""
+    """Byte-level BPE learned from the training text (Sennrich et al. 2016, in GPT-2's byte form): the text is cut into
+    words (each keeps its leading space), a word into its UTF-8 bytes; then num_merges times the most frequent adjacent
+    pair of symbols in the corpus becomes one new symbol (ties: the smaller pair). Only the words holding the merged
+    pair are recounted. A symbol is a str of byte values (latin-1). Encoding applies the merges in learned order."""
 
     WORDS = re.compile(r" ?\w+| ?[^\w\s]+|\s+")
 
@@ -487,8 +486,7 @@ class Attention(nn.Module):
             scores = self.v(torch.tanh(self.W(s).unsqueeze(1) + keys)).squeeze(-1)  # v^T tanh(W s + U h_j)
         else:
             scores = (keys @ s.unsqueeze(-1)).squeeze(-1)  # s^T h_j  or  s^T (W_a h_j)
-        # -inf on padding gives a weight of exactly 0; the softmax runs in float32 under autocast.
-        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        weights = scores.float().masked_fill(~mask, float("-inf")).softmax(dim=-1)  # float32 softmax under autocast
         context = (weights.to(values.dtype).unsqueeze(1) @ values).squeeze(1)
         return context, weights
 
@@ -579,10 +577,9 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src, src_len, beam_size: int, max_len: int, alpha: float) -> torch.Tensor:
-    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>. Row b * K + k
-    holds beam k of sentence b. A finished beam stays in the beam: it can only be extended by PAD at no cost,
-    so it competes with the live ones until the end. Candidates are ranked by log P / lp(length); among live
-    candidates, which share a length, that is the plain log-probability order, so K = 1 is exactly greedy."""
+    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>. Row b * K + k holds beam k
+    of sentence b. A finished beam stays in the beam, extended only by PAD at no cost: it competes with the live ones
+    until the end. Live candidates share a length, so log P / lp ranks them as log P does: K = 1 is exactly greedy."""
     B, K, device = src.size(0), beam_size, src.device
     state, feed, keys, values, mask = (x.repeat_interleave(K, dim=0) for x in model.encode(src, src_len))
     scores = torch.zeros(B, K, device=device)
@@ -907,9 +904,8 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
     own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
     if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
         print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
-    # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
     return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
-                               save_model=args.save_model or flag == "--resume")
+                               save_model=args.save_model or flag == "--resume")  # else a resume's new steps are lost
 
 
 def main(args: Args) -> dict:
@@ -983,9 +979,8 @@ def main(args: Args) -> dict:
                 n += 1
             greedy = attention_figure(model, [(sentence, "")], src_vocab, tgt_vocab, tokenizer, max_len, device,
                                       figure)[0]
-            src_tokens = tokenizer.split(sentence)
-            src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
-            beam = beam_search(model, src, torch.tensor([len(src_tokens)]), args.beam_size, max_len,
+            src = torch.tensor([src_vocab.encode(tokenizer.split(sentence))], device=device)
+            beam = beam_search(model, src, torch.tensor([src.size(1)]), args.beam_size, max_len,
                                args.length_penalty)[0].tolist()
             print(f"{sentence!r}\n  greedy: {greedy!r}\n  beam {args.beam_size}: "
                   f"{tokenizer.join(tgt_vocab.decode(beam))!r}\n  attention heat map: {figure}")
@@ -1040,8 +1035,7 @@ def main(args: Args) -> dict:
                                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iteration": it,
                                    "order": order, "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
 
-    # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
-    order_gen = torch.Generator().manual_seed(args.seed)
+    order_gen = torch.Generator().manual_seed(args.seed)  # without the rank: every rank draws the same permutation
     n_train, per_rank = len(tensors["train"].src), args.batch_size // world_size
     if n_train < args.batch_size:  # else some rank's share of a batch would be empty
         raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
