@@ -9,14 +9,13 @@ pi(n) = prod_t pi(a_t|s_t) and is expanded in increasing order of
                    -> in log space: log d(n) - log pi(n), log pi(n) = sum_t log pi(a_t|s_t)
     Theorem 3      expansions until the goal node n* is expanded  <=  d(n*) / pi(n*)
 
-Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks), so every node
-expanded up to and including n* has cost <= c = cost(n*), and the set S of tree nodes with cost <= c is
-closed under taking parents. Each node of S lies on the path to some leaf l of S (a node of S with no child
-in S), whose path holds d(l) <= c pi(l) nodes; leaves are no one's ancestors, so their probabilities sum to
-at most 1 and |S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties (nodes of cost exactly c expanded before n*) and
-the state cut below only remove nodes from S, so the expansions, n* included, stay <= d(n*)/pi(n*): checked
-on every solved level (eval/bound_violations). The policy is renormalized over the moves that change the
-state (the others are not children), so the probabilities of a node's children sum to 1.
+Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks), so every node expanded up
+to and including n* has cost <= c = cost(n*), and the set S of nodes with cost <= c is closed under taking parents. Each
+node of S lies on the path to some leaf l of S (a node of S with no child in S), whose path holds d(l) <= c pi(l) nodes;
+leaves are no one's ancestors, so their probabilities sum to at most 1 and |S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties
+(nodes of cost exactly c expanded before n*) and the state cut below only remove nodes from S, so the expansions,
+n* included, stay <= d(n*)/pi(n*): checked on every solved level (eval/bound_violations). The policy is renormalized
+over the moves that change the state (the others are not children), so the probabilities of a node's children sum to 1.
 
 State cut (2018 paper, for Markov policies): pi(.|s) depends on the state only, so the subtree below a
 state is the same whichever path reached it, and only the cheaper copy is worth keeping: a child whose
@@ -31,9 +30,8 @@ The search's h is the network's estimate of the moves left times --h-weight w (0
 the lengths of the solutions found, which are longer than the shortest, and an h too large near the root
 (h/g big) puts a large power on pi and makes the search greedy.
 
-Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head (4 moves)
-and a heuristic head. Search runs many levels at once, calling the network once a round on all the states
-that need it (batched_search), so the network sees batches, not single states.
+Both use one small CNN over a one-hot grid (planes: wall, goal, box, player) with a policy head (4 moves) and a
+heuristic head. Search (batched_search) runs many levels at once: one network call a round for all states that need it.
 
 Bootstrap training (as in the PHS paper's code): search the unsolved training levels with an expansion budget; train on
 the solutions found with the Levin loss, a cross-entropy on the solution's actions weighted by the expansions the search
@@ -220,8 +218,7 @@ def parse_levels(text: str, source: str) -> list[Level]:
     levels, rows, header = [], [], None  # rows: (line number, line) of the level being read
     for lineno, line in enumerate(text.splitlines() + [""], 1):  # the "" ends the last level
         if line.strip() and not line.startswith(";"):
-            bad = set(line) - set(CHARS)
-            if bad:
+            if bad := set(line) - set(CHARS):
                 raise ValueError(f"{source}:{lineno}: unknown character {sorted(bad)[0]!r}; "
                                  f"levels use only {''.join(CHARS)!r}.")
             if rows and len(line) != len(rows[0][1]):
@@ -327,12 +324,12 @@ def get_levels(args: Args, given: Optional[Args] = None) -> tuple[list[Level], l
             raise ValueError(f"--test-levels {args.test_levels}: --test-levels-path {args.test_levels_path} has "
                              f"{len(test)} levels; lower it to at most {len(test)}.")
         test = None if test is None else test[:args.test_levels]
+        rng = np.random.default_rng(args.seed)
+        gen = lambda tag, difficulties: [generate_level(rng, args.size, args.num_boxes, d, f"{tag}{k}")
+                                         for k, d in enumerate(difficulties)]
         if args.levels_path is None:
-            rng = np.random.default_rng(args.seed)
-            gen = lambda n, tag: [generate_level(rng, args.size, args.num_boxes, args.difficulty, f"{tag}{k}")
-                                  for k in range(n)]
-            train = gen(args.train_levels, "train")
-            test = gen(args.test_levels, "test") if test is None else test
+            train = gen("train", [args.difficulty] * args.train_levels)
+            test = gen("test", [args.difficulty] * args.test_levels) if test is None else test
         else:
             train = load_levels(args.levels_path)
             if test is None:  # the held-out levels are the last ones of the training file
@@ -345,9 +342,8 @@ def get_levels(args: Args, given: Optional[Args] = None) -> tuple[list[Level], l
                                  f"{len(train)} training levels" + ("" if args.test_levels_path else
                                  f" besides the {len(test)} held out") + f"; lower it to at most {len(train)}.")
             train = train[:args.train_levels]
-            rng, n = np.random.default_rng(args.seed), args.add_generated
-            train = [generate_level(rng, args.size, args.num_boxes, 1 + k * args.difficulty // n, f"generated{k}")
-                     for k in range(n)] + train
+            n = args.add_generated
+            train = gen("generated", [1 + k * args.difficulty // n for k in range(n)]) + train
     except ValueError as e:
         raise SystemExit(str(e)) from None
     content = lambda lv: (lv.height, lv.width, lv.walls, lv.goals, lv.start)  # not the name: a copy has another
@@ -475,8 +471,7 @@ class Tree:
         return None
 
     def children(self, node: int) -> list[tuple]:
-        """(action, state, log pi) of the moves that change the state, with the policy renormalized
-        over them so that the children's probabilities sum to pi(node)."""
+        """(action, state, log pi) of the moves that change the state, with the policy renormalized over them."""
         state, policy = self.states[node], self.seen[self.states[node]].policy
         moves = [(a, s) for a in range(len(MOVES)) if (s := self.level.step(state, a)) is not None]
         if not moves:
@@ -546,13 +541,12 @@ WITHIN = (1000, 2000, 5000, 10000)  # budgets reported besides the evaluation's 
 
 
 def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> dict:
-    """eval/* metrics; the expansions and lengths of solved levels are left out when none was solved.
-    Theorem 3 (LevinTS only): expansions <= d(n*)/pi(n*) on every solved level."""
+    """eval/* metrics; the expansions and lengths of solved levels are left out when none was solved."""
     solved = [r for r in results if r["solved"]]
+    total = int(sum(r["expansions"] for r in results))
     exp = np.array([r["expansions"] for r in solved])
-    out = {"eval/solved": len(solved), "eval/levels": len(results),
-           "eval/total_expansions": int(sum(r["expansions"] for r in results)),
-           "charts/expansions_per_s": sum(r["expansions"] for r in results) / max(seconds, 1e-9)}
+    out = {"eval/solved": len(solved), "eval/levels": len(results), "eval/total_expansions": total,
+           "charts/expansions_per_s": total / max(seconds, 1e-9)}
     if solved:
         out |= {"eval/mean_expansions": float(exp.mean()), "eval/median_expansions": float(np.median(exp)),
                 "eval/max_expansions": int(exp.max()),
@@ -1023,8 +1017,7 @@ def main(args: Args) -> dict:
         logger.close()
         if args.eval_checkpoint is None:
             print("to search with it again: " + shlex.join(["python", sys.argv[0], "--eval-checkpoint", ckpt_path])
-                  if args.save_model
-                  else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
+                  if args.save_model else f"(the network was not saved: drop --no-save-model to keep it in {run_dir}/)")
     if distributed:
         dist.barrier()  # all ranks finished (rank 0 evaluates last) before the group goes
         dist.destroy_process_group()
