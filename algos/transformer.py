@@ -36,19 +36,17 @@ Decoding: greedy, or batched beam search ranked by log P(Y|X) / lp(Y), lp(Y) = (
 computed (the causal mask), so each step keeps them in a cache and computes only the new position,
 O(T) work per step instead of recomputing all T positions (a test checks both give the same logits).
 
-Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default, cased, and lowercased (its -lc;
-a test compares both). A PNG of the cross-attention weights, one panel per layer and head, for a test
-sentence goes to runs/<run_name>/cross_attention.png; --translate decodes sentences you type, each with
-its PNG.
+Evaluation: exact match and corpus BLEU as sacreBLEU scores it by default, cased, and lowercased (its -lc; a test
+compares both). A PNG of the cross-attention weights, one panel per layer and head, for a test sentence goes to
+runs/<run_name>/cross_attention.png; --translate decodes sentences you type, each with its PNG.
 
-Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03
-1998" ...) to translate into ISO "1998-03-03"; held-out dates never occur in training. Or --data-path:
-UTF-8 "source<TAB>target" lines, one file split here or a folder with train.tsv, val.tsv and test.tsv.
-Tokens are characters, words, tiktoken subwords, or --tokenizer bpe: byte-level BPE merges learned
-here from both sides of the training split (the most frequent adjacent pair of symbols becomes one,
---bpe-merges times), so rare words become pieces of known ones. The vocabularies hold the tokens seen in
-training (one vocabulary for both sides with --share-embeddings). --bucket-pool batches pairs of similar
-length together, as the paper did (sec. 5.1), so little of a batch is padding.
+Data: by default dates between 1950 and 2049 in 13 human formats ("3 March 1998", "03/03/98", "Tue Mar 03 1998" ...) to
+translate into ISO "1998-03-03"; held-out dates never occur in training. Or --data-path: UTF-8 "source<TAB>target"
+lines, one file split here or a folder with train.tsv, val.tsv and test.tsv. Tokens are characters, words, tiktoken
+subwords, or --tokenizer bpe: byte-level BPE merges learned here from both sides of the training split (the most
+frequent adjacent pair of symbols becomes one, --bpe-merges times), so rare words become pieces of known ones. The
+vocabularies hold the tokens seen in training (one vocabulary for both sides with --share-embeddings). --bucket-pool
+batches pairs of similar length together, as the paper did (sec. 5.1), so little of a batch is padding.
 
 Distributed: under torchrun each rank takes its own rows of every batch (--batch-size counts all ranks)
 and DistributedDataParallel averages the gradients; rank 0 alone evaluates, prints, logs and saves. On
@@ -167,8 +165,7 @@ class Args:
     d_ff: Annotated[int, Range(1)] = 256  # hidden size of the position-wise feed-forward network
     # dropout on sublayer outputs, embeddings and attention weights (the paper: 0.1; dates need none)
     dropout: Annotated[float, Range(0, 0.99)] = 0.0
-    # LayerNorm after each residual sum (the paper), or before each sublayer
-    norm: Literal["post", "pre"] = "post"
+    norm: Literal["post", "pre"] = "post"  # LayerNorm after each residual sum (the paper), or before each sublayer
     pos: Literal["sinusoidal", "learned"] = "sinusoidal"  # fixed sin/cos (sec. 3.5), or a trained table
     max_positions: Annotated[int, Range(1)] = 256  # the longest sentence, in tokens, the position table holds
     share_embeddings: bool = False  # one vocabulary and one embedding table for source and target
@@ -211,8 +208,7 @@ def ordinal(n: int) -> str:
 
 def date_formats(d: datetime.date) -> list[str]:
     """The same date written 13 ways. Numeric ones put the day first."""
-    month, mon, wday = MONTHS[d.month - 1], MONTHS[d.month - 1][:3], WEEKDAYS[d.weekday()]
-    yy = f"{d.year % 100:02d}"
+    month, mon, wday, yy = MONTHS[d.month - 1], MONTHS[d.month - 1][:3], WEEKDAYS[d.weekday()], f"{d.year % 100:02d}"
     return [
         f"{d.day} {month} {d.year}",                           # 3 March 1998
         f"{d.day:02d}/{d.month:02d}/{yy}",                     # 03/03/98
@@ -286,8 +282,7 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
 
 
 def tsv_corpus(path: str, heldout_fraction: float) -> dict[str, list[tuple[str, str]]]:
-    """A folder with train/val/test.tsv, or one file split (after a fixed shuffle) into
-    train, val and test with heldout_fraction each for val and test."""
+    """A folder with train/val/test.tsv, or one file shuffled and split, heldout_fraction each for val and test."""
     if os.path.isdir(path):
         files = {split: os.path.join(path, f"{split}.tsv") for split in ("train", "val", "test")}
         missing = [f for f in files.values() if not os.path.isfile(f)]
@@ -381,10 +376,9 @@ class BytePairEncoding:
 
 
 class Tokenizer:
-    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE
-    learned here from the training split. Words are runs of letters and digits, which may hold inner
-    hyphens, apostrophes, periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are
-    joined back with spaces."""
+    """Text <-> token strings: characters, words, tiktoken subwords (strings of token ids), or byte-level BPE learned
+    here from the training split. Words are runs of letters and digits, which may hold inner hyphens, apostrophes,
+    periods and commas (peut-être, l'homme, 3.50), and punctuation marks; they are joined back with spaces."""
 
     WORD = re.compile(r"\w+(?:[-'’.,]\w+)*|([^\w\s])\1*")  # a run of one mark ("--", "...") is one token
 
@@ -435,10 +429,9 @@ class Vocab:
 
 
 def epoch_order(lengths: torch.Tensor, batch_size: int, pool: int, gen: torch.Generator) -> torch.Tensor:
-    """One epoch's order of the training pairs; its consecutive batch_size slices are the batches. pool 0:
-    a random permutation. Else pairs of similar length share a batch, as in the paper (sec. 5.1), so less of
-    each batch is padding: the permutation's full batches are cut into pools of `pool` batches, each pool is
-    sorted by length and cut into batches, and the batches are shuffled."""
+    """One epoch's order of the training pairs; its consecutive batch_size slices are the batches. pool 0: a random
+    permutation. Else, as in the paper (sec. 5.1), the permutation's full batches are cut into pools of `pool`
+    batches, each pool is sorted by length and cut into batches, and the batches are shuffled."""
     order = torch.randperm(len(lengths), generator=gen)
     if pool == 0:
         return order
@@ -595,8 +588,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.src_embed = nn.Embedding(src_vocab, d_model, padding_idx=PAD)
-        self.tgt_embed = (self.src_embed if share_embeddings
-                          else nn.Embedding(tgt_vocab, d_model, padding_idx=PAD))
+        self.tgt_embed = self.src_embed if share_embeddings else nn.Embedding(tgt_vocab, d_model, padding_idx=PAD)
         if pos == "sinusoidal":
             self.register_buffer("pe", sinusoidal_table(max_positions, d_model), persistent=False)
         else:
@@ -660,9 +652,8 @@ class Transformer(nn.Module):
 
 # --- Training: the label-smoothed loss and the step size ---------------------------------------
 def label_smoothed_loss(logits: torch.Tensor, tgt_out: torch.Tensor, eps: float) -> torch.Tensor:
-    """Cross-entropy against q = (1 - eps) onehot(y) + eps / V, that is
-    (1 - eps) (-log p_y) + eps mean_v (-log p_v), averaged over the real target tokens (padding does not
-    count). eps = 0 is the plain cross-entropy."""
+    """Cross-entropy against q = (1 - eps) onehot(y) + eps / V, that is (1 - eps) (-log p_y) + eps mean_v (-log p_v),
+    averaged over the real target tokens (padding does not count). eps = 0 is the plain cross-entropy."""
     logp = logits.float().log_softmax(dim=-1)
     nll = -logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
     real = tgt_out != PAD
@@ -705,10 +696,9 @@ def length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.no_grad()
 def beam_search(model: Transformer, src: torch.Tensor, beam_size: int, max_len: int, alpha: float):
-    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>. Row b * K + k
-    holds beam k of sentence b. A finished beam stays in the beam: it can only be extended by PAD at no cost,
-    so it competes with the live ones until the end. Candidates are ranked by log P / lp(length); among live
-    candidates, which share a length, that is the plain log-probability order, so K = 1 is exactly greedy."""
+    """Batched beam search -> the best hypothesis per sentence, ids (B, T), PAD after </s>. Row b * K + k holds beam k
+    of sentence b. A finished beam stays in the beam, extended only by PAD at no cost: it competes with the live ones
+    until the end. Live candidates share a length, so log P / lp ranks them as log P does: K = 1 is exactly greedy."""
     B, K, device = src.size(0), beam_size, src.device
     state = model.start(src, K)
     scores = torch.zeros(B, K, device=device)
@@ -763,8 +753,7 @@ def ngrams(tokens: list[str], n: int) -> Counter:
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str], lowercase: bool = False, max_n: int = 4) -> float:
-    """Corpus BLEU in [0, 100]: n-gram matches and counts are summed over all sentences first. lowercase:
-    both sides lowercased before tokenising (sacreBLEU's -lc)."""
+    """Corpus BLEU in [0, 100]: n-gram matches and counts summed over all sentences; lowercase: sacreBLEU's -lc."""
     matches, totals, hyp_len, ref_len = [0] * max_n, [0] * max_n, 0, 0
     for hyp, ref in zip(hypotheses, references, strict=True):
         h, r = (tokenize_13a(x.lower() if lowercase else x) for x in (hyp, ref))
@@ -786,8 +775,8 @@ def corpus_bleu(hypotheses: list[str], references: list[str], lowercase: bool = 
 def translate(model, split: Split, decode: str, args: Args, max_len: int, device, batch: int = 250):
     """Ids of the decoded sources of a split, sentence by sentence, greedy or beam."""
     out = []
-    for i in range(0, len(split.src), batch):
-        src, _, _ = batch_of(split, torch.arange(i, min(i + batch, len(split.src))), device)
+    for rows in torch.arange(len(split.src)).split(batch):
+        src, _, _ = batch_of(split, rows, device)
         ids = (greedy_decode(model, src, max_len) if decode == "greedy"
                else beam_search(model, src, args.beam_size, max_len, args.length_penalty))
         out.extend(ids.tolist())
@@ -822,16 +811,14 @@ def evaluate(model, pairs, split: Split, tgt_vocab, tokenizer, args: Args, max_l
 
 @torch.no_grad()
 def attention_figure(model, source: str, src_vocab, tgt_vocab, tokenizer, max_len, device, path: str) -> str:
-    """Heat maps of the cross-attention weights while the model reads its own greedy translation of one
-    source, one panel per decoder layer (rows of panels) and head (columns), saved as a PNG -> the
-    translation."""
+    """Heat maps of the cross-attention weights while the model reads its own greedy translation of one source, one
+    panel per decoder layer (rows of panels) and head (columns), saved as a PNG -> the translation."""
     from matplotlib.figure import Figure  # no pyplot: no display or backend needed
 
     model.eval()
     src_tokens = tokenizer.split(source)
     src = torch.tensor([src_vocab.encode(src_tokens)], device=device)
-    ids = greedy_decode(model, src, max_len)[0].tolist()
-    out_tokens = tgt_vocab.decode(ids)
+    out_tokens = tgt_vocab.decode(greedy_decode(model, src, max_len)[0].tolist())
     tgt_in = torch.tensor([[BOS] + tgt_vocab.encode(out_tokens)], device=device)
     model(src, tgt_in)  # every cross_attn keeps its weights (1, h, T, S)
     rows, cols = len(model.decoder), model.decoder[0].cross_attn.h
@@ -839,12 +826,9 @@ def attention_figure(model, source: str, src_vocab, tgt_vocab, tokenizer, max_le
     for i, layer in enumerate(model.decoder):
         for j in range(cols):
             ax = fig.add_subplot(rows, cols, i * cols + j + 1)
-            ax.imshow(layer.cross_attn.weights[0, j].cpu().numpy(), cmap="viridis", vmin=0, vmax=1,
-                      aspect="auto")
-            ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=6,
-                          rotation=90)
-            ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"],
-                          fontsize=6)
+            ax.imshow(layer.cross_attn.weights[0, j].cpu().numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(src_tokens)), [tokenizer.join([t]) for t in src_tokens], fontsize=6, rotation=90)
+            ax.set_yticks(range(len(out_tokens) + 1), [tokenizer.join([t]) for t in out_tokens] + ["</s>"], fontsize=6)
             ax.set_title(f"layer {i + 1} head {j + 1}", fontsize=8)
     fig.suptitle(f"cross-attention: {source} -> {tokenizer.join(out_tokens)} (rows: output, columns: source)",
                  fontsize=9)
@@ -1029,12 +1013,6 @@ class RunLog:
             self.wandb.finish()
 
 
-def check_finite(name: str, value: float, step: int, hint: str) -> None:
-    """A nan or inf loss stops the run (exit 1) instead of training garbage to the end."""
-    if not math.isfinite(value):
-        raise SystemExit(f"step {step}: {name} is {value}; {hint}")
-
-
 # The flags that fix a checkpoint's data, vocabularies and shapes: --resume and --eval-checkpoint take its own.
 RUN_FIELDS = ("data_path", "tokenizer", "tiktoken_encoding", "bpe_merges", "heldout_fraction", "num_train",
               "num_heldout", "d_model", "n_heads", "num_layers", "d_ff", "norm", "pos", "max_positions",
@@ -1056,15 +1034,13 @@ def checkpoint_args(args: Args, ckpt: dict, flag: str, path: str) -> Args:
     own = {k: ckpt["args"][k] for k in RUN_FIELDS if getattr(args, k) == getattr(Args(), k) != ckpt["args"][k]}
     if own and int(os.environ.get("RANK", 0)) == 0:  # said, since a flag given at its default value looks ignored
         print(f"{flag} {path}: from the checkpoint " + ", ".join(f"{k}={v}" for k, v in own.items()))
-    # a resumed run keeps saving to its checkpoint, or the steps it adds would be lost
     return dataclasses.replace(args, **{k: ckpt["args"][k] for k in RUN_FIELDS},
-                               save_model=args.save_model or flag == "--resume")
+                               save_model=args.save_model or flag == "--resume")  # else a resume's new steps are lost
 
 
 def main(args: Args) -> dict:
-    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns
-    eval/exact_match and eval/bleu (greedy), eval/exact_match_beam and eval/bleu_beam (beam search),
-    val/loss, train/loss (of rank 0's rows of the last batch), iter, wall_time and ms_per_iter."""
+    """Train, then evaluate on the test set (with --eval-checkpoint: evaluate only). Returns evaluate()'s eval/* and,
+    after training, the last val/*, train/* (of rank 0's rows of the last batch), iter, wall_time and ms_per_iter."""
     check_args(args)
     distributed, rank, world_size, device = setup_distributed(args)
     validate(args, world_size)
@@ -1100,8 +1076,7 @@ def main(args: Args) -> dict:
     if args.share_embeddings:  # one vocabulary of both sides' tokens
         src_vocab = tgt_vocab = Vocab([tok for side in tokens["train"] for sent in side for tok in sent])
     else:
-        src_vocab, tgt_vocab = (Vocab([tok for sent in tokens["train"][side] for tok in sent])
-                                for side in (0, 1))
+        src_vocab, tgt_vocab = (Vocab([tok for sent in tokens["train"][side] for tok in sent]) for side in (0, 1))
     if ckpt and (src_vocab.itos, tgt_vocab.itos) != (ckpt["src_vocab"], ckpt["tgt_vocab"]):
         raise SystemExit(f"{flag} {path}: its data ({args.data_path or 'the date task'}) now gives other "
                          "vocabularies than it was trained with; give it the data it was trained on.")
@@ -1136,9 +1111,8 @@ def main(args: Args) -> dict:
             if n > args.max_positions:
                 raise SystemExit(f"--translate sentence {i + 1} has {n} tokens, more than the {args.max_positions} "
                                  "positions of this model: shorten it.")
-        n = 0  # translation_<n>.png counts on past the heat maps already there: none is overwritten
+        n = 1  # translation_<n>.png counts on past the heat maps already there: none is overwritten
         for sentence in args.translate if is_main else ():
-            n += 1
             while os.path.exists(figure := os.path.join(folder, f"translation_{n}.png")):
                 n += 1
             greedy = attention_figure(model, sentence, src_vocab, tgt_vocab, tokenizer, max_len, device, figure)
@@ -1164,10 +1138,9 @@ def main(args: Args) -> dict:
     def validation() -> dict:
         """The plain cross-entropy (no smoothing) per real token, greedy exact match and BLEU."""
         model.eval()
-        n = len(tensors["val"].src)
         losses, n_tokens = [], 0
-        for i in range(0, n, 250):
-            src, tgt_in, tgt_out = batch_of(tensors["val"], torch.arange(i, min(i + 250, n)), device)
+        for rows in torch.arange(len(tensors["val"].src)).split(250):
+            src, tgt_in, tgt_out = batch_of(tensors["val"], rows, device)
             with autocast:
                 logits = model(src, tgt_in)
             real = int((tgt_out != PAD).sum())  # weigh each chunk's per-token mean by its tokens
@@ -1175,14 +1148,12 @@ def main(args: Args) -> dict:
             n_tokens += real
         hyps = translate(model, tensors["val"], "greedy", args, max_len, device)
         model.train()
-        refs = [t for _, t in data["val"]]
-        scores = score(hyps, refs, tgt_vocab, tokenizer)
+        scores = score(hyps, [t for _, t in data["val"]], tgt_vocab, tokenizer)
         return {"val/loss": sum(losses) / n_tokens, "val/exact_match": scores["exact_match"],
                 "val/bleu": scores["bleu"]}
 
     def save(path: str) -> None:
-        """Every rank calls it; rank 0 writes all an exact resume needs, every rank's random state included
-        (dropout)."""
+        """Every rank calls it; rank 0 saves all an exact resume needs, each rank's random state (dropout) included."""
         mine = {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         states = [None] * world_size if distributed else [mine]
@@ -1194,8 +1165,7 @@ def main(args: Args) -> dict:
                                    "optimizer": optimizer.state_dict(), "iteration": it, "order": order,
                                    "cursor": cursor, "order_rng": order_gen.get_state(), "rng": states})
 
-    # Every rank draws the same permutation (seeded without the rank) and takes its own rows.
-    order_gen = torch.Generator().manual_seed(args.seed)
+    order_gen = torch.Generator().manual_seed(args.seed)  # without the rank: every rank draws the same permutation
     n_train, per_rank = len(tensors["train"].src), args.batch_size // world_size
     if n_train < args.batch_size:  # else some rank's share of a batch would be empty
         raise SystemExit(f"the training split has {n_train} pairs, fewer than --batch-size {args.batch_size}: "
@@ -1214,8 +1184,7 @@ def main(args: Args) -> dict:
     checkpoint = (args.resume or os.path.join(run_dir, f"{ALGO}.pt")) if is_main else ""  # a resume saves to its file
     stop = StopFlag()
     while it < args.num_iterations:
-        # Under torchrun the ranks agree at every step: save() gathers every rank's random state.
-        if stop.requested if not distributed else stop.agreed(device):
+        if stop.requested if not distributed else stop.agreed(device):  # under torchrun all ranks stop at one step
             break
         if cursor + args.batch_size > len(order):  # a new epoch
             order, cursor = epoch_order(lengths, args.batch_size, args.bucket_pool, order_gen), 0
@@ -1232,11 +1201,11 @@ def main(args: Args) -> dict:
         nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
         train_loss, it = loss.item(), it + 1
-        check_finite("the training loss", train_loss, it, "lower --learning-rate or --grad-clip.")
+        if not math.isfinite(train_loss):  # stop (exit 1) instead of training garbage to the end
+            raise SystemExit(f"step {it}: the training loss is {train_loss}; lower --learning-rate or --grad-clip.")
         if is_main and (it % args.eval_interval == 0 or it == args.num_iterations):
             eval_start = time.time()
-            metrics = {"train/loss": train_loss, "train/lr": learning_rate_at(it, args), **validation(),
-                       "iter": it}
+            metrics = {"train/loss": train_loss, "train/lr": learning_rate_at(it, args), **validation(), "iter": it}
             now = time.time()
             eval_seconds += now - eval_start  # ms_per_iter counts training steps alone
             metrics |= {"wall_time": now - start, "ms_per_iter": 1000 * (now - start - eval_seconds) / (it - start_it)}
