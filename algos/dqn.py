@@ -50,7 +50,6 @@ Usage
     python algos/dqn.py --env-id LunarLander-v3          # Box2D, 300k steps
     python algos/dqn.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 1M
     torchrun --standalone --nproc_per_node=2 algos/dqn.py --env-id CartPole-v1
-    python algos/dqn.py --env-id CartPole-v1 --save-model
     python algos/dqn.py --eval-checkpoint runs/<run_name>/dqn.pt    # evaluate, no training
 """
 
@@ -596,10 +595,13 @@ def main(args: Args) -> dict:
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     envs = make_envs(args.env_id, num_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
-    try:  # nor does a replay buffer larger than memory
-        rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
-    except MemoryError as e:  # numpy says how much it could not allocate
-        raise SystemExit(f"--buffer-size {args.buffer_size}: {e}; lower it.") from None
+    # A replay buffer larger than memory, refused before the run folder: numpy would reserve it and fail hours later.
+    need = args.buffer_size * (2 * obs_space.dtype.itemsize * math.prod(obs_space.shape) + 16)  # 2 obs, a, G, gamma^m
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf
+    if need > have:
+        raise SystemExit(f"--buffer-size {args.buffer_size} needs {need / 2**30:.1f} GiB of replay buffer, more than "
+                         f"the {have / 2**30:.1f} GiB of memory here: lower it.")
+    rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {num_envs} env(s) on {device}, run folder {run_dir}")

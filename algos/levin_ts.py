@@ -10,12 +10,12 @@ pi(n) = prod_t pi(a_t|s_t) and is expanded in increasing order of
     Theorem 3      expansions until the goal node n* is expanded  <=  d(n*) / pi(n*)
 
 Why the bound holds, and what is counted: costs only grow along a path (d grows, pi shrinks), so every node expanded up
-to and including n* has cost <= c = cost(n*), and the set S of nodes with cost <= c is closed under taking parents. Each
-node of S lies on the path to some leaf l of S (a node of S with no child in S), whose path holds d(l) <= c pi(l) nodes;
-leaves are no one's ancestors, so their probabilities sum to at most 1 and |S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties
-(nodes of cost exactly c expanded before n*) and the state cut below only remove nodes from S, so the expansions,
-n* included, stay <= d(n*)/pi(n*): checked on every solved level (eval/bound_violations). The policy is renormalized
-over the moves that change the state (the others are not children), so the probabilities of a node's children sum to 1.
+to and including n* has cost <= c = cost(n*), and the set S of tree nodes with cost <= c is closed under taking parents.
+Each node of S lies on the path to some leaf l of S (with no child in S), whose path holds d(l) <= c pi(l) nodes; leaves
+are no one's ancestors, so their probabilities sum to at most 1 and |S| <= sum_l d(l) <= c sum_l pi(l) <= c. Ties (nodes
+of cost exactly c expanded before n*) and the state cut below only remove nodes from S, so the expansions, n* included,
+stay <= d(n*)/pi(n*): checked on every solved level (eval/bound_violations). The policy is renormalized over the moves
+that change the state (the others are not children), so the probabilities of a node's children sum to 1.
 
 State cut (2018 paper, for Markov policies): pi(.|s) depends on the state only, so the subtree below a
 state is the same whichever path reached it, and only the cheaper copy is worth keeping: a child whose
@@ -555,7 +555,7 @@ def summarize(results: list[dict], algo: str, seconds: float, budget: int) -> di
     # up to the float rounding of batched network calls), so one run also tells what each smaller budget solves.
     for b in (b for b in WITHIN if b < budget):
         out[f"eval/solved_within_{b}"] = int((exp <= b).sum())
-    if algo == "lts":
+    if algo == "lts":  # Theorem 3 in log space: log(expansions) <= log d(n*) - log pi(n*)
         out["eval/bound_violations"] = sum(math.log(r["expansions"]) > r["levin_cost"] + 1e-9 for r in solved)
     return out
 

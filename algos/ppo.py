@@ -71,7 +71,6 @@ Usage
     python algos/ppo.py --env-id MinAtar/Breakout-v1     # from pixels (also Freeway, SpaceInvaders, ...), 2M
     python algos/ppo.py --env-id CartPole-v1 --help      # the numbers CartPole gets
     torchrun --standalone --nproc_per_node=2 algos/ppo.py   # 8 envs split over 2 ranks
-    python algos/ppo.py --env-id Pendulum-v1 --save-model
     python algos/ppo.py --eval-checkpoint runs/<run_name>/ppo.pt    # evaluate, no training
 """
 
@@ -685,17 +684,19 @@ def main(args: Args) -> dict:
     n_envs, T = args.num_envs // world_size, args.num_steps
     envs = make_envs(args.env_id, n_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
-    # The rollout, preallocated (time first). `valid` is False at NEXT_STEP reset steps.
-    try:  # one larger than memory leaves no run folder either
+    # The rollout, preallocated, time first, before the run folder. `valid` is False at NEXT_STEP reset steps.
+    try:
         b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # the float32 inputs normalize() gives the network
         b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
         b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
         raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
         rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
         terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
-    except (MemoryError, RuntimeError):  # numpy's MemoryError; torch's RuntimeError "can't allocate memory"
-        raise SystemExit(f"a rollout of --num-envs {args.num_envs} x --num-steps {T} steps does not fit in "
-                         "memory: lower them.") from None
+    except (MemoryError, RuntimeError) as e:  # numpy's MemoryError; torch's "can't allocate memory", "out of memory"
+        if "memory" not in str(e):  # another error (a CUDA kernel's, say) is not this sentence's
+            raise
+        raise SystemExit(f"a rollout of --num-envs {args.num_envs} x --num-steps {T} does not fit in memory: "
+                         "lower them.") from None
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}, "

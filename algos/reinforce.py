@@ -544,8 +544,9 @@ def main(args: Args) -> dict:
             advantages = returns
         elif args.baseline == "value":  # S&B 13.4: b = v(S_t; w)
             advantages = returns - values.detach()
-        else:  # RLOO: the group is the k episodes of all ranks, padded with zeros to the longest
-            group_sum = nn.functional.pad(returns.sum(1), (0, int(counts[1]) - len(returns)))
+        else:  # RLOO: the group is the k episodes of all ranks
+            group_sum = torch.zeros(int(counts[1]), device=device)  # a slot per step of the longest episode of any rank
+            group_sum[:len(returns)] = returns.sum(1)
             if distributed:
                 dist.all_reduce(group_sum)
             advantages = returns - rloo_baseline(returns, group_sum[:len(returns)], args.episodes_per_update)

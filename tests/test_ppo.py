@@ -514,7 +514,7 @@ def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_
     (["--env-id", "Blackjack-v1"], "flat Box observation"),
     (["--num-envs", "4", "--num-steps", "8", "--num-minibatches", "32"], "--num-minibatches 32 must lie"),
     (["--total-timesteps", "100"], "less than one rollout"),
-    (["--num-envs", "1", "--num-steps", str(10**12), "--total-timesteps", str(10**12)],
+    (["--num-envs", "1", "--num-steps", str(10**14), "--total-timesteps", str(10**14)],
      "does not fit in memory"),  # was torch's "can't allocate memory" traceback
     (["--eval-checkpoint", "missing.pt"], "cannot read it"),
     (["--eval-checkpoint", "corrupt.pt"], "its sha256 does not match"),
@@ -523,6 +523,7 @@ def test_bad_input_gets_one_clear_sentence(args, message, tmp_path, monkeypatch)
     (tmp_path / "corrupt.pt").write_bytes(b"this is not a checkpoint")
     monkeypatch.chdir(tmp_path)
     assert message in refusal(ppo, args, monkeypatch)
+    assert not (tmp_path / "runs").exists()  # refused before the run folder
 
 
 def test_one_step_rollouts_are_refused():
