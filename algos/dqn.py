@@ -345,10 +345,10 @@ def explore(q_values_fn, obs, epsilon: float, hold: np.ndarray, held_action: np.
     return actions
 
 
-def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int,
-             max_episode_steps: Optional[int] = None) -> dict:
-    """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not
-    over-counted (the first episodes to finish in a shared env are biased towards short ones)."""
+def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int, max_episode_steps: Optional[int],
+             where: str) -> dict:
+    """Greedy returns of `episodes` episodes, one per sub-env, so short episodes are not over-counted (the first
+    episodes to finish in a shared env are biased towards short ones); printed, `where` saying after what."""
     envs = make_envs(env_id, episodes, max_episode_steps)
     obs, _ = envs.reset(seed=seed)
     returns, done = np.zeros(episodes), np.zeros(episodes, dtype=bool)
@@ -357,8 +357,9 @@ def evaluate(q_network: QNetwork, env_id: str, episodes: int, seed: int,
         returns += np.where(done, 0.0, rewards)
         done |= terminated | truncated
     envs.close()
-    return {"eval/mean_return": float(returns.mean()), "eval/std_return": float(returns.std()),
-            "eval/episodes": episodes}
+    mean, std = float(returns.mean()), float(returns.std())
+    print(f"{env_id} greedy eval: {mean:.2f} +- {std:.2f} over {episodes} episodes {where}")
+    return {"eval/mean_return": mean, "eval/std_return": std, "eval/episodes": episodes}
 
 
 # =============================================================================================
@@ -567,10 +568,8 @@ def evaluate_checkpoint(args: Args) -> dict:
     except RuntimeError as e:
         raise SystemExit(f"--eval-checkpoint {args.eval_checkpoint} does not fit {ckpt['env_id']}'s "
                          f"spaces ({str(e).splitlines()[0]}).") from None
-    metrics = evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, limit)
-    print(f"{ckpt['env_id']} greedy eval of {args.eval_checkpoint}: {metrics['eval/mean_return']:.2f} +- "
-          f"{metrics['eval/std_return']:.2f} over {metrics['eval/episodes']} episodes")
-    return metrics
+    return evaluate(q_network, ckpt["env_id"], args.eval_episodes, args.seed + 100_000, limit,
+                    f"of {args.eval_checkpoint}")
 
 
 def main(args: Args) -> dict:
@@ -689,11 +688,8 @@ def main(args: Args) -> dict:
     with contextlib.suppress(KeyboardInterrupt):
         if is_main and not stop.requested:  # the TD loss was checked at the last step, which always logs
             print(f"final evaluation: {args.eval_episodes} episodes (a Ctrl-C stops it and keeps the model)")
-            metrics.update(evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000,
-                                    args.max_episode_steps))
-            print(f"{args.env_id} greedy eval: {metrics['eval/mean_return']:.2f} +- "
-                  f"{metrics['eval/std_return']:.2f} over {args.eval_episodes} episodes "
-                  f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
+            metrics |= evaluate(q_network, args.env_id, args.eval_episodes, args.seed + 100_000, args.max_episode_steps,
+                                f"after {global_step} steps in {wall_time:.1f} s ({metrics['charts/SPS']} SPS)")
             print((f"mean return of the last {len(recent_returns)} training episodes: "
                    f"{metrics['charts/last100_return']:.2f}") if recent_returns else "no training episode ended")
             logger.log({**metrics, "global_step": global_step}, step=global_step)
