@@ -850,6 +850,16 @@ def main(args: Args) -> dict:
     is_main = rank == 0
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    # A network that memory cannot hold, refused before the run folder: its parameters counted on the meta device
+    # (nothing allocated), 16 bytes each with their gradients and Adam's two moments.
+    with torch.device("meta"):
+        need = 16 * sum(p.numel() for p in PolicyHeuristicNet(args.channels, args.hidden).parameters())
+    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
+    if need > have:
+        raise SystemExit(f"--channels {args.channels} and --hidden {args.hidden} make {need // 16:,} parameters, "
+                         f"{need / 2**30:.0f} GiB with their gradients and Adam's moments, more than the "
+                         f"{have / 2**30:.0f} GiB of this {device.type}: lower them.")
     run_dir = (os.path.dirname(args.resume) or ".") if args.resume else None  # a resumed run writes beside it
     if args.resume and not os.access(run_dir, os.W_OK):
         raise SystemExit(f"--resume {args.resume}: cannot write in {run_dir}; copy it to a folder you can write to.")

@@ -505,6 +505,18 @@ def main(args: Args) -> dict:
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     local_k = args.episodes_per_update // world_size
     envs = make_envs(args.env_id, local_k)  # a refused --env-id leaves no run folder
+    make_agent = lambda: Agent(envs.single_observation_space.shape[0], envs.single_action_space,
+                               args.hidden_sizes, value=args.baseline == "value")
+    # A network that memory cannot hold, refused before the run folder: its parameters counted on the meta device
+    # (nothing allocated), 16 bytes each with their gradients and Adam's two moments.
+    with torch.device("meta"):
+        need = 16 * sum(p.numel() for p in make_agent().parameters())
+    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
+    if need > have:
+        raise SystemExit(f"--hidden-sizes {' '.join(map(str, args.hidden_sizes))} make {need // 16:,} parameters, "
+                         f"{need / 2**30:.0f} GiB with their gradients and Adam's moments, more than the "
+                         f"{have / 2**30:.0f} GiB of this {device.type}: lower them.")
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "
@@ -513,8 +525,7 @@ def main(args: Args) -> dict:
     logger = RunLog(args, run_name, run_dir) if is_main else None
 
     corridor = isinstance(envs.unwrapped.envs[0].unwrapped, ShortCorridor)  # progress rows carry P(right)
-    agent = Agent(envs.single_observation_space.shape[0], envs.single_action_space, args.hidden_sizes,
-                  value=args.baseline == "value").to(device)
+    agent = make_agent().to(device)
     model = DDP(agent) if distributed else agent  # DDP broadcasts rank 0's weights at the start
     actor = [p for n, p in agent.named_parameters() if not n.startswith("critic.")]
     critic = [] if agent.critic is None else [{"params": agent.critic.parameters(), "lr": args.value_learning_rate}]

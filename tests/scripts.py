@@ -3,7 +3,8 @@
 Every algos/*.py must have an entry: the shared tests fail for a script without one, so a new
 script is covered the moment it lands. `tiny` are arguments for a run of a few seconds that
 still exercises learning and logging; `metrics` are wandb keys its --track run must log, and (but for
-`wandb_only` pictures) keys its runs/<run>/metrics.jsonl must hold.
+`wandb_only` pictures) keys its runs/<run>/metrics.jsonl must hold; `too_big` are flags that make a network
+far larger than any machine's memory (None: the script has no network).
 """
 
 import json
@@ -19,6 +20,7 @@ SCRIPTS = {
         long=["--env-id", "CartPole-v1", "--total-timesteps", "10000000", "--log-interval", "500"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--learning-rate", "nan"],
         final=["--eval-episodes", "100000"],  # a final evaluation of minutes, to interrupt
+        too_big=["--hidden-sizes", "10000000", "10000000"],
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/td_loss",
                  "charts/epsilon", "charts/SPS", "eval/mean_return", "eval/std_return",
                  "eval/episodes", "global_step", "wall_time"],
@@ -30,6 +32,7 @@ SCRIPTS = {
         long=["--total-timesteps", "100000000", "--log-interval", "5000"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
         final=["--eval-episodes", "20000"],
+        too_big=["--hidden-sizes", "10000000", "10000000"],
         metrics=["charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/entropy",
                  "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes", "eval/prob_right",
                  "global_step", "wall_time"],
@@ -41,6 +44,7 @@ SCRIPTS = {
         long=["--num-runs", "100000"], ready="run(s) on this rank", after_ctrl_c="nothing to keep",
         nonsense=["--kappa", "nan"],
         final=None,  # each run is evaluated inside the loop that Ctrl-C stops
+        too_big=None,  # tables of states x actions, no network
         metrics=["eval/steps_per_episode/Dyna-Q n=0", "eval/steps_per_episode/Dyna-Q n=5", "episode",
                  "eval/mean_return/Dyna-Q n=5", "eval/std_return/Dyna-Q n=5",
                  "eval/mean_length/Dyna-Q n=5", "eval/episodes", "eval/runs", "charts/SPS",
@@ -54,6 +58,7 @@ SCRIPTS = {
               "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--length-penalty", "nan"],
         final=["--num-heldout", "200", "--beam-size", "50"],
+        too_big=["--hidden-size", "10000000"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -67,6 +72,7 @@ SCRIPTS = {
               "--d-model", "32", "--d-ff", "64", "--beam-size", "3"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--label-smoothing", "nan"],
         final=["--num-heldout", "200", "--beam-size", "50"],
+        too_big=["--d-model", "1000000"],
         metrics=["train/loss", "train/lr", "val/loss", "val/exact_match", "eval/exact_match", "eval/bleu",
                  "eval/exact_match_beam", "eval/bleu_beam", "eval/attention/_type", "iter", "wall_time",
                  "ms_per_iter"],
@@ -86,6 +92,7 @@ SCRIPTS = {
               "--batch-size", "4"],
         ready="iter ", after_ctrl_c="resume", nonsense=["--n-head", "0"],
         final=None,  # the last evaluation is the training loop's last step, under its Ctrl-C rule
+        too_big=["--n-embd", "262144", "--n-layer", "1", "--n-head", "1", "--n-kv-head", "1"],
         metrics=["val/loss", "train/loss", "train/batch_loss", "train/lr", "iter", "wall_time",
                  "ms_per_iter", "tokens_per_s"],
     ),
@@ -99,6 +106,7 @@ SCRIPTS = {
               "--log-interval", "20"],
         ready="merges/s", after_ctrl_c="nothing to keep", nonsense=["--vocab-size", "100"],
         final=None,  # seconds of encoding after training, no Ctrl-C handling (see bpe.py's guard)
+        too_big=None,  # a table of merges, no network
         metrics=["train/seconds", "train/vocab_size", "train/merges", "train/merges_per_s",
                  "encode/mb_per_s", "compression_ratio"],
     ),
@@ -109,6 +117,7 @@ SCRIPTS = {
         long=["--env-id", "CartPole-v1", "--total-timesteps", "5000000", "--log-interval", "4096"],
         ready="step ", after_ctrl_c="evaluate", nonsense=["--log-interval", "0"],
         final=["--eval-episodes", "20000"],
+        too_big=["--hidden-sizes", "10000000", "10000000"],
         metrics=["charts/episodic_return", "charts/episodic_length", "losses/policy_loss", "losses/value_loss",
                  "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
                  "charts/learning_rate", "charts/SPS", "eval/mean_return", "eval/std_return", "eval/episodes",
@@ -125,6 +134,7 @@ SCRIPTS = {
               "--eval-budget", "50"],
         ready="sweep ", after_ctrl_c="resume", nonsense=["--train-minutes", "nan"],
         final=["--test-levels", "40", "--eval-budget", "200000"],
+        too_big=["--channels", "1000000"],
         metrics=["eval/solved", "eval/levels", "eval/mean_expansions", "eval/bound_violations",
                  "charts/expansions_per_s", "losses/policy_loss", "charts/budget", "charts/solved_sweep",
                  "charts/solved_total", "sweep", "wall_time"],

@@ -6,9 +6,9 @@ and no traceback, and no run's work is lost. Two layers:
   `Range`, and `check_args` refuses 0, -1, nan, inf, a bound or the value just past it wherever
   that Range excludes them, with one sentence that names the flag and the value;
 - end to end, a few subprocess runs per script with the tiny arguments of tests/scripts.py: one
-  nonsense value, a run folder that cannot be created, two twins started together, a truncated
-  and a byte-flipped checkpoint, Ctrl-C (SIGINT) mid-run followed by the command it prints, and
-  Ctrl-C in the final evaluation after training.
+  nonsense value, a network larger than memory, a run folder that cannot be created, two twins
+  started together, a truncated and a byte-flipped checkpoint, Ctrl-C (SIGINT) mid-run followed
+  by the command it prints, and Ctrl-C in the final evaluation after training.
 """
 
 import dataclasses
@@ -171,6 +171,20 @@ def test_an_unwritable_run_folder_fails_before_training(script, tmp_path):
     proc = run(script_cmd(script, *entry(script, "tiny")), cwd=tmp_path, timeout=120)
     one_sentence(proc, "cannot create the run folder")
     assert time.time() - start < 60
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_a_network_larger_than_memory_is_refused_before_the_run_folder(script, tmp_path):
+    """Its parameters are counted without allocating them, and no run folder is left. The flags ask for 10**12
+    parameters and more, which any allocator refuses at once: before the check the scripts died in torch's
+    allocator with a traceback (and sizes the OS only reserves ran for minutes until the kernel killed them)."""
+    big = entry(script, "too_big")
+    if big is None:
+        pytest.skip(f"{script}.py has no network (tests/scripts.py says what it has instead)")
+    proc = run(script_cmd(script, *entry(script, "tiny"), *big), cwd=tmp_path, timeout=120)
+    one_sentence(proc, f"{big[0]} {big[1]}")
+    assert "GiB" in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "a run folder was left"
 
 
 def checkpoint_of(script: str, cwd) -> "typing.Any":

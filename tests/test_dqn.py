@@ -254,7 +254,7 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     (["--env-id", "CartPole-v1", "--learning-starts", "60000"], "the network would never train"),
     (["--env-id", "CartPole-v1", "--total-timesteps", "5", "--train-frequency", "8"], "not below 0: no step trains"),
     (["--env-id", "CartPole-v1", "--ez-mu", "0.5"], "--ez-mu 0.5 must be 0"),
-    (["--env-id", "CartPole-v1", "--buffer-size", str(10**12)], "GiB of replay buffer"),  # was numpy's traceback
+    (["--env-id", "CartPole-v1", "--buffer-size", str(10**12)], "does not fit in the"),  # was numpy's traceback
     (["--eval-checkpoint", "missing.pt"], "cannot read it (No such file or directory)"),
     (["--eval-checkpoint", "corrupt.pt"], "is damaged or is not a checkpoint"),
 ])
@@ -309,7 +309,7 @@ def test_main_bootstraps_from_the_target_network_synchronised_only_at_its_steps(
     def first_network(*a):  # the online network is built first, the target second (a copy of it)
         nonlocal initial
         net = real_network(*a)
-        if initial is None:
+        if initial is None and not next(net.parameters()).is_meta:  # the meta one before them only counts parameters
             initial = [p.detach().clone() for p in net.parameters()]
         return net
 

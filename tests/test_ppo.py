@@ -424,7 +424,8 @@ def make_envs(env_id, n, *rest):  # the first call makes the training envs; the 
 class Agent(ppo.Agent):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        agents.append(self)
+        if not next(self.parameters()).is_meta:  # main's memory check counts the parameters of one on the meta device
+            agents.append(self)
 
 
 class RunningMeanStd(ppo.RunningMeanStd):
@@ -515,7 +516,7 @@ def test_torchrun_two_ranks_agree_on_statistics_equal_to_one_process_over_their_
     (["--num-envs", "4", "--num-steps", "8", "--num-minibatches", "32"], "--num-minibatches 32 must lie"),
     (["--total-timesteps", "100"], "less than one rollout"),
     (["--num-envs", "1", "--num-steps", str(10**14), "--total-timesteps", str(10**14)],
-     "does not fit in memory"),  # was torch's "can't allocate memory" traceback
+     "does not fit in the"),  # was torch's "can't allocate memory" traceback
     (["--eval-checkpoint", "missing.pt"], "cannot read it"),
     (["--eval-checkpoint", "corrupt.pt"], "its sha256 does not match"),
 ])
