@@ -594,19 +594,19 @@ def main(args: Args) -> dict:
     run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     envs = make_envs(args.env_id, num_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     obs_space, n_actions = envs.single_observation_space, int(envs.single_action_space.n)
-    # A replay buffer or a network larger than memory is refused before the run folder (numpy would only reserve the
-    # buffer and fail hours later); the network's parameters are counted on the meta device, nothing allocated, at 20
-    # bytes each with the target copy, gradients and Adam's two moments.
+    # A replay buffer or a network larger than the machine's memory is refused before the run folder (numpy would only
+    # reserve the buffer and fail hours later); the network's parameters are counted on the meta device, nothing
+    # allocated, at 20 bytes each with the target copy, gradients and Adam's moments (on a GPU too: a margin).
     make_q = lambda: QNetwork(obs_space, n_actions, args.hidden_sizes)
     with torch.device("meta"):
         weights = 20 * sum(p.numel() for p in make_q().parameters())
     need = args.buffer_size * (2 * obs_space.dtype.itemsize * math.prod(obs_space.shape) + 16)  # 2 obs, a, G, gamma^m
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf
     if need + weights > have:
-        raise SystemExit(f"a replay buffer of --buffer-size {args.buffer_size} ({need / 2**30:.1f} GiB) with a network "
-                         f"of --hidden-sizes {' '.join(map(str, args.hidden_sizes))} ({weights / 2**30:.1f} GiB with its "
-                         f"target copy, gradients and Adam's moments) does not fit in the {have / 2**30:.1f} GiB of "
-                         "memory here: lower them.")
+        raise SystemExit(f"a replay buffer of --buffer-size {args.buffer_size} ({need / 2**30:,.1f} GiB) with a "
+                         f"network of --hidden-sizes {' '.join(map(str, args.hidden_sizes)) or '(none)'} "
+                         f"({weights / 2**30:,.1f} GiB with its target copy, gradients and Adam's moments) does not "
+                         f"fit in the memory here ({have / 2**30:,.1f} GiB in all): lower them.")
     rb = ReplayBuffer(args.buffer_size // world_size, obs_space, rng)
     if is_main:
         run_dir = make_run_dir(run_name)

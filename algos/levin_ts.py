@@ -858,8 +858,8 @@ def main(args: Args) -> dict:
             else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     if need > have:
         raise SystemExit(f"--channels {args.channels} and --hidden {args.hidden} make {need // 16:,} parameters, "
-                         f"{need / 2**30:.0f} GiB with their gradients and Adam's moments, more than the "
-                         f"{have / 2**30:.0f} GiB of this {device.type}: lower them.")
+                         f"{need / 2**30:,.1f} GiB with their gradients and Adam's moments, more than the "
+                         f"{have / 2**30:,.1f} GiB of this {device.type}: lower them.")
     run_dir = (os.path.dirname(args.resume) or ".") if args.resume else None  # a resumed run writes beside it
     if args.resume and not os.access(run_dir, os.W_OK):
         raise SystemExit(f"--resume {args.resume}: cannot write in {run_dir}; copy it to a folder you can write to.")

@@ -684,28 +684,34 @@ def main(args: Args) -> dict:
     n_envs, T = args.num_envs // world_size, args.num_steps
     envs = make_envs(args.env_id, n_envs, args.max_episode_steps)  # a refused --env-id leaves no run folder
     action_space, obs_shape = envs.single_action_space, envs.single_observation_space.shape
-    # A rollout (the obs twice as float32, the actions, 31 bytes of scalars a step) or a network (its parameters counted
-    # on the meta device, nothing allocated: 16 bytes each with gradients and Adam's two moments) larger than memory
-    # is refused before the run folder; numpy would only reserve the rollout's arrays and fail later.
+    # A rollout (the obs twice as float32, the actions, 55 bytes of scalars a step with the update's) or a network (its
+    # parameters counted on the meta device, nothing allocated: 16 bytes each with gradients and Adam's two moments)
+    # larger than memory is refused before the run folder: numpy would only reserve the rollout and fail later, and an
+    # allocation can still fail below the machine's memory (a ulimit, a GPU in use).
     make_agent = lambda: Agent(envs.single_observation_space, action_space, args.hidden_sizes, args.log_std_init,
                                args.normalize_obs)
     with torch.device("meta"):
         weights = 16 * sum(p.numel() for p in make_agent().parameters())
-    rollout = T * n_envs * (8 * math.prod(obs_shape) + 4 * math.prod(action_space.shape) + 31)
+    rollout = T * n_envs * (8 * math.prod(obs_shape) + 4 * math.prod(action_space.shape) + 55)
     have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
             else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
-    if rollout + weights > have:
-        raise SystemExit(f"a rollout of --num-envs {args.num_envs} x --num-steps {T} ({rollout / 2**30:.1f} GiB) with "
-                         f"a network of --hidden-sizes {' '.join(map(str, args.hidden_sizes))} ({weights / 2**30:.1f} "
-                         f"GiB with its gradients and Adam's moments) does not fit in the {have / 2**30:.1f} GiB of "
-                         f"this {device.type}: lower them.")
-    # The rollout, preallocated, time first. `valid` is False at NEXT_STEP reset steps.
-    b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # the float32 inputs normalize() gives the network
-    b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
-    b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
-    raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
-    rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
-    terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
+    try:
+        if rollout + weights > have:
+            raise MemoryError
+        # The rollout, preallocated, time first. `valid` is False at NEXT_STEP reset steps.
+        b_obs = torch.zeros((T, n_envs, *obs_shape), device=device)  # the float32 inputs normalize() gives the network
+        b_actions = torch.zeros((T, n_envs, *action_space.shape), device=device)  # a Discrete shape is ()
+        b_logprobs, b_values = torch.zeros((T, n_envs), device=device), torch.zeros((T, n_envs), device=device)
+        raw_obs = np.zeros((T, n_envs, *obs_shape), np.float32)
+        rewards, disc_returns = np.zeros((T, n_envs), np.float32), np.zeros((T, n_envs))
+        terminated, dones, valid = (np.zeros((T, n_envs), bool) for _ in range(3))
+    except (MemoryError, RuntimeError) as e:  # numpy's MemoryError; torch's "can't allocate memory", "out of memory"
+        if not isinstance(e, MemoryError) and "memory" not in str(e):  # another error (a CUDA kernel's) is not this
+            raise
+        raise SystemExit(f"a rollout of --num-envs {args.num_envs} x --num-steps {T} ({rollout / 2**30:,.1f} GiB) "
+                         f"with a network of --hidden-sizes {' '.join(map(str, args.hidden_sizes)) or '(none)'} "
+                         f"({weights / 2**30:,.1f} GiB with its gradients and Adam's moments) does not fit in the "
+                         f"memory of this {device.type} ({have / 2**30:,.1f} GiB in all): lower them.") from None
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: {world_size} rank(s) x {n_envs} env(s) x {T} steps per rollout on {device}, "

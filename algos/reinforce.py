@@ -515,8 +515,8 @@ def main(args: Args) -> dict:
             else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     if need > have:
         raise SystemExit(f"--hidden-sizes {' '.join(map(str, args.hidden_sizes))} make {need // 16:,} parameters, "
-                         f"{need / 2**30:.0f} GiB with their gradients and Adam's moments, more than the "
-                         f"{have / 2**30:.0f} GiB of this {device.type}: lower them.")
+                         f"{need / 2**30:,.1f} GiB with their gradients and Adam's moments, more than the "
+                         f"{have / 2**30:,.1f} GiB of this {device.type}: lower them.")
     if is_main:
         run_dir = make_run_dir(run_name)
         print(f"{args.env_id}: baseline {args.baseline}, {world_size} rank(s) x {local_k} episode(s) "

@@ -976,8 +976,8 @@ def main(args: Args) -> dict:
         if is_main and not path:
             os.rmdir(run_dir)
         raise SystemExit(f"--hidden-size {args.hidden_size} and --embed-dim {args.embed_dim} make "
-                         f"{need // 16:,} parameters, {need / 2**30:.0f} GiB with their gradients and Adam's moments, "
-                         f"more than the {have / 2**30:.0f} GiB of this {device.type}: lower them.")
+                         f"{need // 16:,} parameters, {need / 2**30:,.1f} GiB with their gradients and Adam's moments, "
+                         f"more than the {have / 2**30:,.1f} GiB of this {device.type}: lower them.")
     model = make_model().to(device)
     if ckpt:
         model.load_state_dict(ckpt["model"])

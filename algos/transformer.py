@@ -1101,17 +1101,21 @@ def main(args: Args) -> dict:
                                      args.num_layers, args.d_ff, args.dropout, args.norm, args.pos,
                                      args.max_positions, args.share_embeddings, args.tie_output)
     # A network that memory cannot hold is refused, its empty run folder removed: its parameters counted on the meta
-    # device (nothing allocated), 16 bytes each with their gradients and Adam's two moments.
+    # device (nothing allocated), 16 bytes each with their gradients and Adam's two moments, and its float32 buffers
+    # (the sinusoidal table).
     with torch.device("meta"):
-        need = 16 * sum(p.numel() for p in make_model().parameters())
-    have = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
-            else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
+        meta = make_model()
+    params, table = sum(p.numel() for p in meta.parameters()), sum(b.numel() for b in meta.buffers())
+    need, have = 16 * params + 4 * table, (
+        torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+        else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else math.inf)
     if need > have:
         if is_main and not path:
             os.rmdir(run_dir)
-        raise SystemExit(f"--d-model {args.d_model}, --d-ff {args.d_ff} and --num-layers {args.num_layers} make "
-                         f"{need // 16:,} parameters, {need / 2**30:.0f} GiB with their gradients and Adam's moments, "
-                         f"more than the {have / 2**30:.0f} GiB of this {device.type}: lower them.")
+        raise SystemExit(f"--d-model {args.d_model}, --d-ff {args.d_ff}, --num-layers {args.num_layers} and "
+                         f"--max-positions {args.max_positions} make {params:,} parameters and {table:,} table "
+                         f"entries, {need / 2**30:,.1f} GiB with the gradients and Adam's moments, more than the "
+                         f"{have / 2**30:,.1f} GiB of this {device.type}: lower them.")
     model = make_model().to(device)
     if ckpt:
         model.load_state_dict(ckpt["model"])

@@ -175,8 +175,8 @@ def test_an_unwritable_run_folder_fails_before_training(script, tmp_path):
 
 @pytest.mark.parametrize("script", ALL)
 def test_a_network_larger_than_memory_is_refused_before_the_run_folder(script, tmp_path):
-    """Its parameters are counted without allocating them, and no run folder is left. The flags ask for 10**12
-    parameters and more, which any allocator refuses at once: before the check the scripts died in torch's
+    """Its parameters are counted without allocating them, and no run folder is left. The flags ask for a tensor
+    beyond any address space, which an allocator refuses at once: before the check the scripts died in torch's
     allocator with a traceback (and sizes the OS only reserves ran for minutes until the kernel killed them)."""
     big = entry(script, "too_big")
     if big is None:

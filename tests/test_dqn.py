@@ -254,7 +254,7 @@ def test_saved_model_evaluates_to_the_same_returns(tmp_path, monkeypatch):
     (["--env-id", "CartPole-v1", "--learning-starts", "60000"], "the network would never train"),
     (["--env-id", "CartPole-v1", "--total-timesteps", "5", "--train-frequency", "8"], "not below 0: no step trains"),
     (["--env-id", "CartPole-v1", "--ez-mu", "0.5"], "--ez-mu 0.5 must be 0"),
-    (["--env-id", "CartPole-v1", "--buffer-size", str(10**12)], "does not fit in the"),  # was numpy's traceback
+    (["--env-id", "CartPole-v1", "--buffer-size", str(10**12)], "--buffer-size 1000000000000 ("),  # was numpy's traceback
     (["--eval-checkpoint", "missing.pt"], "cannot read it (No such file or directory)"),
     (["--eval-checkpoint", "corrupt.pt"], "is damaged or is not a checkpoint"),
 ])
